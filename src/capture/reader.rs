@@ -1,0 +1,542 @@
+//! The frame reader: pcap-parser's streaming readers behind one lending-iterator API, with
+//! pcapng interface bookkeeping (link type, timestamp resolution and offset per interface)
+//! and damage turned into a [`CaptureWarning`].
+
+use super::input::{open_stream, Magic};
+use super::{CaptureError, CaptureWarning, Input};
+use pcap_parser::pcapng::{Block, OptionCode, PcapNGOption};
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
+use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Initial size of the streaming buffer.
+pub const INITIAL_BUFFER: usize = 1 << 20;
+/// The buffer grows (for a single oversized block) up to this size; a block that claims
+/// more ends the file with a warning.
+pub const MAX_BUFFER: usize = 64 << 20;
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// One captured frame, borrowed from the reader's buffer until the next call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// LINKTYPE_* of the frame's interface.
+    pub linktype: u32,
+    /// The captured bytes (caplen of them).
+    pub data: &'a [u8],
+    /// Length of the frame on the wire.
+    pub orig_len: u32,
+    /// Offset of the frame's record/block in the (decompressed) stream.
+    pub byte_offset: u64,
+}
+
+/// Container format of an opened capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureFormat {
+    /// Classic libpcap.
+    Pcap { big_endian: bool, nanosecond: bool, modified: bool },
+    /// pcapng (byte order can change per section).
+    PcapNg,
+}
+
+/// Counters of one reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Frames delivered.
+    pub frames: u64,
+    /// pcapng packet blocks naming an interface that was never described (skipped).
+    pub unknown_interface_frames: u64,
+    /// pcapng blocks that are not packets (statistics, name resolution, ...), skipped.
+    pub other_blocks: u64,
+}
+
+/// A pcapng interface as its description block declared it.
+#[derive(Clone, Copy, Debug)]
+struct Interface {
+    linktype: u32,
+    snaplen: u32,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    /// `if_tsoffset`: seconds added to every timestamp.
+    offset_sec: i64,
+}
+
+impl Interface {
+    fn ts_ns(&self, high: u32, low: u32) -> u64 {
+        let units = (u64::from(high) << 32) | u64::from(low);
+        let ns = if self.units_per_sec == NANOS_PER_SEC {
+            units
+        } else if self.units_per_sec != 0 && NANOS_PER_SEC % self.units_per_sec == 0 {
+            units.saturating_mul(NANOS_PER_SEC / self.units_per_sec)
+        } else {
+            let ns = u128::from(units) * u128::from(NANOS_PER_SEC) / u128::from(self.units_per_sec.max(1));
+            u64::try_from(ns).unwrap_or(u64::MAX)
+        };
+        let offset_ns = i128::from(self.offset_sec) * i128::from(NANOS_PER_SEC);
+        let ts = i128::from(ns) + offset_ns;
+        u64::try_from(ts.max(0)).unwrap_or(u64::MAX)
+    }
+}
+
+/// What one parse step found, with no borrow of the buffer left (the frame bytes are
+/// re-sliced from the buffer afterwards: this keeps the lending iterator borrow-checkable).
+enum Step {
+    Frame { consume: usize, start: usize, len: usize, ts_ns: u64, linktype: u32, orig_len: u32 },
+    Skip(usize),
+    Refill,
+    Grow,
+    End(Option<Damage>),
+}
+
+/// A [`Read`] that fills the whole buffer it is given unless the stream ends, and keeps
+/// the last I/O error's text (pcap-parser reports read failures without their cause).
+struct FillingReader {
+    inner: Box<dyn Read + Send>,
+    deferred: Option<io::Error>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl FillingReader {
+    fn record(&self, e: &io::Error) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(e.to_string());
+        }
+    }
+}
+
+impl Read for FillingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.deferred.take() {
+            self.record(&e);
+            return Err(e);
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            match self.inner.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if n > 0 => {
+                    // Deliver what was read; report the error on the next call.
+                    self.deferred = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    self.record(&e);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Streams the frames of one capture. See the module docs for the damage rules.
+///
+/// ```no_run
+/// # use netfm::capture::{CaptureReader, Input};
+/// let mut reader = CaptureReader::open(&Input::File("x.pcap".into()))?;
+/// while let Some(frame) = reader.next_frame() {
+///     let _ = (frame.linktype, frame.data);
+/// }
+/// if let Some(w) = reader.warning() {
+///     eprintln!("warning: {w}");
+/// }
+/// # Ok::<(), netfm::capture::CaptureError>(())
+/// ```
+pub struct CaptureReader {
+    path: PathBuf,
+    format: CaptureFormat,
+    gzip: bool,
+    inner: Box<dyn PcapReaderIterator + Send>,
+    read_error: Arc<Mutex<Option<String>>>,
+    /// Bytes of the frame handed out last, consumed at the next call.
+    pending_consume: usize,
+    done: bool,
+    warning: Option<CaptureWarning>,
+    max_buffer: usize,
+    /// Buffer capacity (pcap-parser does not expose it).
+    capacity: usize,
+    /// Classic pcap: link type and the multiplier from the fraction field to ns.
+    legacy_linktype: u32,
+    legacy_frac_to_ns: u64,
+    /// pcapng: interfaces of the current section, and its byte order.
+    interfaces: Vec<Interface>,
+    section_big_endian: bool,
+    /// Timestamp of the last frame (simple packet blocks carry none).
+    last_ts_ns: u64,
+    stats: CaptureStats,
+}
+
+impl CaptureReader {
+    /// Opens a capture (gzip or not) with the default buffer limits.
+    pub fn open(input: &Input) -> Result<Self, CaptureError> {
+        Self::open_with_buffer(input, INITIAL_BUFFER, MAX_BUFFER)
+    }
+
+    /// Opens a capture with the given initial and maximum buffer sizes.
+    pub fn open_with_buffer(input: &Input, initial: usize, max: usize) -> Result<Self, CaptureError> {
+        let opened = open_stream(input)?;
+        Self::from_stream(input.path(), opened.stream, opened.magic, opened.gzip, initial, max)
+    }
+
+    /// Reads a capture from any byte stream (gzip or not); `name` is used in messages.
+    pub fn from_reader(name: impl Into<PathBuf>, reader: Box<dyn Read + Send>) -> Result<Self, CaptureError> {
+        let name = name.into();
+        let opened = super::input::sniff_stream(reader, &name)?;
+        Self::from_stream(name, opened.stream, opened.magic, opened.gzip, INITIAL_BUFFER, MAX_BUFFER)
+    }
+
+    fn from_stream(
+        path: PathBuf,
+        stream: Box<dyn Read + Send>,
+        magic: Magic,
+        gzip: bool,
+        initial: usize,
+        max: usize,
+    ) -> Result<Self, CaptureError> {
+        let initial = initial.max(64);
+        let max = max.max(initial);
+        let read_error = Arc::new(Mutex::new(None));
+        let filling = FillingReader { inner: stream, deferred: None, last_error: Arc::clone(&read_error) };
+        let inner: Result<Box<dyn PcapReaderIterator + Send>, String> = match magic {
+            Magic::PcapNg => PcapNGReader::new(initial, filling)
+                .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>)
+                .map_err(|e| header_error_message(&e, &read_error)),
+            Magic::Pcap => LegacyPcapReader::new(initial, filling)
+                .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>)
+                .map_err(|e| header_error_message(&e, &read_error)),
+        };
+        let inner = inner.map_err(|message| CaptureError::BadHeader { path: path.clone(), message })?;
+        let mut reader = CaptureReader {
+            path,
+            format: CaptureFormat::PcapNg,
+            gzip,
+            inner,
+            read_error,
+            pending_consume: 0,
+            done: false,
+            warning: None,
+            max_buffer: max,
+            capacity: initial,
+            legacy_linktype: 0,
+            legacy_frac_to_ns: 1000,
+            interfaces: Vec::new(),
+            section_big_endian: false,
+            last_ts_ns: 0,
+            stats: CaptureStats::default(),
+        };
+        if magic == Magic::Pcap {
+            reader.read_legacy_header()?;
+        }
+        Ok(reader)
+    }
+}
+
+/// Why a capture ended before its natural end.
+enum Damage {
+    Truncated,
+    TooLarge(usize),
+    Read,
+    Corrupt(String),
+}
+
+fn header_error_message(e: &PcapError<&[u8]>, read_error: &Mutex<Option<String>>) -> String {
+    match e {
+        PcapError::Incomplete(_) | PcapError::Eof | PcapError::UnexpectedEof => {
+            "the file ends inside its header".to_string()
+        }
+        PcapError::ReadError => {
+            let cause = read_error.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
+            format!("read error: {cause}")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl CaptureReader {
+    fn read_legacy_header(&mut self) -> Result<(), CaptureError> {
+        let size = match self.inner.next() {
+            Ok((size, PcapBlockOwned::LegacyHeader(h))) => {
+                self.legacy_linktype = h.network.0 as u32;
+                self.legacy_frac_to_ns = if h.is_nanosecond_precision() { 1 } else { 1000 };
+                self.format = CaptureFormat::Pcap {
+                    big_endian: h.is_bigendian(),
+                    nanosecond: h.is_nanosecond_precision(),
+                    modified: h.is_modified_format(),
+                };
+                size
+            }
+            Ok(_) => {
+                return Err(CaptureError::BadHeader {
+                    path: self.path.clone(),
+                    message: "no pcap file header".into(),
+                })
+            }
+            Err(e) => {
+                let message = header_error_message(&e, &self.read_error);
+                return Err(CaptureError::BadHeader { path: self.path.clone(), message });
+            }
+        };
+        self.inner.consume(size);
+        Ok(())
+    }
+
+    /// The next frame, or `None` at the end of the capture or at the first damage (then
+    /// [`CaptureReader::warning`] says where). The frame borrows the reader's buffer.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        if self.pending_consume > 0 {
+            self.inner.consume(self.pending_consume);
+            self.pending_consume = 0;
+        }
+        while !self.done {
+            let offset = self.inner.consumed() as u64;
+            match self.step() {
+                Step::Frame { consume, start, len, ts_ns, linktype, orig_len } => {
+                    let end = start.checked_add(len);
+                    if end.is_none_or(|end| end > self.inner.data().len()) {
+                        // Cannot happen with pcap-parser's slices; guard anyway.
+                        self.finish(offset, Damage::Corrupt("frame outside the read buffer".into()));
+                        continue;
+                    }
+                    self.pending_consume = consume;
+                    self.last_ts_ns = ts_ns;
+                    self.stats.frames += 1;
+                    let data = &self.inner.data()[start..start + len];
+                    return Some(Frame { ts_ns, linktype, data, orig_len, byte_offset: offset });
+                }
+                Step::Skip(n) => self.inner.consume(n),
+                Step::Refill => self.refill(offset),
+                Step::Grow => self.grow(offset),
+                Step::End(None) => self.done = true,
+                Step::End(Some(damage)) => self.finish(offset, damage),
+            }
+        }
+        None
+    }
+
+    /// One parse attempt at the current position.
+    fn step(&mut self) -> Step {
+        let base = self.inner.data().as_ptr() as usize;
+        match self.inner.next() {
+            Ok((size, PcapBlockOwned::Legacy(b))) => Step::Frame {
+                consume: size,
+                start: (b.data.as_ptr() as usize).wrapping_sub(base),
+                len: b.data.len(),
+                ts_ns: u64::from(b.ts_sec) * NANOS_PER_SEC + u64::from(b.ts_usec) * self.legacy_frac_to_ns,
+                linktype: self.legacy_linktype,
+                orig_len: b.origlen,
+            },
+            Ok((size, PcapBlockOwned::LegacyHeader(_))) => Step::Skip(size),
+            Ok((size, PcapBlockOwned::NG(block))) => ng_step(
+                size,
+                &block,
+                base,
+                &mut self.interfaces,
+                &mut self.section_big_endian,
+                self.last_ts_ns,
+                &mut self.stats,
+            ),
+            Err(PcapError::Eof) => Step::End(None),
+            Err(PcapError::Incomplete(_)) => Step::Refill,
+            Err(PcapError::BufferTooSmall) => Step::Grow,
+            Err(PcapError::UnexpectedEof) => Step::End(Some(Damage::Truncated)),
+            Err(PcapError::ReadError) => Step::End(Some(Damage::Read)),
+            Err(PcapError::HeaderNotRecognized) => Step::End(Some(Damage::Corrupt("unrecognised block".into()))),
+            Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
+                Step::End(Some(Damage::Corrupt(format!("parser check {kind:?} failed"))))
+            }
+        }
+    }
+
+    fn refill(&mut self, offset: u64) {
+        let before = self.inner.data().len();
+        if self.inner.refill().is_err() {
+            self.finish(offset, Damage::Read);
+            return;
+        }
+        if self.inner.data().len() == before && !self.inner.reader_exhausted() {
+            // The buffer is full and the block still incomplete.
+            self.grow(offset);
+        }
+    }
+
+    fn grow(&mut self, offset: u64) {
+        let capacity = self.capacity;
+        let needed = self.pending_block_len().unwrap_or(capacity.saturating_mul(2));
+        if needed > self.max_buffer || capacity >= self.max_buffer {
+            self.finish(offset, Damage::TooLarge(needed));
+            return;
+        }
+        let new_size = needed.next_power_of_two().max(capacity.saturating_mul(2)).min(self.max_buffer);
+        self.inner.grow(new_size);
+        self.capacity = self.capacity.max(new_size);
+        if self.inner.refill().is_err() {
+            self.finish(offset, Damage::Read);
+        }
+    }
+
+    /// Size of the record/block at the current position, from its header, if readable.
+    fn pending_block_len(&self) -> Option<usize> {
+        let data = self.inner.data();
+        let word = |at: usize, big_endian: bool| -> Option<u32> {
+            let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+            Some(if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+        };
+        match self.format {
+            CaptureFormat::Pcap { big_endian, modified, .. } => {
+                let header = if modified { 24 } else { 16 };
+                Some(header + word(8, big_endian)? as usize)
+            }
+            CaptureFormat::PcapNg => {
+                let big_endian = if data.get(0..4)? == [0x0a, 0x0d, 0x0d, 0x0a] {
+                    data.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d]
+                } else {
+                    self.section_big_endian
+                };
+                Some(word(4, big_endian)? as usize)
+            }
+        }
+    }
+
+    fn finish(&mut self, offset: u64, damage: Damage) {
+        self.done = true;
+        let message = match damage {
+            Damage::Truncated => format!(
+                "the capture ends inside a {} ({} bytes of it present): truncated file",
+                self.unit_name(),
+                self.inner.data().len()
+            ),
+            Damage::TooLarge(n) => format!(
+                "a {} claims {n} bytes, more than the {} byte limit: corrupt file",
+                self.unit_name(),
+                self.max_buffer
+            ),
+            Damage::Read => {
+                let cause = self.read_error.lock().ok().and_then(|s| s.clone());
+                format!("read error: {}", cause.unwrap_or_else(|| "unknown".into()))
+            }
+            Damage::Corrupt(what) => format!("corrupt {}: {what}", self.unit_name()),
+        };
+        self.warning = Some(CaptureWarning { path: self.path.clone(), byte_offset: offset, message });
+    }
+
+    fn unit_name(&self) -> &'static str {
+        match self.format {
+            CaptureFormat::Pcap { .. } => "pcap record",
+            CaptureFormat::PcapNg => "pcapng block",
+        }
+    }
+
+    /// The input's name as given (`-` for stdin).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The container format.
+    pub fn format(&self) -> CaptureFormat {
+        self.format
+    }
+
+    /// Whether the input was gzip compressed.
+    pub fn is_gzip(&self) -> bool {
+        self.gzip
+    }
+
+    /// The damage that ended this capture early, if any.
+    pub fn warning(&self) -> Option<&CaptureWarning> {
+        self.warning.as_ref()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CaptureStats {
+        self.stats
+    }
+}
+
+/// Handles one pcapng block. Free function so the block can keep borrowing the reader's
+/// buffer while the interface table (another field) is updated.
+fn ng_step(
+    size: usize,
+    block: &Block<'_>,
+    base: usize,
+    interfaces: &mut Vec<Interface>,
+    section_big_endian: &mut bool,
+    last_ts_ns: u64,
+    stats: &mut CaptureStats,
+) -> Step {
+    match block {
+        Block::SectionHeader(shb) => {
+            // A new section starts a new interface numbering (and maybe byte order).
+            interfaces.clear();
+            *section_big_endian = shb.big_endian();
+            Step::Skip(size)
+        }
+        Block::InterfaceDescription(idb) => {
+            interfaces.push(Interface {
+                linktype: idb.linktype.0 as u32,
+                snaplen: idb.snaplen,
+                // An undefined resolution falls back to the pcapng default (microseconds).
+                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+                offset_sec: ts_offset(&idb.options, *section_big_endian),
+            });
+            Step::Skip(size)
+        }
+        Block::EnhancedPacket(epb) => match interfaces.get(epb.if_id as usize) {
+            Some(iface) => {
+                let data = epb.packet_data();
+                Step::Frame {
+                    consume: size,
+                    start: (data.as_ptr() as usize).wrapping_sub(base),
+                    len: data.len(),
+                    ts_ns: iface.ts_ns(epb.ts_high, epb.ts_low),
+                    linktype: iface.linktype,
+                    orig_len: epb.origlen,
+                }
+            }
+            None => {
+                stats.unknown_interface_frames += 1;
+                Step::Skip(size)
+            }
+        },
+        Block::SimplePacket(spb) => match interfaces.first() {
+            Some(iface) => {
+                let mut len = spb.data.len().min(spb.origlen as usize);
+                if iface.snaplen != 0 {
+                    len = len.min(iface.snaplen as usize);
+                }
+                Step::Frame {
+                    consume: size,
+                    start: (spb.data.as_ptr() as usize).wrapping_sub(base),
+                    len,
+                    // A simple packet block has no timestamp: reuse the previous frame's.
+                    ts_ns: last_ts_ns,
+                    linktype: iface.linktype,
+                    orig_len: spb.origlen,
+                }
+            }
+            None => {
+                stats.unknown_interface_frames += 1;
+                Step::Skip(size)
+            }
+        },
+        _ => {
+            stats.other_blocks += 1;
+            Step::Skip(size)
+        }
+    }
+}
+
+/// `if_tsoffset` in the section's byte order (pcap-parser's own field assumes little-endian).
+fn ts_offset(options: &[PcapNGOption<'_>], big_endian: bool) -> i64 {
+    options
+        .iter()
+        .find(|o| o.code == OptionCode::IfTsoffset)
+        .and_then(|o| <[u8; 8]>::try_from(o.value.get(..8)?).ok())
+        .map(|b| if big_endian { i64::from_be_bytes(b) } else { i64::from_le_bytes(b) })
+        .unwrap_or(0)
+}

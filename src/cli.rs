@@ -1,0 +1,198 @@
+//! The command line: argument definitions and their translation into pipeline options.
+//! Parsing and validation only; the work is done by [`crate::pipeline`].
+
+use crate::flow::native::NativeFlowConfig;
+use crate::pipeline::{OutputFormat, Shard, TokenizeOptions};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use netfm_tokenizer::{BurstConfig, InternalNetworks, TokenLayout};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "netfm", version, about = "Packets to predictions: netFound-compatible tokenization of captures, fast")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Tokenize capture files (pcap, pcapng, .gz, directories, `-` for stdin) into a flow dataset.
+    Tokenize(TokenizeArgs),
+    /// Tokenize the bundled captures (datasets/pcaps) and show what came out.
+    Demo(DemoArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// netfm's Parquet dataset: one row per flow with 5-tuple, times, counts and bursts (zstd).
+    Parquet,
+    /// netFound's Arrow IPC stream with its exact schema and flow semantics.
+    Netfound,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenizeArgs {
+    /// Capture files, directories (all captures below) or `-` (pcap stream on stdin).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output directory.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Output format and flow semantics.
+    #[arg(long, value_enum, default_value_t = FormatArg::Parquet)]
+    pub format: FormatArg,
+    /// Also tokenize the 40 raw TCP option bytes (20 tokens per TCP packet), like netFound's --tcp_options.
+    #[arg(long)]
+    pub tcp_options: bool,
+    /// Leave out the 6 payload tokens per packet.
+    #[arg(long)]
+    pub no_payload: bool,
+    /// Bursts kept per flow.
+    #[arg(long, default_value_t = 12)]
+    pub max_bursts: usize,
+    /// Packets kept per burst.
+    #[arg(long, default_value_t = 6)]
+    pub max_packets_per_burst: usize,
+    /// A same-direction gap longer than this (milliseconds) starts a new burst.
+    #[arg(long, default_value_t = 10.0)]
+    pub burst_gap_ms: f64,
+    /// Internal networks (CIDR, repeatable): a flow's forward side is its internal endpoint.
+    /// Default: netFound's 127.0.0.0/8 and 169.231.0.0/16.
+    #[arg(long = "internal-net", value_name = "CIDR")]
+    pub internal_nets: Vec<String>,
+    /// Native mode: a flow idle this long (seconds) ends.
+    #[arg(long, default_value_t = 120.0)]
+    pub idle_timeout: f64,
+    /// Native mode: a flow open this long (seconds) is cut.
+    #[arg(long, default_value_t = 1800.0)]
+    pub active_timeout: f64,
+    /// Native mode: most flows held at once (memory bound); beyond it the least recently active flow is written early.
+    #[arg(long, default_value_t = 262_144)]
+    pub max_flows: usize,
+    /// Process only the i-th of N deterministic slices of the input file list (e.g. 0/4).
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Parquet: flows per part file.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub part_rows: usize,
+    /// Label each flow with its capture file's parent directory name (netFound's fine-tuning layout).
+    #[arg(long)]
+    pub label_from_dir: bool,
+    /// Exit non-zero if any input was damaged, unreadable or had frames that could not be decoded.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where the demo dataset goes.
+    #[arg(long, default_value = "target/netfm-demo")]
+    pub out: PathBuf,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (i, n) = s.split_once('/').ok_or_else(|| format!("shard `{s}`: expected I/N, e.g. 0/4"))?;
+    let index: usize = i.trim().parse().map_err(|_| format!("shard `{s}`: `{i}` is not a number"))?;
+    let count: usize = n.trim().parse().map_err(|_| format!("shard `{s}`: `{n}` is not a number"))?;
+    if count == 0 || index >= count {
+        return Err(format!("shard `{s}`: need 0 <= I < N"));
+    }
+    Ok(Shard { index, count })
+}
+
+fn seconds_to_ns(what: &str, s: f64) -> anyhow::Result<u64> {
+    if !(s.is_finite() && s > 0.0 && s < 1e9) {
+        bail!("--{what} must be a positive number of seconds, got {s}");
+    }
+    Ok((s * 1e9).round() as u64)
+}
+
+impl TokenizeArgs {
+    /// Validates the flags and builds the pipeline options.
+    pub fn to_options(&self) -> anyhow::Result<TokenizeOptions> {
+        if self.max_bursts == 0 || self.max_packets_per_burst == 0 {
+            bail!("--max-bursts and --max-packets-per-burst must be at least 1");
+        }
+        if self.max_flows == 0 {
+            bail!("--max-flows must be at least 1");
+        }
+        if self.part_rows == 0 {
+            bail!("--part-rows must be at least 1");
+        }
+        let burst_gap_ns = seconds_to_ns("burst-gap-ms", self.burst_gap_ms / 1e3)?;
+        let bursts = BurstConfig {
+            max_bursts: self.max_bursts,
+            max_packets_per_burst: self.max_packets_per_burst,
+            burst_gap_ns,
+            layout: TokenLayout { tcp_options: self.tcp_options, payload: !self.no_payload },
+        };
+        let internal = if self.internal_nets.is_empty() {
+            InternalNetworks::netfound_default()
+        } else {
+            InternalNetworks::parse(&self.internal_nets).context("--internal-net")?
+        };
+        let native = NativeFlowConfig {
+            idle_timeout_ns: seconds_to_ns("idle-timeout", self.idle_timeout)?,
+            active_timeout_ns: seconds_to_ns("active-timeout", self.active_timeout)?,
+            max_flows: self.max_flows,
+            bursts,
+            internal: internal.clone(),
+            ..NativeFlowConfig::default()
+        };
+        Ok(TokenizeOptions {
+            inputs: self.inputs.clone(),
+            out_dir: self.out.clone(),
+            format: match self.format {
+                FormatArg::Parquet => OutputFormat::Parquet,
+                FormatArg::Netfound => OutputFormat::Netfound,
+            },
+            bursts,
+            internal,
+            native,
+            shard: self.shard.unwrap_or(Shard { index: 0, count: 1 }),
+            part_rows: self.part_rows,
+            label_from_dir: self.label_from_dir,
+            progress: !self.quiet && !self.json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_parsing() {
+        assert_eq!(parse_shard("1/4"), Ok(Shard { index: 1, count: 4 }));
+        assert!(parse_shard("4/4").is_err());
+        assert!(parse_shard("0/0").is_err());
+        assert!(parse_shard("x/2").is_err());
+        assert!(parse_shard("3").is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["netfm", "tokenize", "a.pcap", "--out", "o"];
+            v.extend_from_slice(extra);
+            match Cli::try_parse_from(v).expect("parses").command {
+                Command::Tokenize(t) => t,
+                Command::Demo(_) => unreachable!(),
+            }
+        };
+        assert!(args(&["--idle-timeout", "0"]).to_options().is_err());
+        assert!(args(&["--burst-gap-ms", "-1"]).to_options().is_err());
+        assert!(args(&["--internal-net", "10.0.0.0/33"]).to_options().is_err());
+        assert!(args(&["--max-bursts", "0"]).to_options().is_err());
+        let ok = args(&["--tcp-options", "--internal-net", "10.0.0.0/8"]).to_options().expect("valid");
+        assert!(ok.bursts.layout.tcp_options);
+        assert_eq!(ok.bursts.burst_gap_ns, 10_000_000);
+    }
+}

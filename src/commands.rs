@@ -1,0 +1,149 @@
+//! The user's jobs, one function per subcommand: run the pipeline, report, choose the exit
+//! code. Everything a user sees printed comes from here.
+
+use crate::cli::{DemoArgs, TokenizeArgs};
+use crate::pipeline::{run_tokenize, OutputFormat};
+use crate::summary::RunSummary;
+use anyhow::{bail, Context};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{UInt16Type, UInt64Type, UInt8Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn report(summary: &RunSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        eprint!("{summary}");
+    }
+    Ok(())
+}
+
+/// Whether `--strict` should fail the run: damage, unreadable inputs or undecodable frames.
+fn has_input_problems(summary: &RunSummary) -> bool {
+    !summary.warnings.is_empty() || summary.files_failed > 0 || !summary.unsupported_link_types.is_empty()
+}
+
+/// `netfm tokenize`.
+pub fn tokenize(args: &TokenizeArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.to_options()?;
+    let summary = run_tokenize(&opts)?;
+    report(&summary, args.json)?;
+    if args.strict && has_input_problems(&summary) {
+        eprintln!("netfm: --strict: inputs had problems (see warnings above)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bundled captures: `NETFM_DATASETS`, else `./datasets`, else the source tree's.
+fn bundled_pcaps() -> anyhow::Result<PathBuf> {
+    let candidates = [
+        std::env::var_os("NETFM_DATASETS").map(PathBuf::from),
+        Some(PathBuf::from("datasets")),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let p = c.join("pcaps");
+        if p.is_dir() {
+            return Ok(p);
+        }
+    }
+    bail!("bundled captures not found: run from the netfm source tree or set NETFM_DATASETS to its datasets/ folder")
+}
+
+const DEMO_MARKER: &str = ".netfm-demo";
+
+/// Empties the demo output folder, refusing to touch a folder the demo did not make.
+fn prepare_demo_dir(out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        let empty = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?.next().is_none();
+        if !empty && !out.join(DEMO_MARKER).exists() {
+            bail!("{} exists and was not made by `netfm demo`; choose another --out", out.display());
+        }
+        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join(DEMO_MARKER), b"made by netfm demo\n").context("writing demo marker")?;
+    Ok(())
+}
+
+/// `netfm demo`: tokenize the bundled captures into a native dataset and show a few flows.
+pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let pcaps = bundled_pcaps()?;
+    prepare_demo_dir(&args.out)?;
+    let tokenize_args = TokenizeArgs {
+        inputs: vec![pcaps.clone()],
+        out: args.out.clone(),
+        format: crate::cli::FormatArg::Parquet,
+        tcp_options: false,
+        no_payload: false,
+        max_bursts: 12,
+        max_packets_per_burst: 6,
+        burst_gap_ms: 10.0,
+        internal_nets: Vec::new(),
+        idle_timeout: 120.0,
+        active_timeout: 1800.0,
+        max_flows: 262_144,
+        shard: None,
+        part_rows: 1_000_000,
+        label_from_dir: false,
+        strict: false,
+        json: false,
+        quiet: true,
+    };
+    let opts = tokenize_args.to_options()?;
+    debug_assert_eq!(opts.format, OutputFormat::Parquet);
+    println!("netfm demo: tokenizing the bundled captures in {}", pcaps.display());
+    let summary = run_tokenize(&opts)?;
+    print!("{summary}");
+    println!();
+    println!("first flows of each part (forward endpoint first; tokens are netFound's raw 16-bit field tokens):");
+    for part in &summary.output_files {
+        show_part(Path::new(part), 4)?;
+    }
+    println!();
+    println!("read it from Python: pyarrow.dataset.dataset('{}', partitioning='hive').to_table()", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_part(path: &Path, rows: usize) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(rows).build()?;
+    println!("  {}", path.display());
+    if let Some(batch) = reader.into_iter().next() {
+        let batch = batch?;
+        let col = |name: &str| batch.column_by_name(name).with_context(|| format!("column {name}"));
+        let src = col("src_ip")?.as_string::<i32>().clone();
+        let dst = col("dst_ip")?.as_string::<i32>().clone();
+        let sport = col("src_port")?.as_primitive::<UInt16Type>().clone();
+        let dport = col("dst_port")?.as_primitive::<UInt16Type>().clone();
+        let proto = col("protocol")?.as_primitive::<UInt8Type>().clone();
+        let fwd = col("fwd_packets")?.as_primitive::<UInt64Type>().clone();
+        let bwd = col("bwd_packets")?.as_primitive::<UInt64Type>().clone();
+        let tokens = col("burst_tokens")?.as_list::<i32>().clone();
+        for r in 0..batch.num_rows() {
+            let bursts = tokens.value(r);
+            let bursts = bursts.as_list::<i32>();
+            let first: Vec<u16> = if bursts.is_empty() {
+                Vec::new()
+            } else {
+                bursts.value(0).as_primitive::<UInt16Type>().values().iter().take(12).copied().collect()
+            };
+            println!(
+                "    {}:{} -> {}:{} proto {} packets {}+{} bursts {} first tokens {:?}",
+                src.value(r),
+                sport.value(r),
+                dst.value(r),
+                dport.value(r),
+                proto.value(r),
+                fwd.value(r),
+                bwd.value(r),
+                bursts.len(),
+                first
+            );
+        }
+    }
+    Ok(())
+}

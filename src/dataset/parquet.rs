@@ -1,0 +1,342 @@
+//! netfm's native dataset: one Parquet row per flow (zstd), in a Hive-style directory
+//! partitioned by transport, written in parts of bounded size.
+//!
+//! Layout: `OUT/proto=<tcp|udp|icmp|icmpv6>/part-<shard>-<seq>.parquet`. A part is written
+//! under a hidden temporary name (`.part-....parquet.tmp`, which Spark, DuckDB, Polars and
+//! pyarrow skip) and renamed once its footer is written, so a reader only ever sees complete
+//! files. Memory is bounded by `batch_rows` buffered flows per partition plus one row group
+//! in the Parquet encoder.
+//!
+//! The burst columns keep netFound's names (`burst_tokens`, `directions`, `bytes`, `iats`,
+//! `counts`), so code written against netFound's Arrow files reads these too.
+
+use super::burst_columns::{burst_fields, BurstColumnsBuilder};
+use crate::flow::FlowRecord;
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder, UInt8Builder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Errors of the Parquet sink; each names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetSinkError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: parquet: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("building record batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Settings of the Parquet sink.
+#[derive(Clone, Debug)]
+pub struct ParquetSinkConfig {
+    pub out_dir: PathBuf,
+    /// Flows per part file before a new part starts.
+    pub part_rows: usize,
+    /// Flows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Flows buffered per partition before they are encoded.
+    pub batch_rows: usize,
+    /// zstd level (1-22).
+    pub zstd_level: i32,
+    /// Shard tag written into part names (`s0of1`), so shards never collide.
+    pub shard_tag: String,
+}
+
+impl ParquetSinkConfig {
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        ParquetSinkConfig {
+            out_dir: out_dir.into(),
+            part_rows: 1_000_000,
+            row_group_rows: 65_536,
+            batch_rows: 8_192,
+            zstd_level: 3,
+            shard_tag: "s0of1".to_string(),
+        }
+    }
+}
+
+/// The schema of a native netfm flow dataset.
+pub fn native_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("flow_id", DataType::UInt64, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("src_ip", DataType::Utf8, false),
+        Field::new("dst_ip", DataType::Utf8, false),
+        Field::new("src_port", DataType::UInt16, false),
+        Field::new("dst_port", DataType::UInt16, false),
+        Field::new("protocol", DataType::UInt8, false),
+        Field::new("ip_version", DataType::UInt8, false),
+        Field::new("start", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new("end", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new("flow_duration", DataType::UInt64, false),
+        Field::new("fwd_packets", DataType::UInt64, false),
+        Field::new("bwd_packets", DataType::UInt64, false),
+        Field::new("fwd_bytes", DataType::UInt64, false),
+        Field::new("bwd_bytes", DataType::UInt64, false),
+        Field::new("end_reason", DataType::Utf8, false),
+    ];
+    fields.extend(burst_fields());
+    fields.push(Field::new("labels", DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// A flow on its way to the sink, with where it came from.
+pub struct NativeRow<'a> {
+    pub flow_id: u64,
+    pub source: &'a str,
+    pub label: Option<&'a str>,
+    pub flow: &'a FlowRecord,
+}
+
+fn partition_name(protocol: u8) -> &'static str {
+    match protocol {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        58 => "icmpv6",
+        _ => "other",
+    }
+}
+
+/// Builds one RecordBatch of the native schema from rows.
+pub fn native_batch(rows: &[NativeRow<'_>]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let n = rows.len();
+    let mut flow_id = UInt64Builder::with_capacity(n);
+    let mut source = StringBuilder::with_capacity(n, n * 16);
+    let mut src_ip = StringBuilder::with_capacity(n, n * 16);
+    let mut dst_ip = StringBuilder::with_capacity(n, n * 16);
+    let mut src_port = UInt16Builder::with_capacity(n);
+    let mut dst_port = UInt16Builder::with_capacity(n);
+    let mut protocol = UInt8Builder::with_capacity(n);
+    let mut ip_version = UInt8Builder::with_capacity(n);
+    let mut start = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut end = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut duration = UInt64Builder::with_capacity(n);
+    let mut fwd_packets = UInt64Builder::with_capacity(n);
+    let mut bwd_packets = UInt64Builder::with_capacity(n);
+    let mut fwd_bytes = UInt64Builder::with_capacity(n);
+    let mut bwd_bytes = UInt64Builder::with_capacity(n);
+    let mut end_reason = StringBuilder::with_capacity(n, n * 8);
+    let mut bursts = BurstColumnsBuilder::with_capacity(n);
+    let mut labels = StringBuilder::with_capacity(n, 0);
+    let mut ip = String::with_capacity(40);
+    for r in rows {
+        let f = r.flow;
+        flow_id.append_value(r.flow_id);
+        source.append_value(r.source);
+        use std::fmt::Write;
+        ip.clear();
+        let _ = write!(ip, "{}", f.src);
+        src_ip.append_value(&ip);
+        ip.clear();
+        let _ = write!(ip, "{}", f.dst);
+        dst_ip.append_value(&ip);
+        src_port.append_value(f.src_port);
+        dst_port.append_value(f.dst_port);
+        protocol.append_value(f.protocol);
+        ip_version.append_value(if f.src.is_ipv4() { 4 } else { 6 });
+        start.append_value(f.first_ts_ns as i64);
+        end.append_value(f.last_ts_ns as i64);
+        duration.append_value(f.tokens.flow_duration_us);
+        fwd_packets.append_value(f.fwd_packets);
+        bwd_packets.append_value(f.bwd_packets);
+        fwd_bytes.append_value(f.fwd_bytes);
+        bwd_bytes.append_value(f.bwd_bytes);
+        end_reason.append_value(f.end_reason.name());
+        bursts.append(&f.tokens);
+        labels.append_option(r.label);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(flow_id.finish()),
+        Arc::new(source.finish()),
+        Arc::new(src_ip.finish()),
+        Arc::new(dst_ip.finish()),
+        Arc::new(src_port.finish()),
+        Arc::new(dst_port.finish()),
+        Arc::new(protocol.finish()),
+        Arc::new(ip_version.finish()),
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(duration.finish()),
+        Arc::new(fwd_packets.finish()),
+        Arc::new(bwd_packets.finish()),
+        Arc::new(fwd_bytes.finish()),
+        Arc::new(bwd_bytes.finish()),
+        Arc::new(end_reason.finish()),
+    ];
+    columns.extend(bursts.finish());
+    columns.push(Arc::new(labels.finish()));
+    RecordBatch::try_new(native_schema(), columns)
+}
+
+struct OpenPart {
+    writer: ArrowWriter<BufWriter<File>>,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    rows: usize,
+}
+
+struct Partition {
+    name: &'static str,
+    next_seq: u32,
+    open: Option<OpenPart>,
+}
+
+/// The native Parquet sink. Call [`ParquetSink::write`] with flows as they finish and
+/// [`ParquetSink::finish`] at the end; dropping it without `finish` removes unfinished parts.
+pub struct ParquetSink {
+    cfg: ParquetSinkConfig,
+    schema: SchemaRef,
+    props: WriterProperties,
+    partitions: BTreeMap<u8, Partition>,
+    files_written: Vec<PathBuf>,
+    rows_written: u64,
+}
+
+impl ParquetSink {
+    pub fn new(cfg: ParquetSinkConfig) -> Result<Self, ParquetSinkError> {
+        std::fs::create_dir_all(&cfg.out_dir).map_err(|source| ParquetSinkError::Io { path: cfg.out_dir.clone(), source })?;
+        let level = ZstdLevel::try_new(cfg.zstd_level)
+            .map_err(|source| ParquetSinkError::Parquet { path: cfg.out_dir.clone(), source })?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
+            .set_created_by(format!("netfm {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(ParquetSink {
+            cfg,
+            schema: native_schema(),
+            props,
+            partitions: BTreeMap::new(),
+            files_written: Vec::new(),
+            rows_written: 0,
+        })
+    }
+
+    /// Parts completed so far (final names).
+    pub fn files_written(&self) -> &[PathBuf] {
+        &self.files_written
+    }
+
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written
+    }
+
+    /// Writes rows (any protocols); each goes to its partition.
+    pub fn write(&mut self, rows: &[NativeRow<'_>]) -> Result<(), ParquetSinkError> {
+        let mut by_proto: BTreeMap<u8, Vec<&NativeRow<'_>>> = BTreeMap::new();
+        for r in rows {
+            by_proto.entry(r.flow.protocol).or_default().push(r);
+        }
+        for (proto, group) in by_proto {
+            let mut start = 0;
+            while start < group.len() {
+                let room = self.room(proto)?;
+                let take = room.min(group.len() - start);
+                let chunk: Vec<NativeRow<'_>> = group[start..start + take]
+                    .iter()
+                    .map(|r| NativeRow { flow_id: r.flow_id, source: r.source, label: r.label, flow: r.flow })
+                    .collect();
+                let batch = native_batch(&chunk)?;
+                self.append(proto, &batch)?;
+                start += take;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows the open part of `proto` can still take (opening a part if none is open).
+    fn room(&mut self, proto: u8) -> Result<usize, ParquetSinkError> {
+        let part_rows = self.cfg.part_rows.max(1);
+        let needs_open = self.partitions.get(&proto).and_then(|p| p.open.as_ref()).is_none();
+        if needs_open {
+            self.open_part(proto)?;
+        }
+        let open = self.partitions.get(&proto).and_then(|p| p.open.as_ref()).map(|o| o.rows).unwrap_or(0);
+        Ok(part_rows - open)
+    }
+
+    fn open_part(&mut self, proto: u8) -> Result<(), ParquetSinkError> {
+        let part = self.partitions.entry(proto).or_insert(Partition { name: partition_name(proto), next_seq: 0, open: None });
+        let dir = self.cfg.out_dir.join(format!("proto={}", part.name));
+        std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::Io { path: dir.clone(), source })?;
+        let base = format!("part-{}-{:05}.parquet", self.cfg.shard_tag, part.next_seq);
+        part.next_seq += 1;
+        let final_path = dir.join(&base);
+        let tmp_path = dir.join(format!(".{base}.tmp"));
+        let file = File::create(&tmp_path).map_err(|source| ParquetSinkError::Io { path: tmp_path.clone(), source })?;
+        let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), self.schema.clone(), Some(self.props.clone()))
+            .map_err(|source| ParquetSinkError::Parquet { path: tmp_path.clone(), source })?;
+        part.open = Some(OpenPart { writer, tmp_path, final_path, rows: 0 });
+        Ok(())
+    }
+
+    fn append(&mut self, proto: u8, batch: &RecordBatch) -> Result<(), ParquetSinkError> {
+        let part_rows = self.cfg.part_rows.max(1);
+        let Some(part) = self.partitions.get_mut(&proto) else { return Ok(()) };
+        let Some(open) = part.open.as_mut() else { return Ok(()) };
+        open.writer
+            .write(batch)
+            .map_err(|source| ParquetSinkError::Parquet { path: open.tmp_path.clone(), source })?;
+        open.rows += batch.num_rows();
+        self.rows_written += batch.num_rows() as u64;
+        if open.rows >= part_rows {
+            let open = part.open.take().expect("checked above");
+            let done = close_part(open)?;
+            self.files_written.push(done);
+        }
+        Ok(())
+    }
+
+    /// Closes every open part (footer, fsync-free rename) and returns all parts written.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, ParquetSinkError> {
+        let opens: Vec<OpenPart> = self.partitions.values_mut().filter_map(|p| p.open.take()).collect();
+        for open in opens {
+            let done = close_part(open)?;
+            self.files_written.push(done);
+        }
+        Ok(std::mem::take(&mut self.files_written))
+    }
+}
+
+fn close_part(open: OpenPart) -> Result<PathBuf, ParquetSinkError> {
+    let OpenPart { writer, tmp_path, final_path, .. } = open;
+    let inner = writer.into_inner().map_err(|source| ParquetSinkError::Parquet { path: tmp_path.clone(), source })?;
+    inner
+        .into_inner()
+        .map_err(|e| ParquetSinkError::Io { path: tmp_path.clone(), source: e.into_error() })?;
+    std::fs::rename(&tmp_path, &final_path).map_err(|source| ParquetSinkError::Io { path: final_path.clone(), source })?;
+    Ok(final_path)
+}
+
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        // Unfinished parts are incomplete: remove them so that no reader ever sees them.
+        for p in self.partitions.values_mut() {
+            if let Some(open) = p.open.take() {
+                let _ = std::fs::remove_file(&open.tmp_path);
+            }
+        }
+    }
+}
+
+/// Deterministic 64-bit flow id from the source name and the flow's index in that source.
+pub fn flow_id(source: &str, index: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = h ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

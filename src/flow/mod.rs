@@ -1,0 +1,80 @@
+//! Flow stages: group decoded packets into flows (native bidirectional table in
+//! [`native`], or netFound's PcapSplitter semantics in [`netfound`]) and hand each finished
+//! flow, tokenized, to a sink as a [`FlowRecord`].
+//!
+//! Flows never span capture files: each file is its own flow namespace (as in netFound,
+//! whose splitter works per file), which also makes `--shard` slices independent.
+
+pub mod native;
+
+use crate::decode::DecodedPacket;
+use netfm_tokenizer::TokenizedFlow;
+use std::net::IpAddr;
+
+/// Why a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// No packet for the idle timeout.
+    Idle,
+    /// Open longer than the active timeout.
+    Active,
+    /// TCP FIN seen in both directions (or FIN then final ACK) / RST.
+    TcpClose,
+    /// Evicted to keep the table within `--max-flows`.
+    Evicted,
+    /// End of the capture file.
+    EndOfCapture,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Idle => "idle",
+            EndReason::Active => "active",
+            EndReason::TcpClose => "tcp_close",
+            EndReason::Evicted => "evicted",
+            EndReason::EndOfCapture => "end_of_capture",
+        }
+    }
+}
+
+/// One finished, tokenized flow. Addresses and ports are oriented forward (see the
+/// direction rule in `netfm_tokenizer`): `src` is the forward side.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowRecord {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IP protocol (6, 17, 1, 58).
+    pub protocol: u8,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub fwd_packets: u64,
+    pub bwd_packets: u64,
+    /// IP-layer bytes (sum of IP total lengths) per direction.
+    pub fwd_bytes: u64,
+    pub bwd_bytes: u64,
+    pub end_reason: EndReason,
+    pub tokens: TokenizedFlow,
+}
+
+/// Counters a flow stage reports for the run summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub flows_emitted: u64,
+    /// Flows evicted early because the table was full.
+    pub flows_evicted: u64,
+    /// Flows a netFound rule drops (e.g. more than two IPs), by reason name.
+    pub flows_dropped: std::collections::BTreeMap<&'static str, u64>,
+    /// Packets the flow stage refused, by reason name (e.g. netFound mode drops ICMPv6).
+    pub packets_dropped: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// A flow stage. The driver calls `push` for each decoded packet of one capture file in
+/// capture order, then `end_of_file`. Finished flows are appended to `out`.
+pub trait FlowAssembler {
+    fn push(&mut self, pkt: &DecodedPacket, out: &mut Vec<FlowRecord>);
+    fn end_of_file(&mut self, out: &mut Vec<FlowRecord>);
+    fn stats(&self) -> &FlowStats;
+}

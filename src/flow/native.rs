@@ -1,0 +1,387 @@
+//! netfm's native flow table: bidirectional flows keyed by 5-tuple, with idle and active
+//! timeouts, TCP FIN/RST ends and a hard bound on the number of live flows.
+//!
+//! Keys:
+//! - TCP/UDP: the unordered pair of (address, port) endpoints plus the protocol.
+//! - ICMP/ICMPv6 echo: the unordered address pair plus the echo identifier, so each `ping`
+//!   run is its own flow and request/reply land together.
+//! - ICMP/ICMPv6 errors (unreachable, time exceeded, ...): the unordered address pair of the
+//!   error packet plus the quoted packet's protocol and ports. Errors about one flow (a
+//!   traceroute hop, a closed UDP port) group together; they are not merged into the quoted
+//!   flow itself, because a flow's packets must share one token layout.
+//! - Other ICMP (neighbour/router discovery, timestamp, ...): the address pair plus the type.
+//!
+//! Live flows sit in a slab threaded on a doubly linked list ordered by last activity, so
+//! the idle sweep and the eviction of the oldest idle flow are O(1) per flow. The table
+//! never holds more than `max_flows` flows: a new flow beyond that evicts the least recently
+//! active one (counted in [`FlowStats::flows_evicted`]).
+//!
+//! This module never reorders packets of a flow and never drops a decoded packet: every
+//! packet pushed is counted in exactly one emitted flow.
+
+use super::{EndReason, FlowAssembler, FlowRecord, FlowStats};
+use crate::decode::{DecodedPacket, IcmpKind};
+use netfm_tokenizer::direction::{native_forward_is_first_src, InternalNetworks};
+use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
+use netfm_tokenizer::RelativeSeqAck;
+use netfm_tokenizer::{BurstConfig, FlowTokenizer};
+use rustc_hash::FxHashMap;
+use std::net::IpAddr;
+
+/// Configuration of the native flow table.
+#[derive(Clone, Debug)]
+pub struct NativeFlowConfig {
+    /// A flow with no packet for this long ends (`idle`).
+    pub idle_timeout_ns: u64,
+    /// A flow open longer than this is cut; the next packet starts a new flow (`active`).
+    pub active_timeout_ns: u64,
+    /// After FINs in both directions or an RST, a flow ends once it is quiet this long
+    /// (late ACKs and retransmitted FINs still join it; a new SYN starts a new flow at once).
+    pub tcp_close_timeout_ns: u64,
+    /// Most flows held at once; beyond it the least recently active flow is evicted.
+    pub max_flows: usize,
+    pub bursts: BurstConfig,
+    pub internal: InternalNetworks,
+}
+
+impl Default for NativeFlowConfig {
+    fn default() -> Self {
+        NativeFlowConfig {
+            idle_timeout_ns: 120 * 1_000_000_000,
+            active_timeout_ns: 1800 * 1_000_000_000,
+            tcp_close_timeout_ns: 2 * 1_000_000_000,
+            max_flows: 262_144,
+            bursts: BurstConfig::default(),
+            internal: InternalNetworks::netfound_default(),
+        }
+    }
+}
+
+/// Direction-free identity of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    lo: (IpAddr, u16),
+    hi: (IpAddr, u16),
+    protocol: u8,
+    /// Disambiguates ICMP groups (quoted protocol / echo / type) and is 0 otherwise.
+    sub: u32,
+}
+
+fn ordered(a: (IpAddr, u16), b: (IpAddr, u16)) -> ((IpAddr, u16), (IpAddr, u16)) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+impl FlowKey {
+    fn of(p: &DecodedPacket) -> FlowKey {
+        let (a, b, sub) = match p.icmp {
+            None => ((p.src, p.src_port), (p.dst, p.dst_port), 0),
+            Some(IcmpKind::Echo { identifier, .. }) => ((p.src, identifier), (p.dst, identifier), 1 << 16),
+            Some(IcmpKind::Error { protocol, src_port, dst_port, .. }) => {
+                // Order the quoted ports like the quoted flow's endpoints so that errors in
+                // either direction of one quoted flow share a key.
+                let (qp_lo, qp_hi) = if src_port <= dst_port { (src_port, dst_port) } else { (dst_port, src_port) };
+                ((p.src, qp_lo), (p.dst, qp_hi), (2 << 16) | protocol as u32)
+            }
+            Some(IcmpKind::Other) => {
+                let icmp_type = match p.fields.l4 {
+                    L4Fields::Icmp { icmp_type, .. } => icmp_type,
+                    _ => 0,
+                };
+                ((p.src, 0), (p.dst, 0), (3 << 16) | icmp_type as u32)
+            }
+        };
+        let (lo, hi) = ordered(a, b);
+        FlowKey { lo, hi, protocol: p.protocol, sub }
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+struct Flow {
+    key: FlowKey,
+    /// Forward endpoint (address, port) as decided on the first packet.
+    fwd: (IpAddr, u16),
+    bwd: (IpAddr, u16),
+    first_ts: u64,
+    last_ts: u64,
+    fwd_packets: u64,
+    bwd_packets: u64,
+    fwd_bytes: u64,
+    bwd_bytes: u64,
+    fin_fwd: bool,
+    fin_bwd: bool,
+    rst: bool,
+    relseq: RelativeSeqAck,
+    /// The side of the flow's first packet (relative seq/ack initiator).
+    first_is_fwd: bool,
+    tokens: FlowTokenizer,
+    prev: u32,
+    next: u32,
+}
+
+impl Flow {
+    fn closing(&self) -> bool {
+        self.rst || (self.fin_fwd && self.fin_bwd)
+    }
+}
+
+/// The native flow table. See the module docs for its semantics.
+pub struct NativeFlowTable {
+    cfg: NativeFlowConfig,
+    index: FxHashMap<FlowKey, u32>,
+    slots: Vec<Option<Flow>>,
+    free: Vec<u32>,
+    /// Least recently active flow.
+    head: u32,
+    /// Most recently active flow.
+    tail: u32,
+    /// Latest timestamp seen in the current file (timestamps may step back a little).
+    now: u64,
+    stats: FlowStats,
+}
+
+impl NativeFlowTable {
+    pub fn new(cfg: NativeFlowConfig) -> Self {
+        let cap = cfg.max_flows.min(1 << 16);
+        NativeFlowTable {
+            index: FxHashMap::with_capacity_and_hasher(cap, Default::default()),
+            slots: Vec::with_capacity(cap),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            now: 0,
+            stats: FlowStats::default(),
+            cfg,
+        }
+    }
+
+    /// Number of live flows.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn flow(&self, i: u32) -> &Flow {
+        self.slots[i as usize].as_ref().expect("linked slot is occupied")
+    }
+
+    fn flow_mut(&mut self, i: u32) -> &mut Flow {
+        self.slots[i as usize].as_mut().expect("linked slot is occupied")
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let f = self.flow(i);
+            (f.prev, f.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.flow_mut(prev).next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.flow_mut(next).prev = prev;
+        }
+    }
+
+    fn push_back(&mut self, i: u32) {
+        let tail = self.tail;
+        {
+            let f = self.flow_mut(i);
+            f.prev = tail;
+            f.next = NIL;
+        }
+        if tail == NIL {
+            self.head = i;
+        } else {
+            self.flow_mut(tail).next = i;
+        }
+        self.tail = i;
+    }
+
+    fn remove(&mut self, i: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
+        self.unlink(i);
+        let f = self.slots[i as usize].take().expect("linked slot is occupied");
+        self.index.remove(&f.key);
+        self.free.push(i);
+        if reason == EndReason::Evicted {
+            self.stats.flows_evicted += 1;
+        }
+        self.stats.flows_emitted += 1;
+        out.push(FlowRecord {
+            src: f.fwd.0,
+            dst: f.bwd.0,
+            src_port: f.fwd.1,
+            dst_port: f.bwd.1,
+            protocol: f.key.protocol,
+            first_ts_ns: f.first_ts,
+            last_ts_ns: f.last_ts,
+            fwd_packets: f.fwd_packets,
+            bwd_packets: f.bwd_packets,
+            fwd_bytes: f.fwd_bytes,
+            bwd_bytes: f.bwd_bytes,
+            end_reason: reason,
+            tokens: f.tokens.finish(),
+        });
+    }
+
+    /// Ends every flow whose idle (or post-close) timeout has passed at `now`, oldest first.
+    fn expire(&mut self, now: u64, out: &mut Vec<FlowRecord>) {
+        while self.head != NIL {
+            let f = self.flow(self.head);
+            if now.saturating_sub(f.last_ts) > self.cfg.idle_timeout_ns {
+                self.remove(self.head, EndReason::Idle, out);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn why_ended(&self, f: &Flow, p: &DecodedPacket) -> Option<EndReason> {
+        let quiet = p.ts_ns.saturating_sub(f.last_ts);
+        if quiet > self.cfg.idle_timeout_ns {
+            return Some(EndReason::Idle);
+        }
+        if f.closing() {
+            let syn_only = matches!(p.fields.l4, L4Fields::Tcp { flags, .. } if flags & 0x12 == 0x02);
+            if syn_only || quiet > self.cfg.tcp_close_timeout_ns {
+                return Some(EndReason::TcpClose);
+            }
+        }
+        if p.ts_ns.saturating_sub(f.first_ts) > self.cfg.active_timeout_ns {
+            return Some(EndReason::Active);
+        }
+        None
+    }
+
+    fn open(&mut self, key: FlowKey, p: &DecodedPacket, out: &mut Vec<FlowRecord>) -> u32 {
+        if self.index.len() >= self.cfg.max_flows.max(1) {
+            self.remove(self.head, EndReason::Evicted, out);
+        }
+        let s = (p.src, key_port(&key, p, true));
+        let d = (p.dst, key_port(&key, p, false));
+        let (fwd, bwd) = if native_forward_is_first_src(p.src, p.dst, &self.cfg.internal) { (s, d) } else { (d, s) };
+        let flow = Flow {
+            key,
+            fwd,
+            bwd,
+            first_ts: p.ts_ns,
+            last_ts: p.ts_ns,
+            fwd_packets: 0,
+            bwd_packets: 0,
+            fwd_bytes: 0,
+            bwd_bytes: 0,
+            fin_fwd: false,
+            fin_bwd: false,
+            rst: false,
+            relseq: RelativeSeqAck::new(),
+            first_is_fwd: fwd == s,
+            tokens: FlowTokenizer::new(&self.cfg.bursts, p.fields.l4.protocol()),
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(flow);
+                i
+            }
+            None => {
+                self.slots.push(Some(flow));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.push_back(i);
+        i
+    }
+}
+
+/// The port an endpoint is reported with: the real port for TCP/UDP, the echo identifier
+/// for echo flows, the quoted ports for ICMP errors, 0 otherwise.
+fn key_port(key: &FlowKey, p: &DecodedPacket, source: bool) -> u16 {
+    if p.icmp.is_none() {
+        return if source { p.src_port } else { p.dst_port };
+    }
+    if (key.lo.0 == p.src) == source {
+        key.lo.1
+    } else {
+        key.hi.1
+    }
+}
+
+impl FlowAssembler for NativeFlowTable {
+    fn push(&mut self, p: &DecodedPacket, out: &mut Vec<FlowRecord>) {
+        if p.ts_ns > self.now {
+            self.now = p.ts_ns;
+            self.expire(self.now, out);
+        }
+        let key = FlowKey::of(p);
+        let mut slot = self.index.get(&key).copied();
+        if let Some(i) = slot {
+            if let Some(reason) = self.why_ended(self.flow(i), p) {
+                self.remove(i, reason, out);
+                slot = None;
+            }
+        }
+        let i = match slot {
+            Some(i) => {
+                self.unlink(i);
+                self.push_back(i);
+                i
+            }
+            None => self.open(key, p, out),
+        };
+        let f = self.flow_mut(i);
+        let forward = p.src == f.fwd.0 && (p.icmp.is_some() || p.src_port == f.fwd.1);
+        let ip_bytes = p.fields.total_len as u64;
+        if forward {
+            f.fwd_packets += 1;
+            f.fwd_bytes += ip_bytes;
+        } else {
+            f.bwd_packets += 1;
+            f.bwd_bytes += ip_bytes;
+        }
+        f.last_ts = f.last_ts.max(p.ts_ns);
+        let mut fields = p.fields;
+        if let L4Fields::Tcp { flags, ref mut seq, ref mut ack, .. } = fields.l4 {
+            if flags & 0x04 != 0 {
+                f.rst = true;
+            }
+            if flags & 0x01 != 0 {
+                if forward {
+                    f.fin_fwd = true;
+                } else {
+                    f.fin_bwd = true;
+                }
+            }
+            // The initiator is the first packet's endpoint (not just its address, so that a
+            // flow between two ports of one host still has two sides).
+            let side = u32::from(forward != f.first_is_fwd);
+            let (s, a) = f.relseq.apply(side, *seq, *ack);
+            *seq = s;
+            *ack = a;
+        }
+        debug_assert!(p.protocol != PROTO_TCP || matches!(fields.l4, L4Fields::Tcp { .. }));
+        f.tokens.push(p.ts_ns, forward, &fields);
+    }
+
+    fn end_of_file(&mut self, out: &mut Vec<FlowRecord>) {
+        while self.head != NIL {
+            self.remove(self.head, EndReason::EndOfCapture, out);
+        }
+        self.now = 0;
+    }
+
+    fn stats(&self) -> &FlowStats {
+        &self.stats
+    }
+}

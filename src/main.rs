@@ -1,0 +1,20 @@
+//! The `netfm` binary: parses the command line and hands off to the library.
+
+use clap::Parser;
+use netfm::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tokenize(args) => netfm::commands::tokenize(&args),
+        Command::Demo(args) => netfm::commands::demo(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netfm: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
