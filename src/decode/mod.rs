@@ -1,8 +1,28 @@
-//! Link layer -> IP -> transport decoding with etherparse: turns one captured frame into the
-//! flow key parts and the [`PacketFields`] the tokenizer needs, or a counted [`SkipReason`].
+//! Link layer -> IP -> transport decoding: turns one captured frame into the flow key parts
+//! and the [`PacketFields`] the tokenizer needs, or a counted [`SkipReason`].
 //!
-//! Never panics on any input: every length is checked by etherparse or here.
+//! Link headers ([`link`]) and transport headers ([`transport`]) are fixed offsets read
+//! here; the IP layer ([`ip`]: IPv4 options, IPv6 extension chains, fragments) is parsed
+//! with etherparse. Fields are filled exactly as netFound's stage 3 writes them (see
+//! `../shared/conformance/netfound/README.md`, "Field layout").
+//!
+//! Decisions that shape what flows see:
+//! - A non-first IP fragment is skipped ([`SkipReason::IpFragment`]); a first fragment is
+//!   decoded and marked `first_fragment` (netFound mode drops it, native mode keeps it).
+//! - A transport header cut by the snaplen keeps what is present (missing fields are zero,
+//!   the payload is all zero) and is marked `l4_truncated`; without even the ports (TCP/UDP)
+//!   or the type and code (ICMP) it is [`SkipReason::TruncatedTransport`].
+//! - An IPv4 total length below the header length is [`SkipReason::MalformedIp`]; a link
+//!   type's IP version must match the version nibble (raw IP, LINKTYPE 101, takes either).
+//!
+//! This module never panics on any input, never allocates, and never looks at anything
+//! beyond one frame (no state between packets).
 
+mod ip;
+mod link;
+mod transport;
+
+use crate::capture::Frame;
 use netfm_tokenizer::PacketFields;
 use std::net::IpAddr;
 
@@ -111,4 +131,42 @@ impl SkipReason {
             SkipReason::MalformedTransport => "malformed_transport",
         }
     }
+}
+
+/// Decodes one frame of link type `linktype` (a LINKTYPE_* number) captured at `ts_ns`
+/// with on-the-wire length `orig_len`.
+pub fn decode(linktype: u32, data: &[u8], ts_ns: u64, orig_len: u32) -> Result<DecodedPacket, SkipReason> {
+    let link = link::strip(linktype, data)?;
+    let net = ip::parse(link.ip, link.version)?;
+    let l4 = transport::parse(net.protocol, net.payload)?;
+    Ok(DecodedPacket {
+        ts_ns,
+        src: net.src,
+        dst: net.dst,
+        protocol: net.protocol,
+        src_port: l4.src_port,
+        dst_port: l4.dst_port,
+        icmp: l4.icmp,
+        fields: PacketFields {
+            ip_header_len: net.header_len,
+            tos: net.tos,
+            total_len: net.total_len,
+            ip_flags: net.flags,
+            ttl: net.ttl,
+            l4: l4.l4,
+            payload: l4.payload,
+        },
+        wire_len: orig_len,
+        captured_len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+        l4_truncated: l4.truncated,
+        first_fragment: net.first_fragment,
+        ipv6_ext_headers: net.ext_headers,
+        vlan_tagged: link.vlan_tagged,
+    })
+}
+
+/// [`decode`] for a frame from [`crate::capture::CaptureReader`].
+#[inline]
+pub fn decode_frame(frame: &Frame<'_>) -> Result<DecodedPacket, SkipReason> {
+    decode(frame.linktype, frame.data, frame.ts_ns, frame.orig_len)
 }
