@@ -262,7 +262,9 @@ impl CaptureReader {
     fn read_legacy_header(&mut self) -> Result<(), CaptureError> {
         let size = match self.inner.next() {
             Ok((size, PcapBlockOwned::LegacyHeader(h))) => {
-                self.legacy_linktype = h.network.0 as u32;
+                // The upper bits of the field may carry FCS information (libpcap's
+                // LT_LINKTYPE): the link type is the low 16 bits.
+                self.legacy_linktype = (h.network.0 as u32) & 0xffff;
                 self.legacy_frac_to_ns = if h.is_nanosecond_precision() { 1 } else { 1000 };
                 self.format = CaptureFormat::Pcap {
                     big_endian: h.is_bigendian(),
@@ -478,7 +480,7 @@ fn ng_step(
         }
         Block::InterfaceDescription(idb) => {
             interfaces.push(Interface {
-                linktype: idb.linktype.0 as u32,
+                linktype: (idb.linktype.0 as u32) & 0xffff,
                 snaplen: idb.snaplen,
                 // An undefined resolution falls back to the pcapng default (microseconds).
                 units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),

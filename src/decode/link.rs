@@ -1,7 +1,9 @@
 //! Link layers: strip the link header of a frame and say which IP version follows.
 //!
 //! Each header is a handful of fixed offsets, named once in a `field` module; VLAN tags
-//! (802.1Q, 802.1ad and the pre-standard 0x9100 QinQ) are skipped however many there are.
+//! (802.1Q, 802.1ad and the pre-standard 0x9100 QinQ) are skipped however many there are,
+//! and 802.3 frames with LLC/SNAP encapsulation are followed to their ether type (as
+//! tshark does; netFound's PcapPlusPlus filter drops them).
 
 use super::{linktype, SkipReason};
 
@@ -28,6 +30,8 @@ pub(super) mod ether_type {
     pub const VLAN: u16 = 0x8100;
     pub const PROVIDER_BRIDGING: u16 = 0x88a8;
     pub const QINQ_LEGACY: u16 = 0x9100;
+    /// Values up to 1500 are an 802.3 length, not an ether type.
+    pub const MAX_8023_LENGTH: u16 = 1500;
 }
 
 /// Header layouts, as byte ranges.
@@ -38,6 +42,13 @@ mod field {
     pub mod ethernet {
         pub const ETHER_TYPE: super::Field = 12..14;
         pub const LEN: usize = 14;
+    }
+    /// IEEE 802.2 LLC + SNAP after an 802.3 length field: DSAP, SSAP, control, OUI, type.
+    pub mod llc_snap {
+        pub const DSAP_SSAP_CONTROL: [u8; 3] = [0xaa, 0xaa, 0x03];
+        pub const OUI: super::Field = 3..6;
+        pub const ETHER_TYPE: super::Field = 6..8;
+        pub const LEN: usize = 8;
     }
     /// One 802.1Q / 802.1ad tag (after the outer ether type).
     pub mod vlan_tag {
@@ -131,6 +142,20 @@ fn by_ether_type(mut ether: u16, mut rest: &[u8]) -> Result<LinkPayload<'_>, Ski
         let version = match ether {
             ether_type::IPV4 => IpVersion::V4,
             ether_type::IPV6 => IpVersion::V6,
+            len if len <= ether_type::MAX_8023_LENGTH => {
+                // 802.3 frame: only LLC/SNAP with the zero OUI carries an ether type.
+                use field::llc_snap;
+                let snap = rest.get(..llc_snap::LEN).ok_or(SkipReason::NotIp)?;
+                if snap[..3] != llc_snap::DSAP_SSAP_CONTROL || snap[llc_snap::OUI] != [0, 0, 0] {
+                    return Err(SkipReason::NotIp);
+                }
+                ether = be16(snap, llc_snap::ETHER_TYPE).ok_or(SkipReason::NotIp)?;
+                rest = &rest[llc_snap::LEN..];
+                if ether <= ether_type::MAX_8023_LENGTH {
+                    return Err(SkipReason::NotIp);
+                }
+                continue;
+            }
             ether_type::VLAN | ether_type::PROVIDER_BRIDGING | ether_type::QINQ_LEGACY => {
                 ether = be16(rest, field::vlan_tag::INNER_ETHER_TYPE).ok_or(SkipReason::TruncatedLinkHeader)?;
                 rest = &rest[field::vlan_tag::LEN..];
@@ -169,6 +194,21 @@ mod tests {
         assert_eq!(strip(linktype::ETHERNET, &tag_cut), Err(SkipReason::TruncatedLinkHeader));
         assert_eq!(strip(147, &[0; 40]), Err(SkipReason::UnsupportedLinkType));
         assert_eq!(strip(linktype::LINUX_SLL2, &[0; 19]), Err(SkipReason::TruncatedLinkHeader));
+    }
+
+    // zeek snap-tcp.pcap frame 1: an 802.3 frame (length 0x30) with LLC/SNAP carrying IPv4.
+    #[test]
+    fn llc_snap_is_followed() {
+        let f = [
+            0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x00, 0x30, 0xaa, 0xaa, 0x03,
+            0x00, 0x00, 0x00, 0x08, 0x00, 0x45, 0x00,
+        ];
+        let p = strip(linktype::ETHERNET, &f).unwrap();
+        assert_eq!(p.version, IpVersion::V4);
+        assert_eq!(p.ip, &[0x45, 0x00]);
+        let mut stp = f;
+        stp[14] = 0x42; // spanning tree LLC, no SNAP
+        assert_eq!(strip(linktype::ETHERNET, &stp), Err(SkipReason::NotIp));
     }
 
     #[test]

@@ -210,11 +210,19 @@ impl FlowTokenizer {
     /// otherwise); TCP seq/ack in `fields` must already be relative. Packets should come in
     /// capture order: equal timestamps keep their arrival order, as in netFound's stable
     /// sort.
+    ///
+    /// A packet whose transport (`fields.l4`) is not the flow's protocol would break the
+    /// fixed token width of the flow's packets: it is counted in
+    /// [`TokenizedFlow::packets`] and the duration but not tokenized (flow stages never mix
+    /// protocols in one flow).
     pub fn push(&mut self, ts_ns: u64, side: bool, fields: &PacketFields) {
         let at = Order { ts: ts_ns, arrival: self.packets };
         self.packets += 1;
         self.min_ts = self.min_ts.min(ts_ns);
         self.max_ts = self.max_ts.max(ts_ns);
+        if self.cfg.layout.tokens_per_packet(fields.l4.protocol()) != self.tokens_per_packet {
+            return;
+        }
         let s = side_index(side);
         match self.sides[s].last_ts {
             None => {
@@ -241,15 +249,12 @@ impl FlowTokenizer {
         }
         let Some(idx) = st.current else { return };
         let max = self.cfg.max_packets_per_burst;
-        let tpp = self.tokens_per_packet;
         let layout = self.cfg.layout;
         let b = &mut self.bursts[idx];
         b.last_ts = b.last_ts.max(at.ts);
         if b.kept.len() < max {
             b.kept.push(KeptPacket { at, total_len: fields.total_len });
-            let before = b.tokens.len();
             fields.push_tokens(layout, &mut b.tokens);
-            debug_assert_eq!(b.tokens.len() - before, tpp);
         }
     }
 

@@ -1,0 +1,223 @@
+//! End-to-end tests of `netfm tokenize` in native (Parquet) mode on the bundled captures,
+//! with Python's pyarrow as the real consumer of what we write.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn netfm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netfm"))
+}
+
+fn pcaps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/pcaps")
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("netfm runs");
+    assert!(
+        out.status.success(),
+        "netfm failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn summary_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("--json prints one JSON summary")
+}
+
+/// Runs Python code with `sys.argv[1]` = the dataset folder; returns its stdout.
+fn python(code: &str, dir: &Path) -> String {
+    let out = Command::new("python3").arg("-c").arg(code).arg(dir).output().expect("python3 runs");
+    assert!(out.status.success(), "python failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn pyarrow_reads_the_native_dataset() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out_dir = tmp.path().join("flows");
+    let out = run_ok(netfm().arg("tokenize").arg(pcaps()).arg("--out").arg(&out_dir).arg("--json"));
+    let s = summary_json(&out);
+    let flows = s["flows"].as_u64().expect("flows");
+    let decoded = s["packets_decoded"].as_u64().expect("packets_decoded");
+    assert!(flows > 50, "bundled captures hold many flows, got {flows}");
+    assert_eq!(s["files"].as_u64(), Some(16));
+    assert_eq!(s["files_failed"].as_u64(), Some(0));
+
+    let report = python(
+        r#"
+import sys, json, pyarrow.dataset as ds, pyarrow.compute as pc
+d = ds.dataset(sys.argv[1], partitioning="hive")
+t = d.to_table()
+pk = pc.sum(pc.add(t["fwd_packets"], t["bwd_packets"])).as_py()
+http = t.filter(pc.and_(pc.equal(t["src_ip"], "141.142.228.5"), pc.equal(t["src_port"], 59856))).to_pylist()
+print(json.dumps({
+  "rows": t.num_rows,
+  "packets": pk,
+  "protos": sorted(set(t["proto"].to_pylist())),
+  "ids_unique": len(set(t["flow_id"].to_pylist())) == t.num_rows,
+  "http": [{k: r[k] for k in ("dst_ip", "dst_port", "protocol", "fwd_packets", "bwd_packets", "directions", "counts", "source")} | {"first": r["burst_tokens"][0][0:18]} for r in http],
+  "files": sorted(f.split("/")[-2] for f in d.files),
+}))
+"#,
+        &out_dir,
+    );
+    let r: serde_json::Value = serde_json::from_str(&report).expect("python prints JSON");
+    assert_eq!(r["rows"].as_u64(), Some(flows), "one row per flow");
+    assert_eq!(r["packets"].as_u64(), Some(decoded), "every decoded packet is in exactly one flow");
+    assert_eq!(r["ids_unique"], serde_json::json!(true));
+    let protos: Vec<&str> = r["protos"].as_array().expect("protos").iter().filter_map(|v| v.as_str()).collect();
+    for p in ["icmp", "icmpv6", "tcp", "udp"] {
+        assert!(protos.contains(&p), "partition proto={p} missing: {protos:?}");
+    }
+    // zeek's http/get.pcap: one TCP connection, 14 packets; netFound's golden tokens of its SYN.
+    let http = r["http"].as_array().expect("http rows");
+    assert_eq!(http.len(), 1, "{http:?}");
+    let h = &http[0];
+    assert_eq!(h["dst_ip"], "192.150.187.43");
+    assert_eq!(h["dst_port"], 80);
+    assert_eq!(h["protocol"], 6);
+    assert_eq!(h["fwd_packets"].as_u64().unwrap_or(0) + h["bwd_packets"].as_u64().unwrap_or(0), 14);
+    assert!(h["source"].as_str().unwrap_or("").ends_with("http_get.pcap"));
+    assert_eq!(h["first"], serde_json::json!([20, 0, 64, 2, 64, 2, 65535, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+    assert_eq!(h["directions"], serde_json::json!([true, false, true, false, true, false, true]));
+    assert_eq!(h["counts"], serde_json::json!([1, 1, 2, 5, 3, 1, 1]));
+    // No temporary part is left behind.
+    for entry in walk(&out_dir) {
+        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        assert!(!name.ends_with(".tmp"), "leftover temporary file {}", entry.display());
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn flow_ids(dir: &Path) -> Vec<u64> {
+    let text = python(
+        "import sys, json, pyarrow.dataset as ds\nprint(json.dumps(sorted(ds.dataset(sys.argv[1], partitioning='hive').to_table()['flow_id'].to_pylist())))",
+        dir,
+    );
+    serde_json::from_str(&text).expect("ids")
+}
+
+#[test]
+fn shards_partition_the_input_list() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let full = tmp.path().join("full");
+    run_ok(netfm().arg("tokenize").arg(pcaps()).arg("--out").arg(&full).arg("--quiet"));
+    let mut union = Vec::new();
+    for i in 0..3 {
+        let d = tmp.path().join(format!("s{i}"));
+        run_ok(netfm().arg("tokenize").arg(pcaps()).arg("--out").arg(&d).arg("--shard").arg(format!("{i}/3")).arg("-q"));
+        let ids = flow_ids(&d);
+        assert!(!ids.is_empty(), "shard {i} got no flows");
+        union.extend(ids);
+    }
+    union.sort_unstable();
+    assert_eq!(union, flow_ids(&full), "the shards together are exactly the whole run");
+}
+
+#[test]
+fn flow_table_bound_evicts_without_losing_packets() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = run_ok(
+        netfm()
+            .arg("tokenize")
+            .arg(pcaps().join("wikipedia.pcap"))
+            .arg("--out")
+            .arg(tmp.path().join("o"))
+            .args(["--max-flows", "2", "--json"]),
+    );
+    let s = summary_json(&out);
+    assert!(s["flows_evicted"].as_u64().unwrap_or(0) > 0, "{s}");
+    let packets = python(
+        "import sys, pyarrow.dataset as ds, pyarrow.compute as pc\nt=ds.dataset(sys.argv[1], partitioning='hive').to_table()\nprint(pc.sum(pc.add(t['fwd_packets'], t['bwd_packets'])).as_py())",
+        &tmp.path().join("o"),
+    );
+    assert_eq!(packets.trim().parse::<u64>().ok(), s["packets_decoded"].as_u64());
+}
+
+#[test]
+fn truncated_capture_warns_and_strict_fails() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bytes = std::fs::read(pcaps().join("smtp.pcap")).expect("read");
+    let cut = tmp.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2 + 7]).expect("write");
+    let out = run_ok(netfm().arg("tokenize").arg(&cut).arg("--out").arg(tmp.path().join("a")).arg("--json"));
+    let s = summary_json(&out);
+    assert_eq!(s["files_damaged"].as_u64(), Some(1), "{s}");
+    let w = &s["warnings"][0];
+    assert!(w["file"].as_str().unwrap_or("").ends_with("cut.pcap"));
+    assert!(w["byte_offset"].as_u64().unwrap_or(0) > 0);
+    assert!(s["packets_decoded"].as_u64().unwrap_or(0) > 40, "packets before the cut are used: {s}");
+
+    let strict = netfm()
+        .arg("tokenize")
+        .arg(&cut)
+        .arg("--out")
+        .arg(tmp.path().join("b"))
+        .args(["--strict", "--quiet"])
+        .output()
+        .expect("runs");
+    assert_eq!(strict.status.code(), Some(1));
+}
+
+#[test]
+fn gzip_on_stdin_equals_the_plain_file() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plain = std::fs::read(pcaps().join("wikipedia.pcap")).expect("read");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let mut child = netfm()
+        .args(["tokenize", "-", "--json", "--out"])
+        .arg(tmp.path().join("stdin"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(&gz).expect("feed");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_stdin = summary_json(&out);
+    let from_file = summary_json(&run_ok(
+        netfm().arg("tokenize").arg(pcaps().join("wikipedia.pcap")).arg("--json").arg("--out").arg(tmp.path().join("file")),
+    ));
+    for k in ["packets_read", "packets_decoded", "flows", "bursts", "tokens"] {
+        assert_eq!(from_stdin[k], from_file[k], "{k}");
+    }
+}
+
+#[test]
+fn bad_flags_and_missing_inputs_are_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cases: &[&[&str]] = &[
+        &["tokenize", "/nonexistent/x.pcap", "--out"],
+        &["tokenize", "datasets/pcaps", "--shard", "3/3", "--out"],
+        &["tokenize", "datasets/pcaps", "--idle-timeout", "-5", "--out"],
+    ];
+    for args in cases {
+        let out = netfm().current_dir(env!("CARGO_MANIFEST_DIR")).args(*args).arg(tmp.path().join("o")).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.to_lowercase().contains("error"), "{args:?}: {err}");
+    }
+}
