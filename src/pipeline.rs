@@ -7,7 +7,7 @@
 use crate::capture::{expand_inputs, CaptureReader, Input};
 use crate::dataset::netfound_ipc::NetfoundIpcWriter;
 use crate::dataset::parquet::{flow_id, NativeRow, ParquetSink, ParquetSinkConfig};
-use crate::decode::{decode, SkipReason};
+use crate::decode::{decode, DecodedPacket, SkipReason};
 use crate::flow::native::{NativeFlowConfig, NativeFlowTable};
 use crate::flow::netfound::NetfoundAssembler;
 use crate::flow::{FlowAssembler, FlowRecord, FlowStats};
@@ -17,6 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use netfm_tokenizer::{BurstConfig, InternalNetworks};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Which flow semantics and output format a run uses.
@@ -174,18 +176,110 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
         None
     };
 
-    let mut flows: Vec<FlowRecord> = Vec::with_capacity(FLUSH_FLOWS);
+    let label_from_dir = opts.label_from_dir;
+    let (pkt_tx, pkt_rx) = sync_channel::<ReadMsg>(CHANNEL_DEPTH);
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<DecodedPacket>>(CHANNEL_DEPTH + 2);
+    let (flow_tx, flow_rx) = sync_channel::<SinkMsg>(CHANNEL_DEPTH);
+    let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<PathBuf>> {
+        let reader = scope.spawn(move || read_inputs(&inputs, label_from_dir, pkt_tx, recycle_rx, bar));
+        let writer = scope.spawn(move || -> anyhow::Result<Vec<PathBuf>> {
+            for msg in flow_rx {
+                sink.write(&msg.source, msg.label.as_deref(), msg.first_index, &msg.flows)?;
+            }
+            sink.finish()
+        });
+        let flowed = assemble(&mut *assembler, &mut summary, pkt_rx, recycle_tx, flow_tx);
+        let read = reader.join().map_err(|_| anyhow::anyhow!("capture reader thread panicked"))?;
+        let written = writer.join().map_err(|_| anyhow::anyhow!("dataset writer thread panicked"))?;
+        // The writer's error explains a stopped flow stage; report it first.
+        let outputs = written?;
+        flowed?;
+        let (reads, skipped) = read;
+        for r in reads {
+            summary.add_file(r);
+        }
+        for (reason, n) in SkipReason::ALL.iter().zip(skipped) {
+            summary.skip(reason.name(), n);
+        }
+        Ok(outputs)
+    })?;
+    merge_stats(&mut summary, assembler.stats());
+    summary.output_files = outputs.into_iter().map(|p| p.display().to_string()).collect();
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.packets_per_second = if summary.seconds > 0.0 { summary.packets_read as f64 / summary.seconds } else { 0.0 };
+    Ok(summary)
+}
+
+/// Packets per message from the reader to the flow stage.
+const PACKET_BATCH: usize = 4096;
+/// Messages in flight between two stages (the memory bound of the hand-offs).
+const CHANNEL_DEPTH: usize = 4;
+
+/// What one input yielded, reported when the reader is done with it.
+#[derive(Debug, Default)]
+pub struct FileRead {
+    pub name: String,
+    pub failed: Option<String>,
+    pub warning: Option<(u64, String)>,
+    pub packets_read: u64,
+    pub packets_decoded: u64,
+    pub bytes_read: u64,
+    pub unsupported: BTreeMap<u32, u64>,
+}
+
+impl RunSummary {
+    fn add_file(&mut self, r: FileRead) {
+        self.files += 1;
+        self.packets_read += r.packets_read;
+        self.packets_decoded += r.packets_decoded;
+        self.bytes_read += r.bytes_read;
+        if let Some(message) = r.failed {
+            self.files_failed += 1;
+            self.warnings.push(FileWarning { file: r.name.clone(), byte_offset: None, message });
+        }
+        if let Some((offset, message)) = r.warning {
+            self.files_damaged += 1;
+            self.warnings.push(FileWarning { file: r.name.clone(), byte_offset: Some(offset), message });
+        }
+        if !r.unsupported.is_empty() {
+            self.unsupported_link_types.insert(r.name, r.unsupported);
+        }
+    }
+}
+
+enum ReadMsg {
+    /// A file's flows start; flows never span files.
+    Begin { source: Arc<str>, label: Option<Arc<str>> },
+    Packets(Vec<DecodedPacket>),
+    /// The current file is done.
+    End,
+}
+
+struct SinkMsg {
+    source: Arc<str>,
+    label: Option<Arc<str>>,
+    first_index: u64,
+    flows: Vec<FlowRecord>,
+}
+
+/// Stage 1 (own thread): read and decode every input, in order, in batches.
+fn read_inputs(
+    inputs: &[Input],
+    label_from_dir: bool,
+    tx: SyncSender<ReadMsg>,
+    recycled: Receiver<Vec<DecodedPacket>>,
+    bar: Option<ProgressBar>,
+) -> (Vec<FileRead>, [u64; SkipReason::ALL.len()]) {
+    let mut reads = Vec::with_capacity(inputs.len());
     let mut skipped = [0u64; SkipReason::ALL.len()];
     let mut done_bytes = 0u64;
-    for input in &inputs {
-        let name = input.to_string();
-        let label = if opts.label_from_dir { label_of(input) } else { None };
-        summary.files += 1;
+    'inputs: for input in inputs {
+        let mut r = FileRead { name: input.to_string(), ..FileRead::default() };
         let mut reader = match CaptureReader::open(input) {
-            Ok(r) => r,
+            Ok(reader) => reader,
             Err(e) => {
-                summary.files_failed += 1;
-                summary.warnings.push(FileWarning { file: name, byte_offset: None, message: e.to_string() });
+                r.failed = Some(e.to_string());
+                reads.push(r);
                 continue;
             }
         };
@@ -193,66 +287,103 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             Input::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
             Input::Stdin => 0,
         };
-        let mut flow_index = 0u64;
-        let mut unsupported: BTreeMap<u32, u64> = BTreeMap::new();
+        let label = if label_from_dir { label_of(input).map(Arc::from) } else { None };
+        if tx.send(ReadMsg::Begin { source: Arc::from(r.name.as_str()), label }).is_err() {
+            break;
+        }
+        let mut batch = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
         let mut last_offset = 0u64;
         while let Some(frame) = reader.next_frame() {
-            summary.packets_read += 1;
-            last_offset = frame.byte_offset;
+            r.packets_read += 1;
+            last_offset = frame.byte_offset + frame.data.len() as u64;
             match decode(frame.linktype, frame.data, frame.ts_ns, frame.orig_len) {
                 Ok(pkt) => {
-                    summary.packets_decoded += 1;
-                    assembler.push(&pkt, &mut flows);
+                    r.packets_decoded += 1;
+                    batch.push(pkt);
+                    if batch.len() == PACKET_BATCH {
+                        let next = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
+                        if tx.send(ReadMsg::Packets(std::mem::replace(&mut batch, next))).is_err() {
+                            break 'inputs;
+                        }
+                    }
                 }
                 Err(reason) => {
                     skipped[reason as usize] += 1;
                     if reason == SkipReason::UnsupportedLinkType {
-                        *unsupported.entry(frame.linktype).or_default() += 1;
+                        *r.unsupported.entry(frame.linktype).or_default() += 1;
                     }
                 }
             }
-            if flows.len() >= FLUSH_FLOWS {
-                tally(&mut summary, &flows);
-                sink.write(&name, label.as_deref(), flow_index, &flows)?;
-                flow_index += flows.len() as u64;
-                flows.clear();
-            }
-            if summary.packets_read % 65_536 == 0 {
+            if r.packets_read % 65_536 == 0 {
                 if let Some(b) = &bar {
                     b.set_position(done_bytes + last_offset.min(file_size));
                 }
             }
         }
-        assembler.end_of_file(&mut flows);
-        tally(&mut summary, &flows);
-        sink.write(&name, label.as_deref(), flow_index, &flows)?;
-        flows.clear();
+        if !batch.is_empty() && tx.send(ReadMsg::Packets(batch)).is_err() {
+            break;
+        }
+        if tx.send(ReadMsg::End).is_err() {
+            break;
+        }
         if let Some(w) = reader.warning() {
-            summary.files_damaged += 1;
-            summary.warnings.push(FileWarning {
-                file: name.clone(),
-                byte_offset: Some(w.byte_offset),
-                message: w.message.clone(),
-            });
+            r.warning = Some((w.byte_offset, w.message.clone()));
         }
-        if !unsupported.is_empty() {
-            summary.unsupported_link_types.insert(name, unsupported);
-        }
-        summary.bytes_read += file_size.max(last_offset);
+        r.bytes_read = last_offset;
         done_bytes += file_size;
         if let Some(b) = &bar {
             b.set_position(done_bytes);
         }
+        reads.push(r);
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    for (reason, n) in SkipReason::ALL.iter().zip(skipped) {
-        summary.skip(reason.name(), n);
+    (reads, skipped)
+}
+
+/// Stage 2 (calling thread): group packets into flows and hand finished flows to the sink.
+fn assemble(
+    assembler: &mut dyn FlowAssembler,
+    summary: &mut RunSummary,
+    rx: Receiver<ReadMsg>,
+    recycle: SyncSender<Vec<DecodedPacket>>,
+    tx: SyncSender<SinkMsg>,
+) -> anyhow::Result<()> {
+    let mut flows: Vec<FlowRecord> = Vec::with_capacity(FLUSH_FLOWS);
+    let mut source: Arc<str> = Arc::from("");
+    let mut label: Option<Arc<str>> = None;
+    let mut flow_index = 0u64;
+    let send = |flows: &mut Vec<FlowRecord>, summary: &mut RunSummary, source: &Arc<str>, label: &Option<Arc<str>>, index: &mut u64| {
+        tally(summary, flows);
+        let n = flows.len() as u64;
+        let msg = SinkMsg { source: source.clone(), label: label.clone(), first_index: *index, flows: std::mem::take(flows) };
+        *index += n;
+        *flows = Vec::with_capacity(FLUSH_FLOWS);
+        tx.send(msg).map_err(|_| anyhow::anyhow!("dataset writer stopped"))
+    };
+    for msg in rx {
+        match msg {
+            ReadMsg::Begin { source: s, label: l } => {
+                source = s;
+                label = l;
+                flow_index = 0;
+            }
+            ReadMsg::Packets(mut batch) => {
+                for pkt in &batch {
+                    assembler.push(pkt, &mut flows);
+                }
+                batch.clear();
+                let _ = recycle.try_send(batch);
+                if flows.len() >= FLUSH_FLOWS {
+                    send(&mut flows, summary, &source, &label, &mut flow_index)?;
+                }
+            }
+            ReadMsg::End => {
+                assembler.end_of_file(&mut flows);
+                send(&mut flows, summary, &source, &label, &mut flow_index)?;
+            }
+        }
     }
-    merge_stats(&mut summary, assembler.stats());
-    summary.output_files = sink.finish()?.into_iter().map(|p| p.display().to_string()).collect();
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary.packets_per_second = if summary.seconds > 0.0 { summary.packets_read as f64 / summary.seconds } else { 0.0 };
-    Ok(summary)
+    Ok(())
 }

@@ -99,7 +99,10 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CaptureError> {
             files.push(path);
         } else if file_type.is_symlink() {
             // Follow links to files only: a link to a directory could make a cycle.
-            if std::fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false) {
+            if std::fs::metadata(&path)
+                .map(|m| m.is_file())
+                .unwrap_or(false)
+            {
                 files.push(path);
             }
         }
@@ -108,7 +111,10 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CaptureError> {
 }
 
 pub(crate) fn io_err(path: &Path, source: io::Error) -> CaptureError {
-    CaptureError::Io { path: path.to_path_buf(), source }
+    CaptureError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The container format, from the first four bytes of the (decompressed) stream.
@@ -181,7 +187,10 @@ pub(crate) fn open_stream(input: &Input) -> Result<OpenedStream, CaptureError> {
 }
 
 /// Like [`open_stream`] for an already open byte stream; `path` names it in errors.
-pub(crate) fn sniff_stream(raw: Box<dyn Read + Send>, path: &Path) -> Result<OpenedStream, CaptureError> {
+pub(crate) fn sniff_stream(
+    raw: Box<dyn Read + Send>,
+    path: &Path,
+) -> Result<OpenedStream, CaptureError> {
     let path = path.to_path_buf();
     let (head, mut stream) = peek(raw, &path)?;
     let gzip = head[..head.len().min(2)] == GZIP_MAGIC;
@@ -198,9 +207,17 @@ pub(crate) fn sniff_stream(raw: Box<dyn Read + Send>, path: &Path) -> Result<Ope
     }
     let magic = classify(&head).ok_or_else(|| CaptureError::NotACapture {
         path: path.clone(),
-        magic: head.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+        magic: head
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" "),
     })?;
-    Ok(OpenedStream { stream, magic, gzip })
+    Ok(OpenedStream {
+        stream,
+        magic,
+        gzip,
+    })
 }
 
 /// Reads up to four bytes and returns them with a stream that yields them again first.
@@ -233,14 +250,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("b");
         std::fs::create_dir(&sub).unwrap();
-        let header = [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0];
+        let header = [
+            0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0,
+            0,
+        ];
         std::fs::write(sub.join("z.pcap"), header).unwrap();
         std::fs::write(dir.path().join("a.pcap"), header).unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
         let ex = expand_inputs(&[dir.path()]).unwrap();
         assert_eq!(
             ex.inputs,
-            vec![Input::File(dir.path().join("a.pcap")), Input::File(sub.join("z.pcap"))]
+            vec![
+                Input::File(dir.path().join("a.pcap")),
+                Input::File(sub.join("z.pcap"))
+            ]
         );
         assert_eq!(ex.skipped.len(), 1);
         assert_eq!(ex.skipped[0].path, dir.path().join("notes.txt"));

@@ -54,6 +54,12 @@ pub struct CaptureWarning {
 
 impl fmt::Display for CaptureWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: at byte {}: {}", self.path.display(), self.byte_offset, self.message)
+        write!(
+            f,
+            "{}: at byte {}: {}",
+            self.path.display(),
+            self.byte_offset,
+            self.message
+        )
     }
 }

@@ -38,7 +38,11 @@ pub struct Frame<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaptureFormat {
     /// Classic libpcap.
-    Pcap { big_endian: bool, nanosecond: bool, modified: bool },
+    Pcap {
+        big_endian: bool,
+        nanosecond: bool,
+        modified: bool,
+    },
     /// pcapng (byte order can change per section).
     PcapNg,
 }
@@ -70,10 +74,11 @@ impl Interface {
         let units = (u64::from(high) << 32) | u64::from(low);
         let ns = if self.units_per_sec == NANOS_PER_SEC {
             units
-        } else if self.units_per_sec != 0 && NANOS_PER_SEC % self.units_per_sec == 0 {
+        } else if self.units_per_sec != 0 && NANOS_PER_SEC.is_multiple_of(self.units_per_sec) {
             units.saturating_mul(NANOS_PER_SEC / self.units_per_sec)
         } else {
-            let ns = u128::from(units) * u128::from(NANOS_PER_SEC) / u128::from(self.units_per_sec.max(1));
+            let ns = u128::from(units) * u128::from(NANOS_PER_SEC)
+                / u128::from(self.units_per_sec.max(1));
             u64::try_from(ns).unwrap_or(u64::MAX)
         };
         let offset_ns = i128::from(self.offset_sec) * i128::from(NANOS_PER_SEC);
@@ -85,17 +90,27 @@ impl Interface {
 /// What one parse step found, with no borrow of the buffer left (the frame bytes are
 /// re-sliced from the buffer afterwards: this keeps the lending iterator borrow-checkable).
 enum Step {
-    Frame { consume: usize, start: usize, len: usize, ts_ns: u64, linktype: u32, orig_len: u32 },
+    Frame {
+        consume: usize,
+        start: usize,
+        len: usize,
+        ts_ns: u64,
+        linktype: u32,
+        orig_len: u32,
+    },
     Skip(usize),
     Refill,
     Grow,
     End(Option<Damage>),
 }
 
-/// A [`Read`] that fills the whole buffer it is given unless the stream ends, and keeps
-/// the last I/O error's text (pcap-parser reports read failures without their cause).
+/// The byte stream under pcap-parser. Its first read fills the whole buffer unless the
+/// stream ends (pcap-parser parses the file header from that one read, and a pipe or a gzip
+/// stream may return less); later reads return what is available, so a live pipe is not
+/// held back. It also keeps the last I/O error's text (pcap-parser drops the cause).
 struct FillingReader {
     inner: Box<dyn Read + Send>,
+    first_read: bool,
     deferred: Option<io::Error>,
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -114,11 +129,17 @@ impl Read for FillingReader {
             self.record(&e);
             return Err(e);
         }
+        let fill = std::mem::replace(&mut self.first_read, false);
         let mut n = 0;
         while n < buf.len() {
             match self.inner.read(&mut buf[n..]) {
                 Ok(0) => break,
-                Ok(k) => n += k,
+                Ok(k) => {
+                    n += k;
+                    if !fill {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if n > 0 => {
                     // Deliver what was read; report the error on the next call.
@@ -179,16 +200,40 @@ impl CaptureReader {
     }
 
     /// Opens a capture with the given initial and maximum buffer sizes.
-    pub fn open_with_buffer(input: &Input, initial: usize, max: usize) -> Result<Self, CaptureError> {
+    pub fn open_with_buffer(
+        input: &Input,
+        initial: usize,
+        max: usize,
+    ) -> Result<Self, CaptureError> {
         let opened = open_stream(input)?;
-        Self::from_stream(input.path(), opened.stream, opened.magic, opened.gzip, initial, max)
+        Self::from_stream(
+            input.path(),
+            opened.stream,
+            opened.magic,
+            opened.gzip,
+            initial,
+            max,
+        )
     }
 
     /// Reads a capture from any byte stream (gzip or not); `name` is used in messages.
-    pub fn from_reader(name: impl Into<PathBuf>, reader: Box<dyn Read + Send>) -> Result<Self, CaptureError> {
+    pub fn from_reader(
+        name: impl Into<PathBuf>,
+        reader: Box<dyn Read + Send>,
+    ) -> Result<Self, CaptureError> {
+        Self::from_reader_with_buffer(name, reader, INITIAL_BUFFER, MAX_BUFFER)
+    }
+
+    /// [`CaptureReader::from_reader`] with the given initial and maximum buffer sizes.
+    pub fn from_reader_with_buffer(
+        name: impl Into<PathBuf>,
+        reader: Box<dyn Read + Send>,
+        initial: usize,
+        max: usize,
+    ) -> Result<Self, CaptureError> {
         let name = name.into();
         let opened = super::input::sniff_stream(reader, &name)?;
-        Self::from_stream(name, opened.stream, opened.magic, opened.gzip, INITIAL_BUFFER, MAX_BUFFER)
+        Self::from_stream(name, opened.stream, opened.magic, opened.gzip, initial, max)
     }
 
     fn from_stream(
@@ -202,7 +247,12 @@ impl CaptureReader {
         let initial = initial.max(64);
         let max = max.max(initial);
         let read_error = Arc::new(Mutex::new(None));
-        let filling = FillingReader { inner: stream, deferred: None, last_error: Arc::clone(&read_error) };
+        let filling = FillingReader {
+            inner: stream,
+            first_read: true,
+            deferred: None,
+            last_error: Arc::clone(&read_error),
+        };
         let inner: Result<Box<dyn PcapReaderIterator + Send>, String> = match magic {
             Magic::PcapNg => PcapNGReader::new(initial, filling)
                 .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>)
@@ -211,7 +261,10 @@ impl CaptureReader {
                 .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>)
                 .map_err(|e| header_error_message(&e, &read_error)),
         };
-        let inner = inner.map_err(|message| CaptureError::BadHeader { path: path.clone(), message })?;
+        let inner = inner.map_err(|message| CaptureError::BadHeader {
+            path: path.clone(),
+            message,
+        })?;
         let mut reader = CaptureReader {
             path,
             format: CaptureFormat::PcapNg,
@@ -251,7 +304,11 @@ fn header_error_message(e: &PcapError<&[u8]>, read_error: &Mutex<Option<String>>
             "the file ends inside its header".to_string()
         }
         PcapError::ReadError => {
-            let cause = read_error.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
+            let cause = read_error
+                .lock()
+                .ok()
+                .and_then(|s| s.clone())
+                .unwrap_or_default();
             format!("read error: {cause}")
         }
         other => other.to_string(),
@@ -281,7 +338,10 @@ impl CaptureReader {
             }
             Err(e) => {
                 let message = header_error_message(&e, &self.read_error);
-                return Err(CaptureError::BadHeader { path: self.path.clone(), message });
+                return Err(CaptureError::BadHeader {
+                    path: self.path.clone(),
+                    message,
+                });
             }
         };
         self.inner.consume(size);
@@ -298,18 +358,34 @@ impl CaptureReader {
         while !self.done {
             let offset = self.inner.consumed() as u64;
             match self.step() {
-                Step::Frame { consume, start, len, ts_ns, linktype, orig_len } => {
+                Step::Frame {
+                    consume,
+                    start,
+                    len,
+                    ts_ns,
+                    linktype,
+                    orig_len,
+                } => {
                     let end = start.checked_add(len);
                     if end.is_none_or(|end| end > self.inner.data().len()) {
                         // Cannot happen with pcap-parser's slices; guard anyway.
-                        self.finish(offset, Damage::Corrupt("frame outside the read buffer".into()));
+                        self.finish(
+                            offset,
+                            Damage::Corrupt("frame outside the read buffer".into()),
+                        );
                         continue;
                     }
                     self.pending_consume = consume;
                     self.last_ts_ns = ts_ns;
                     self.stats.frames += 1;
                     let data = &self.inner.data()[start..start + len];
-                    return Some(Frame { ts_ns, linktype, data, orig_len, byte_offset: offset });
+                    return Some(Frame {
+                        ts_ns,
+                        linktype,
+                        data,
+                        orig_len,
+                        byte_offset: offset,
+                    });
                 }
                 Step::Skip(n) => self.inner.consume(n),
                 Step::Refill => self.refill(offset),
@@ -329,7 +405,8 @@ impl CaptureReader {
                 consume: size,
                 start: (b.data.as_ptr() as usize).wrapping_sub(base),
                 len: b.data.len(),
-                ts_ns: u64::from(b.ts_sec) * NANOS_PER_SEC + u64::from(b.ts_usec) * self.legacy_frac_to_ns,
+                ts_ns: u64::from(b.ts_sec) * NANOS_PER_SEC
+                    + u64::from(b.ts_usec) * self.legacy_frac_to_ns,
                 linktype: self.legacy_linktype,
                 orig_len: b.origlen,
             },
@@ -348,9 +425,13 @@ impl CaptureReader {
             Err(PcapError::BufferTooSmall) => Step::Grow,
             Err(PcapError::UnexpectedEof) => Step::End(Some(Damage::Truncated)),
             Err(PcapError::ReadError) => Step::End(Some(Damage::Read)),
-            Err(PcapError::HeaderNotRecognized) => Step::End(Some(Damage::Corrupt("unrecognised block".into()))),
+            Err(PcapError::HeaderNotRecognized) => {
+                Step::End(Some(Damage::Corrupt("unrecognised block".into())))
+            }
             Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
-                Step::End(Some(Damage::Corrupt(format!("parser check {kind:?} failed"))))
+                Step::End(Some(Damage::Corrupt(format!(
+                    "parser check {kind:?} failed"
+                ))))
             }
         }
     }
@@ -369,12 +450,17 @@ impl CaptureReader {
 
     fn grow(&mut self, offset: u64) {
         let capacity = self.capacity;
-        let needed = self.pending_block_len().unwrap_or(capacity.saturating_mul(2));
+        let needed = self
+            .pending_block_len()
+            .unwrap_or(capacity.saturating_mul(2));
         if needed > self.max_buffer || capacity >= self.max_buffer {
             self.finish(offset, Damage::TooLarge(needed));
             return;
         }
-        let new_size = needed.next_power_of_two().max(capacity.saturating_mul(2)).min(self.max_buffer);
+        let new_size = needed
+            .next_power_of_two()
+            .max(capacity.saturating_mul(2))
+            .min(self.max_buffer);
         self.inner.grow(new_size);
         self.capacity = self.capacity.max(new_size);
         if self.inner.refill().is_err() {
@@ -387,10 +473,18 @@ impl CaptureReader {
         let data = self.inner.data();
         let word = |at: usize, big_endian: bool| -> Option<u32> {
             let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-            Some(if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+            Some(if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            })
         };
         match self.format {
-            CaptureFormat::Pcap { big_endian, modified, .. } => {
+            CaptureFormat::Pcap {
+                big_endian,
+                modified,
+                ..
+            } => {
                 let header = if modified { 24 } else { 16 };
                 Some(header + word(8, big_endian)? as usize)
             }
@@ -424,7 +518,11 @@ impl CaptureReader {
             }
             Damage::Corrupt(what) => format!("corrupt {}: {what}", self.unit_name()),
         };
-        self.warning = Some(CaptureWarning { path: self.path.clone(), byte_offset: offset, message });
+        self.warning = Some(CaptureWarning {
+            path: self.path.clone(),
+            byte_offset: offset,
+            message,
+        });
     }
 
     fn unit_name(&self) -> &'static str {
@@ -483,7 +581,7 @@ fn ng_step(
                 linktype: (idb.linktype.0 as u32) & 0xffff,
                 snaplen: idb.snaplen,
                 // An undefined resolution falls back to the pcapng default (microseconds).
-                units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+                units_per_sec: units_per_sec(idb.if_tsresol).unwrap_or(1_000_000),
                 offset_sec: ts_offset(&idb.options, *section_big_endian),
             });
             Step::Skip(size)
@@ -533,12 +631,61 @@ fn ng_step(
     }
 }
 
+/// `if_tsresol` as units per second: 10^v, or 2^(v & 0x7f) when the high bit is set.
+/// (pcap-parser's own helper rejects every power-of-two resolution.)
+fn units_per_sec(tsresol: u8) -> Option<u64> {
+    if tsresol & 0x80 != 0 {
+        let exp = u32::from(tsresol & 0x7f);
+        (exp <= 63).then(|| 1u64 << exp)
+    } else {
+        10u64.checked_pow(u32::from(tsresol))
+    }
+}
+
 /// `if_tsoffset` in the section's byte order (pcap-parser's own field assumes little-endian).
 fn ts_offset(options: &[PcapNGOption<'_>], big_endian: bool) -> i64 {
     options
         .iter()
         .find(|o| o.code == OptionCode::IfTsoffset)
         .and_then(|o| <[u8; 8]>::try_from(o.value.get(..8)?).ok())
-        .map(|b| if big_endian { i64::from_be_bytes(b) } else { i64::from_le_bytes(b) })
+        .map(|b| {
+            if big_endian {
+                i64::from_be_bytes(b)
+            } else {
+                i64::from_le_bytes(b)
+            }
+        })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_resolutions() {
+        assert_eq!(units_per_sec(6), Some(1_000_000));
+        assert_eq!(units_per_sec(9), Some(NANOS_PER_SEC));
+        assert_eq!(units_per_sec(0x80 | 10), Some(1024));
+        assert_eq!(units_per_sec(20), None);
+        assert_eq!(units_per_sec(0x80 | 64), None);
+    }
+
+    #[test]
+    fn interface_timestamps_to_nanoseconds() {
+        let iface = |units_per_sec, offset_sec| Interface {
+            linktype: 1,
+            snaplen: 0,
+            units_per_sec,
+            offset_sec,
+        };
+        // Microseconds: 1.5 s.
+        assert_eq!(iface(1_000_000, 0).ts_ns(0, 1_500_000), 1_500_000_000);
+        // 2^-10 s units, +2 s offset: 1.5 s + 2 s.
+        assert_eq!(iface(1024, 2).ts_ns(0, 1536), 3_500_000_000);
+        // A negative offset never goes below the epoch; huge values saturate.
+        assert_eq!(iface(1, -10).ts_ns(0, 5), 0);
+        assert_eq!(iface(1, 0).ts_ns(u32::MAX, u32::MAX), u64::MAX);
+        assert_eq!(iface(3, 0).ts_ns(0, 3), NANOS_PER_SEC);
+    }
 }

@@ -33,7 +33,10 @@ pub const DEFAULT_BATCH_ROWS: usize = 1000;
 #[derive(Debug, Error)]
 pub enum NetfoundIpcError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: writing Arrow IPC stream: {source}")]
     Arrow { path: PathBuf, source: ArrowError },
 }
@@ -52,14 +55,30 @@ pub struct NetfoundIpcWriter {
     path: PathBuf,
     tmp_path: PathBuf,
     schema: SchemaRef,
-    writer: Option<StreamWriter<BufWriter<File>>>,
+    writer: Option<Box<StreamWriter<BufWriter<File>>>>,
     batch_rows: usize,
     rows_in_batch: usize,
     rows_written: u64,
+    columns: Box<Columns>,
+}
+
+/// The current batch's column builders.
+struct Columns {
     durations: UInt64Builder,
     bursts: BurstColumnsBuilder,
     protocols: UInt16Builder,
     labels: StringBuilder,
+}
+
+impl Columns {
+    fn with_capacity(rows: usize) -> Box<Columns> {
+        Box::new(Columns {
+            durations: UInt64Builder::with_capacity(rows),
+            bursts: BurstColumnsBuilder::with_capacity(rows),
+            protocols: UInt16Builder::with_capacity(rows),
+            labels: StringBuilder::new(),
+        })
+    }
 }
 
 impl NetfoundIpcWriter {
@@ -73,32 +92,41 @@ impl NetfoundIpcWriter {
         let mut tmp = path.as_os_str().to_os_string();
         tmp.push(".tmp");
         let tmp_path = PathBuf::from(tmp);
-        let file = File::create(&tmp_path).map_err(|source| NetfoundIpcError::Io { path: tmp_path.clone(), source })?;
+        let file = File::create(&tmp_path).map_err(|source| NetfoundIpcError::Io {
+            path: tmp_path.clone(),
+            source,
+        })?;
         let schema = netfound_schema();
-        let writer = StreamWriter::try_new(BufWriter::new(file), &schema)
-            .map_err(|source| NetfoundIpcError::Arrow { path: tmp_path.clone(), source })?;
+        let writer = StreamWriter::try_new(BufWriter::new(file), &schema).map_err(|source| {
+            NetfoundIpcError::Arrow {
+                path: tmp_path.clone(),
+                source,
+            }
+        })?;
         let batch_rows = batch_rows.max(1);
         Ok(NetfoundIpcWriter {
             path: path.to_path_buf(),
             tmp_path,
             schema,
-            writer: Some(writer),
+            writer: Some(Box::new(writer)),
             batch_rows,
             rows_in_batch: 0,
             rows_written: 0,
-            durations: UInt64Builder::with_capacity(batch_rows),
-            bursts: BurstColumnsBuilder::with_capacity(batch_rows),
-            protocols: UInt16Builder::with_capacity(batch_rows),
-            labels: StringBuilder::new(),
+            columns: Columns::with_capacity(batch_rows),
         })
     }
 
     /// Appends one flow (one row); `label` is the fine-tuning class, None for pretraining.
-    pub fn push(&mut self, flow: &TokenizedFlow, label: Option<&str>) -> Result<(), NetfoundIpcError> {
-        self.durations.append_value(flow.flow_duration_us);
-        self.bursts.append(flow);
-        self.protocols.append_value(u16::from(flow.protocol));
-        self.labels.append_option(label);
+    pub fn push(
+        &mut self,
+        flow: &TokenizedFlow,
+        label: Option<&str>,
+    ) -> Result<(), NetfoundIpcError> {
+        let c = &mut self.columns;
+        c.durations.append_value(flow.flow_duration_us);
+        c.bursts.append(flow);
+        c.protocols.append_value(u16::from(flow.protocol));
+        c.labels.append_option(label);
         self.rows_in_batch += 1;
         if self.rows_in_batch >= self.batch_rows {
             self.flush_batch()?;
@@ -112,28 +140,41 @@ impl NetfoundIpcWriter {
     }
 
     fn arrow_err(&self, source: ArrowError) -> NetfoundIpcError {
-        NetfoundIpcError::Arrow { path: self.tmp_path.clone(), source }
+        NetfoundIpcError::Arrow {
+            path: self.tmp_path.clone(),
+            source,
+        }
     }
 
     fn flush_batch(&mut self) -> Result<(), NetfoundIpcError> {
         if self.rows_in_batch == 0 {
             return Ok(());
         }
-        let bursts = std::mem::replace(&mut self.bursts, BurstColumnsBuilder::with_capacity(self.batch_rows));
+        let c = std::mem::replace(&mut self.columns, Columns::with_capacity(self.batch_rows));
+        let Columns {
+            mut durations,
+            bursts,
+            mut protocols,
+            mut labels,
+        } = *c;
         let [tokens, directions, bytes, iats, counts] = bursts.finish();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.durations.finish()),
+            Arc::new(durations.finish()),
             tokens,
             directions,
             bytes,
             iats,
             counts,
-            Arc::new(self.protocols.finish()),
-            Arc::new(self.labels.finish()),
+            Arc::new(protocols.finish()),
+            Arc::new(labels.finish()),
         ];
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| self.arrow_err(e))?;
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| self.arrow_err(e))?;
         if let Some(w) = self.writer.as_mut() {
-            w.write(&batch).map_err(|source| NetfoundIpcError::Arrow { path: self.tmp_path.clone(), source })?;
+            w.write(&batch).map_err(|source| NetfoundIpcError::Arrow {
+                path: self.tmp_path.clone(),
+                source,
+            })?;
         }
         self.rows_written += self.rows_in_batch as u64;
         self.rows_in_batch = 0;
@@ -147,13 +188,19 @@ impl NetfoundIpcWriter {
         if let Some(mut w) = self.writer.take() {
             w.finish().map_err(|e| self.arrow_err(e))?;
             let buf = w.into_inner().map_err(|e| self.arrow_err(e))?;
-            let file = buf
-                .into_inner()
-                .map_err(|e| NetfoundIpcError::Io { path: self.tmp_path.clone(), source: e.into_error() })?;
-            file.sync_all().map_err(|source| NetfoundIpcError::Io { path: self.tmp_path.clone(), source })?;
+            let file = buf.into_inner().map_err(|e| NetfoundIpcError::Io {
+                path: self.tmp_path.clone(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(|source| NetfoundIpcError::Io {
+                path: self.tmp_path.clone(),
+                source,
+            })?;
         }
-        std::fs::rename(&self.tmp_path, &self.path)
-            .map_err(|source| NetfoundIpcError::Io { path: self.path.clone(), source })?;
+        std::fs::rename(&self.tmp_path, &self.path).map_err(|source| NetfoundIpcError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(self.path.clone())
     }
 }
@@ -182,7 +229,7 @@ mod tests {
             protocol: 17,
             bursts: vec![Burst {
                 tokens: vec![n; 12],
-                forward: n % 2 == 0,
+                forward: n.is_multiple_of(2),
                 bytes: 40,
                 count: 1,
                 iat_us: 0,
@@ -199,7 +246,8 @@ mod tests {
         let path = dir.path().join("out.arrow");
         let mut w = NetfoundIpcWriter::with_batch_rows(&path, 2).unwrap();
         for n in 0..5 {
-            w.push(&flow(n), if n == 3 { Some("web") } else { None }).unwrap();
+            w.push(&flow(n), if n == 3 { Some("web") } else { None })
+                .unwrap();
         }
         assert!(!path.exists());
         assert_eq!(w.rows(), 5);
@@ -208,7 +256,10 @@ mod tests {
         let r = StreamReader::try_new(File::open(&path).unwrap(), None).unwrap();
         assert_eq!(r.schema(), netfound_schema());
         let batches: Vec<RecordBatch> = r.map(|b| b.unwrap()).collect();
-        assert_eq!(batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), vec![2, 2, 1]);
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
         let b = &batches[1];
         assert_eq!(b.column(0).as_primitive::<UInt64Type>().value(1), 30);
         assert_eq!(b.column(6).as_primitive::<UInt16Type>().value(0), 17);

@@ -16,7 +16,8 @@ use arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuil
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -206,7 +207,14 @@ impl ParquetSink {
         std::fs::create_dir_all(&cfg.out_dir).map_err(|source| ParquetSinkError::Io { path: cfg.out_dir.clone(), source })?;
         let level = ZstdLevel::try_new(cfg.zstd_level)
             .map_err(|source| ParquetSinkError::Parquet { path: cfg.out_dir.clone(), source })?;
-        let props = WriterProperties::builder()
+        // Token lists are high-entropy 16-bit values: a dictionary costs a hash per token and
+        // gains nothing over plain encoding + zstd, so only the low-cardinality strings keep one.
+        let mut builder = WriterProperties::builder().set_dictionary_enabled(false);
+        for col in ["source", "end_reason", "labels"] {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(col), true);
+        }
+        let props = builder
+            .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
             .set_created_by(format!("netfm {}", env!("CARGO_PKG_VERSION")))

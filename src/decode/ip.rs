@@ -90,7 +90,8 @@ fn parse_v6(data: &[u8]) -> Result<IpLayer<'_>, SkipReason> {
     } else {
         &after_header[..usize::from(payload_len).min(after_header.len())]
     };
-    let (exts, protocol, payload, ext_error) = Ipv6ExtensionsSlice::from_slice_lax(header.next_header(), ip_payload);
+    let (exts, protocol, payload, ext_error) =
+        Ipv6ExtensionsSlice::from_slice_lax(header.next_header(), ip_payload);
     let mut first_fragment = false;
     if exts.is_fragmenting_payload() {
         for ext in exts.clone() {
@@ -154,7 +155,8 @@ pub(super) fn parse_quoted(data: &[u8], version: IpVersion) -> Option<Quoted<'_>
         (IpVersion::V6, 6) => {
             let header = Ipv6HeaderSlice::from_slice(data).ok()?;
             let rest = data.get(usize::from(IPV6_HEADER_LEN)..).unwrap_or_default();
-            let (exts, protocol, transport, _err) = Ipv6ExtensionsSlice::from_slice_lax(header.next_header(), rest);
+            let (exts, protocol, transport, _err) =
+                Ipv6ExtensionsSlice::from_slice_lax(header.next_header(), rest);
             let non_first = exts.is_fragmenting_payload()
                 && exts
                     .clone()

@@ -87,7 +87,13 @@ fn be16(data: &[u8], at: core::ops::Range<usize>) -> Option<u16> {
 /// Strips the link header of a frame of the given LINKTYPE.
 pub(super) fn strip(link: u32, data: &[u8]) -> Result<LinkPayload<'_>, SkipReason> {
     use field::*;
-    let raw = |version| Ok(LinkPayload { ip: data, version, vlan_tagged: false });
+    let raw = |version| {
+        Ok(LinkPayload {
+            ip: data,
+            version,
+            vlan_tagged: false,
+        })
+    };
     match link {
         linktype::ETHERNET => {
             let ether = be16(data, ethernet::ETHER_TYPE).ok_or(SkipReason::TruncatedLinkHeader)?;
@@ -129,7 +135,11 @@ pub(super) fn strip(link: u32, data: &[u8]) -> Result<LinkPayload<'_>, SkipReaso
                 f if address_family::INET6.contains(&f) => IpVersion::V6,
                 _ => return Err(SkipReason::NotIp),
             };
-            Ok(LinkPayload { ip: &data[null::LEN..], version, vlan_tagged: false })
+            Ok(LinkPayload {
+                ip: &data[null::LEN..],
+                version,
+                vlan_tagged: false,
+            })
         }
         _ => Err(SkipReason::UnsupportedLinkType),
     }
@@ -157,14 +167,19 @@ fn by_ether_type(mut ether: u16, mut rest: &[u8]) -> Result<LinkPayload<'_>, Ski
                 continue;
             }
             ether_type::VLAN | ether_type::PROVIDER_BRIDGING | ether_type::QINQ_LEGACY => {
-                ether = be16(rest, field::vlan_tag::INNER_ETHER_TYPE).ok_or(SkipReason::TruncatedLinkHeader)?;
+                ether = be16(rest, field::vlan_tag::INNER_ETHER_TYPE)
+                    .ok_or(SkipReason::TruncatedLinkHeader)?;
                 rest = &rest[field::vlan_tag::LEN..];
                 vlan_tagged = true;
                 continue;
             }
             _ => return Err(SkipReason::NotIp),
         };
-        return Ok(LinkPayload { ip: rest, version, vlan_tagged });
+        return Ok(LinkPayload {
+            ip: rest,
+            version,
+            vlan_tagged,
+        });
     }
 }
 
@@ -176,7 +191,9 @@ mod tests {
     fn ethernet_qinq_is_followed() {
         // Ethernet header, 802.1ad tag (vid 100), 802.1Q tag (vid 200), IPv4.
         let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0xc8, 0x08, 0x00, 0x45]);
+        f.extend_from_slice(&[
+            0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0xc8, 0x08, 0x00, 0x45,
+        ]);
         let p = strip(linktype::ETHERNET, &f).unwrap();
         assert_eq!(p.version, IpVersion::V4);
         assert!(p.vlan_tagged);
@@ -185,23 +202,32 @@ mod tests {
 
     #[test]
     fn truncated_and_foreign_frames() {
-        assert_eq!(strip(linktype::ETHERNET, &[0; 13]), Err(SkipReason::TruncatedLinkHeader));
+        assert_eq!(
+            strip(linktype::ETHERNET, &[0; 13]),
+            Err(SkipReason::TruncatedLinkHeader)
+        );
         let mut arp = vec![0u8; 12];
         arp.extend_from_slice(&[0x08, 0x06]);
         assert_eq!(strip(linktype::ETHERNET, &arp), Err(SkipReason::NotIp));
         let mut tag_cut = vec![0u8; 12];
         tag_cut.extend_from_slice(&[0x81, 0x00, 0x00]);
-        assert_eq!(strip(linktype::ETHERNET, &tag_cut), Err(SkipReason::TruncatedLinkHeader));
+        assert_eq!(
+            strip(linktype::ETHERNET, &tag_cut),
+            Err(SkipReason::TruncatedLinkHeader)
+        );
         assert_eq!(strip(147, &[0; 40]), Err(SkipReason::UnsupportedLinkType));
-        assert_eq!(strip(linktype::LINUX_SLL2, &[0; 19]), Err(SkipReason::TruncatedLinkHeader));
+        assert_eq!(
+            strip(linktype::LINUX_SLL2, &[0; 19]),
+            Err(SkipReason::TruncatedLinkHeader)
+        );
     }
 
     // zeek snap-tcp.pcap frame 1: an 802.3 frame (length 0x30) with LLC/SNAP carrying IPv4.
     #[test]
     fn llc_snap_is_followed() {
         let f = [
-            0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x00, 0x30, 0xaa, 0xaa, 0x03,
-            0x00, 0x00, 0x00, 0x08, 0x00, 0x45, 0x00,
+            0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x00, 0x30,
+            0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x45, 0x00,
         ];
         let p = strip(linktype::ETHERNET, &f).unwrap();
         assert_eq!(p.version, IpVersion::V4);

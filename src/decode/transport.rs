@@ -47,6 +47,9 @@ mod icmp {
     pub const IDENTIFIER: Field = 4..6;
     /// Header length; for errors the quoted packet starts here.
     pub const LEN: usize = 8;
+    /// Where netFound's echo "data" starts: PcapPlusPlus's echo header is the 8-byte ICMP
+    /// header plus an 8-byte timestamp (`icmp_echo_hdr`), so 16 bytes are skipped.
+    pub const ECHO_DATA: usize = 16;
 }
 
 /// ICMP message types this decoder distinguishes.
@@ -130,7 +133,11 @@ fn parse_tcp(data: &[u8]) -> Result<Transport, SkipReason> {
             urgent: be16(&h, tcp::URGENT),
             options,
         },
-        payload: if truncated { [0; PAYLOAD_BYTES] } else { leading(data, header_len) },
+        payload: if truncated {
+            [0; PAYLOAD_BYTES]
+        } else {
+            leading(data, header_len)
+        },
         icmp: None,
         truncated,
     })
@@ -145,7 +152,9 @@ fn parse_udp(data: &[u8]) -> Result<Transport, SkipReason> {
     Ok(Transport {
         src_port: be16(&h, udp::SRC_PORT),
         dst_port: be16(&h, udp::DST_PORT),
-        l4: L4Fields::Udp { length: be16(&h, udp::LENGTH) },
+        l4: L4Fields::Udp {
+            length: be16(&h, udp::LENGTH),
+        },
         payload: leading(data, udp::LEN),
         icmp: None,
         truncated,
@@ -179,12 +188,20 @@ fn parse_icmp(data: &[u8], version: IpVersion) -> Result<Transport, SkipReason> 
         ),
     };
     let kind = match echo_request {
-        Some(request) => IcmpKind::Echo { identifier: be16(&h, icmp::IDENTIFIER), request },
+        Some(request) => IcmpKind::Echo {
+            identifier: be16(&h, icmp::IDENTIFIER),
+            request,
+        },
         None if error => quoted_kind(data.get(icmp::LEN..).unwrap_or_default(), version),
         None => IcmpKind::Other,
     };
-    // netFound: the data after the echo header for echo, else the message from its type byte.
-    let payload = if echo_request.is_some() { leading(data, icmp::LEN) } else { leading(data, 0) };
+    // netFound: the data after the (16-byte) echo header for echo, else the message from its
+    // type byte. ICMPv6 (never tokenized by netFound) follows the same rule.
+    let payload = if echo_request.is_some() {
+        leading(data, icmp::ECHO_DATA)
+    } else {
+        leading(data, 0)
+    };
     Ok(Transport {
         src_port: 0,
         dst_port: 0,
@@ -198,7 +215,12 @@ fn parse_icmp(data: &[u8], version: IpVersion) -> Result<Transport, SkipReason> 
 /// The quoted packet of an ICMP error, or `Other` when no IP header is quoted.
 fn quoted_kind(quote: &[u8], version: IpVersion) -> IcmpKind {
     match parse_quoted(quote, version) {
-        Some(Quoted { src, dst, protocol, transport }) => {
+        Some(Quoted {
+            src,
+            dst,
+            protocol,
+            transport,
+        }) => {
             let (src_port, dst_port) = match protocol {
                 PROTO_TCP | PROTO_UDP if transport.len() >= 4 => {
                     let ports: [u8; 4] = leading(transport, 0);
@@ -206,7 +228,13 @@ fn quoted_kind(quote: &[u8], version: IpVersion) -> IcmpKind {
                 }
                 _ => (0, 0),
             };
-            IcmpKind::Error { src, dst, protocol, src_port, dst_port }
+            IcmpKind::Error {
+                src,
+                dst,
+                protocol,
+                src_port,
+                dst_port,
+            }
         }
         None => IcmpKind::Other,
     }

@@ -6,6 +6,7 @@
 //! whose splitter works per file), which also makes `--shard` slices independent.
 
 pub mod native;
+pub mod netfound;
 
 use crate::decode::DecodedPacket;
 use netfm_tokenizer::TokenizedFlow;

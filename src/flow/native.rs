@@ -11,10 +11,15 @@
 //!   flow itself, because a flow's packets must share one token layout.
 //! - Other ICMP (neighbour/router discovery, timestamp, ...): the address pair plus the type.
 //!
-//! Live flows sit in a slab threaded on a doubly linked list ordered by last activity, so
-//! the idle sweep and the eviction of the oldest idle flow are O(1) per flow. The table
-//! never holds more than `max_flows` flows: a new flow beyond that evicts the least recently
-//! active one (counted in [`FlowStats::flows_evicted`]).
+//! Live flows sit in a slab. Recency is tracked the CLOCK way, so a packet only writes its
+//! own flow: a FIFO holds (time, slot) entries in the order they were queued; when an entry
+//! reaches the front and its flow has been active since, the entry is queued again with the
+//! flow's latest time instead of the flow being expired. The idle sweep and the choice of a
+//! flow to evict are O(1) amortized. The table never holds more than `max_flows` flows: a
+//! new flow beyond that evicts the flow whose queued activity is oldest — the least recently
+//! active flow, up to flows re-queued during the same sweep (counted in
+//! [`FlowStats::flows_evicted`]). Timeouts are exact regardless: every packet checks its own
+//! flow's idle, active and close timeouts before joining it.
 //!
 //! This module never reorders packets of a flow and never drops a decoded packet: every
 //! packet pushed is counted in exactly one emitted flow.
@@ -26,6 +31,7 @@ use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
 use netfm_tokenizer::RelativeSeqAck;
 use netfm_tokenizer::{BurstConfig, FlowTokenizer};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// Configuration of the native flow table.
@@ -99,8 +105,6 @@ impl FlowKey {
     }
 }
 
-const NIL: u32 = u32::MAX;
-
 struct Flow {
     key: FlowKey,
     /// Forward endpoint (address, port) as decided on the first packet.
@@ -116,11 +120,19 @@ struct Flow {
     fin_bwd: bool,
     rst: bool,
     relseq: RelativeSeqAck,
+    /// Bumped each time the slot is reused, so stale queue entries are recognised.
+    generation: u32,
     /// The side of the flow's first packet (relative seq/ack initiator).
     first_is_fwd: bool,
     tokens: FlowTokenizer,
-    prev: u32,
-    next: u32,
+}
+
+/// A recency entry: the flow in `slot` (if still of `generation`) was active at `ts`.
+#[derive(Clone, Copy, Debug)]
+struct Recency {
+    ts: u64,
+    slot: u32,
+    generation: u32,
 }
 
 impl Flow {
@@ -135,10 +147,10 @@ pub struct NativeFlowTable {
     index: FxHashMap<FlowKey, u32>,
     slots: Vec<Option<Flow>>,
     free: Vec<u32>,
-    /// Least recently active flow.
-    head: u32,
-    /// Most recently active flow.
-    tail: u32,
+    /// Generation of the next flow per slot.
+    generations: Vec<u32>,
+    /// Recency FIFO, see the module docs.
+    recency: VecDeque<Recency>,
     /// Latest timestamp seen in the current file (timestamps may step back a little).
     now: u64,
     stats: FlowStats,
@@ -151,8 +163,8 @@ impl NativeFlowTable {
             index: FxHashMap::with_capacity_and_hasher(cap, Default::default()),
             slots: Vec::with_capacity(cap),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            generations: Vec::with_capacity(cap),
+            recency: VecDeque::with_capacity(cap),
             now: 0,
             stats: FlowStats::default(),
             cfg,
@@ -169,48 +181,11 @@ impl NativeFlowTable {
     }
 
     fn flow(&self, i: u32) -> &Flow {
-        self.slots[i as usize].as_ref().expect("linked slot is occupied")
-    }
-
-    fn flow_mut(&mut self, i: u32) -> &mut Flow {
-        self.slots[i as usize].as_mut().expect("linked slot is occupied")
-    }
-
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let f = self.flow(i);
-            (f.prev, f.next)
-        };
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.flow_mut(prev).next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.flow_mut(next).prev = prev;
-        }
-    }
-
-    fn push_back(&mut self, i: u32) {
-        let tail = self.tail;
-        {
-            let f = self.flow_mut(i);
-            f.prev = tail;
-            f.next = NIL;
-        }
-        if tail == NIL {
-            self.head = i;
-        } else {
-            self.flow_mut(tail).next = i;
-        }
-        self.tail = i;
+        self.slots[i as usize].as_ref().expect("indexed slot is occupied")
     }
 
     fn remove(&mut self, i: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
-        self.unlink(i);
-        let f = self.slots[i as usize].take().expect("linked slot is occupied");
+        let Some(f) = self.slots[i as usize].take() else { return };
         self.index.remove(&f.key);
         self.free.push(i);
         if reason == EndReason::Evicted {
@@ -234,12 +209,42 @@ impl NativeFlowTable {
         });
     }
 
-    /// Ends every flow whose idle (or post-close) timeout has passed at `now`, oldest first.
+    /// Pops the front of the recency FIFO until it names a live flow whose latest activity
+    /// is the queued time (re-queuing flows that were active since). Returns that entry.
+    fn oldest(&mut self) -> Option<Recency> {
+        while let Some(e) = self.recency.front().copied() {
+            match &self.slots[e.slot as usize] {
+                Some(f) if f.generation == e.generation => {
+                    if f.last_ts > e.ts {
+                        let last = f.last_ts;
+                        self.recency.pop_front();
+                        self.recency.push_back(Recency { ts: last, ..e });
+                    } else {
+                        return Some(e);
+                    }
+                }
+                _ => {
+                    self.recency.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Drops the entries of flows that have ended (by TCP close or timeout checks on
+    /// arrival), which otherwise wait in the FIFO until they reach its front. Keeps the FIFO
+    /// within twice the flow bound; amortized O(1) per flow.
+    fn compact_recency(&mut self) {
+        let slots = &self.slots;
+        self.recency.retain(|e| matches!(&slots[e.slot as usize], Some(f) if f.generation == e.generation));
+    }
+
+    /// Ends every flow whose idle timeout has passed at `now`, oldest first.
     fn expire(&mut self, now: u64, out: &mut Vec<FlowRecord>) {
-        while self.head != NIL {
-            let f = self.flow(self.head);
-            if now.saturating_sub(f.last_ts) > self.cfg.idle_timeout_ns {
-                self.remove(self.head, EndReason::Idle, out);
+        while let Some(e) = self.oldest() {
+            if now.saturating_sub(e.ts) > self.cfg.idle_timeout_ns {
+                self.recency.pop_front();
+                self.remove(e.slot, EndReason::Idle, out);
             } else {
                 break;
             }
@@ -265,7 +270,10 @@ impl NativeFlowTable {
 
     fn open(&mut self, key: FlowKey, p: &DecodedPacket, out: &mut Vec<FlowRecord>) -> u32 {
         if self.index.len() >= self.cfg.max_flows.max(1) {
-            self.remove(self.head, EndReason::Evicted, out);
+            if let Some(e) = self.oldest() {
+                self.recency.pop_front();
+                self.remove(e.slot, EndReason::Evicted, out);
+            }
         }
         let s = (p.src, key_port(&key, p, true));
         let d = (p.dst, key_port(&key, p, false));
@@ -284,23 +292,26 @@ impl NativeFlowTable {
             fin_bwd: false,
             rst: false,
             relseq: RelativeSeqAck::new(),
+            generation: 0,
             first_is_fwd: fwd == s,
             tokens: FlowTokenizer::new(&self.cfg.bursts, p.fields.l4.protocol()),
-            prev: NIL,
-            next: NIL,
         };
         let i = match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some(flow);
-                i
-            }
+            Some(i) => i,
             None => {
-                self.slots.push(Some(flow));
+                self.slots.push(None);
+                self.generations.push(0);
                 (self.slots.len() - 1) as u32
             }
         };
+        let generation = self.generations[i as usize];
+        self.generations[i as usize] = generation.wrapping_add(1);
+        self.slots[i as usize] = Some(Flow { generation, ..flow });
         self.index.insert(key, i);
-        self.push_back(i);
+        self.recency.push_back(Recency { ts: p.ts_ns, slot: i, generation });
+        if self.recency.len() > 2 * self.cfg.max_flows.max(1024) {
+            self.compact_recency();
+        }
         i
     }
 }
@@ -333,14 +344,10 @@ impl FlowAssembler for NativeFlowTable {
             }
         }
         let i = match slot {
-            Some(i) => {
-                self.unlink(i);
-                self.push_back(i);
-                i
-            }
+            Some(i) => i,
             None => self.open(key, p, out),
         };
-        let f = self.flow_mut(i);
+        let Some(f) = self.slots[i as usize].as_mut() else { return };
         let forward = p.src == f.fwd.0 && (p.icmp.is_some() || p.src_port == f.fwd.1);
         let ip_bytes = p.fields.total_len as u64;
         if forward {
@@ -375,9 +382,11 @@ impl FlowAssembler for NativeFlowTable {
     }
 
     fn end_of_file(&mut self, out: &mut Vec<FlowRecord>) {
-        while self.head != NIL {
-            self.remove(self.head, EndReason::EndOfCapture, out);
+        while let Some(e) = self.oldest() {
+            self.recency.pop_front();
+            self.remove(e.slot, EndReason::EndOfCapture, out);
         }
+        debug_assert!(self.index.is_empty());
         self.now = 0;
     }
 

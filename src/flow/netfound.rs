@@ -40,7 +40,9 @@
 
 use super::{EndReason, FlowAssembler, FlowRecord, FlowStats};
 use crate::decode::DecodedPacket;
-use netfm_tokenizer::direction::{netfound_ip32, DirectionError, InternalNetworks, NetfoundDirection};
+use netfm_tokenizer::direction::{
+    netfound_ip32, DirectionError, InternalNetworks, NetfoundDirection,
+};
 use netfm_tokenizer::fields::{L4Fields, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use netfm_tokenizer::{BurstConfig, FlowTokenizer, RelativeSeqAck};
 use rustc_hash::FxHashMap;
@@ -66,12 +68,20 @@ pub mod reason {
 /// addresses in network byte order, ordered so both directions hash alike, then the
 /// protocol byte. The ordering compares the raw network-order bytes as little-endian
 /// integers, exactly as PcapPlusPlus does on x86.
-pub fn pcapplusplus_hash5(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, protocol: u8) -> u32 {
+pub fn pcapplusplus_hash5(
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    protocol: u8,
+) -> u32 {
     let mut swap = dst_port.swap_bytes() < src_port.swap_bytes();
     let (sb, db): ([u8; 16], [u8; 16]);
     let ip_len = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            if src_port == dst_port && u32::from_le_bytes(d.octets()) < u32::from_le_bytes(s.octets()) {
+            if src_port == dst_port
+                && u32::from_le_bytes(d.octets()) < u32::from_le_bytes(s.octets())
+            {
                 swap = true;
             }
             let mut a = [0u8; 16];
@@ -94,9 +104,19 @@ pub fn pcapplusplus_hash5(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16
     let sp = src_port.to_be_bytes();
     let dp = dst_port.to_be_bytes();
     let (p0, p1) = if swap { (dp, sp) } else { (sp, dp) };
-    let (i0, i1) = if swap { (&db[..ip_len], &sb[..ip_len]) } else { (&sb[..ip_len], &db[..ip_len]) };
+    let (i0, i1) = if swap {
+        (&db[..ip_len], &sb[..ip_len])
+    } else {
+        (&sb[..ip_len], &db[..ip_len])
+    };
     let mut h: u32 = 2_166_136_261;
-    for &byte in p0.iter().chain(&p1).chain(i0).chain(i1).chain(std::iter::once(&protocol)) {
+    for &byte in p0
+        .iter()
+        .chain(&p1)
+        .chain(i0)
+        .chain(i1)
+        .chain(std::iter::once(&protocol))
+    {
         h = h.wrapping_mul(16_777_619);
         h ^= u32::from(byte);
     }
@@ -154,7 +174,13 @@ impl NetfoundAssembler {
     /// `--tcp_options`); `internal`: netFound's `internalIPs` (only IPv4 networks apply, as
     /// in netFound).
     pub fn new(bursts: BurstConfig, internal: InternalNetworks) -> Self {
-        NetfoundAssembler { bursts, internal, splitter: FxHashMap::default(), flows: Vec::new(), stats: FlowStats::default() }
+        NetfoundAssembler {
+            bursts,
+            internal,
+            splitter: FxHashMap::default(),
+            flows: Vec::new(),
+            stats: FlowStats::default(),
+        }
     }
 
     fn drop_packet(&mut self, reason: &'static str) {
@@ -166,7 +192,9 @@ impl NetfoundAssembler {
         if p.protocol == PROTO_ICMPV6 {
             return Some(reason::ICMPV6);
         }
-        if !matches!(p.protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP) || p.fields.l4.protocol() != p.protocol {
+        if !matches!(p.protocol, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
+            || p.fields.l4.protocol() != p.protocol
+        {
             return Some(reason::UNSUPPORTED_TRANSPORT);
         }
         if p.first_fragment {
@@ -210,13 +238,21 @@ impl NetfoundAssembler {
             pcapplusplus_hash5(p.src, p.dst, p.src_port, p.dst_port, p.protocol)
         };
         let tcp_pure_syn = match p.fields.l4 {
-            L4Fields::Tcp { flags, .. } if p.protocol == PROTO_TCP => Some(flags & TCP_SYN != 0 && flags & TCP_ACK == 0),
+            L4Fields::Tcp { flags, .. } if p.protocol == PROTO_TCP => {
+                Some(flags & TCP_SYN != 0 && flags & TCP_ACK == 0)
+            }
             _ => None,
         };
         match self.splitter.get(&hash).copied() {
             None => {
                 let flow = self.new_flow(p);
-                self.splitter.insert(hash, SplitterEntry { flow, last_tcp_pure_syn: tcp_pure_syn });
+                self.splitter.insert(
+                    hash,
+                    SplitterEntry {
+                        flow,
+                        last_tcp_pure_syn: tcp_pure_syn,
+                    },
+                );
                 flow
             }
             Some(mut e) => {
@@ -236,7 +272,11 @@ impl NetfoundAssembler {
         let forward = match f.direction.resolve(&self.internal) {
             Ok(ip) => ip,
             Err(DirectionError::MoreThanTwoIps) => {
-                *self.stats.flows_dropped.entry(reason::MORE_THAN_TWO_IPS).or_default() += 1;
+                *self
+                    .stats
+                    .flows_dropped
+                    .entry(reason::MORE_THAN_TWO_IPS)
+                    .or_default() += 1;
                 return;
             }
             Err(DirectionError::Empty) => return,
@@ -288,10 +328,16 @@ impl FlowAssembler for NetfoundAssembler {
         let ts = p.ts_ns / 1000 * 1000;
         let src32 = netfound_ip32(p.src);
         let mut fields = p.fields;
-        if let L4Fields::Tcp { ref mut seq, ref mut ack, .. } = fields.l4 {
+        if let L4Fields::Tcp {
+            ref mut seq,
+            ref mut ack,
+            ..
+        } = fields.l4
+        {
             (*seq, *ack) = f.relseq.apply(src32, *seq, *ack);
         }
-        f.direction.observe((ts, f.records), src32, netfound_ip32(p.dst));
+        f.direction
+            .observe((ts, f.records), src32, netfound_ip32(p.dst));
         f.records += 1;
         f.first_ts_ns = f.first_ts_ns.min(ts);
         f.last_ts_ns = f.last_ts_ns.max(ts);
@@ -322,7 +368,9 @@ mod tests {
     use netfm_tokenizer::fields::PacketFields;
 
     fn fnv(bytes: &[u8]) -> u32 {
-        bytes.iter().fold(2_166_136_261u32, |h, &b| h.wrapping_mul(16_777_619) ^ u32::from(b))
+        bytes.iter().fold(2_166_136_261u32, |h, &b| {
+            h.wrapping_mul(16_777_619) ^ u32::from(b)
+        })
     }
 
     #[test]
@@ -333,7 +381,9 @@ mod tests {
         assert_eq!(h, pcapplusplus_hash5(b, a, 80, 59856, 6));
         // Ports compared as little-endian reads of network bytes: 80 = 00 50 -> 0x5000,
         // 59856 = e9 d0 -> 0xd0e9, so 80 comes first.
-        let want = fnv(&[0x00, 0x50, 0xe9, 0xd0, 192, 150, 187, 43, 141, 142, 228, 5, 6]);
+        let want = fnv(&[
+            0x00, 0x50, 0xe9, 0xd0, 192, 150, 187, 43, 141, 142, 228, 5, 6,
+        ]);
         assert_eq!(h, want);
         assert_ne!(h, pcapplusplus_hash5(a, b, 59856, 80, 17));
     }
@@ -342,13 +392,26 @@ mod tests {
     fn hash5_equal_ports_orders_addresses() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(pcapplusplus_hash5(a, b, 123, 123, 17), pcapplusplus_hash5(b, a, 123, 123, 17));
+        assert_eq!(
+            pcapplusplus_hash5(a, b, 123, 123, 17),
+            pcapplusplus_hash5(b, a, 123, 123, 17)
+        );
         let a6: IpAddr = "2001:db8::1".parse().unwrap();
         let b6: IpAddr = "2001:db8::2".parse().unwrap();
-        assert_eq!(pcapplusplus_hash5(a6, b6, 5353, 5353, 17), pcapplusplus_hash5(b6, a6, 5353, 5353, 17));
+        assert_eq!(
+            pcapplusplus_hash5(a6, b6, 5353, 5353, 17),
+            pcapplusplus_hash5(b6, a6, 5353, 5353, 17)
+        );
     }
 
-    fn tcp(ts_us: u64, src: &str, dst: &str, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> DecodedPacket {
+    fn tcp(
+        ts_us: u64,
+        (src, sport): (&str, u16),
+        (dst, dport): (&str, u16),
+        flags: u8,
+        seq: u32,
+        ack: u32,
+    ) -> DecodedPacket {
         DecodedPacket {
             ts_ns: ts_us * 1000,
             src: src.parse().unwrap(),
@@ -363,7 +426,14 @@ mod tests {
                 total_len: 40,
                 ip_flags: 2,
                 ttl: 64,
-                l4: L4Fields::Tcp { flags, window: 1000, seq, ack, urgent: 0, options: [0; 40] },
+                l4: L4Fields::Tcp {
+                    flags,
+                    window: 1000,
+                    seq,
+                    ack,
+                    urgent: 0,
+                    options: [0; 40],
+                },
                 payload: [0; 12],
             },
             wire_len: 54,
@@ -377,16 +447,26 @@ mod tests {
 
     #[test]
     fn new_syn_after_non_syn_starts_a_new_flow() {
-        let mut a = NetfoundAssembler::new(BurstConfig::default(), InternalNetworks::netfound_default());
+        let mut a =
+            NetfoundAssembler::new(BurstConfig::default(), InternalNetworks::netfound_default());
         let mut out = Vec::new();
         let c = "10.0.0.1";
         let s = "10.0.0.2";
-        a.push(&tcp(0, c, s, 1000, 80, TCP_SYN, 100, 0), &mut out);
-        a.push(&tcp(1, c, s, 1000, 80, TCP_SYN, 100, 0), &mut out); // retransmitted SYN: same flow
-        a.push(&tcp(2, s, c, 80, 1000, TCP_SYN | TCP_ACK, 500, 101), &mut out);
-        a.push(&tcp(3, c, s, 1000, 80, TCP_ACK, 101, 501), &mut out);
-        a.push(&tcp(100_000, c, s, 1000, 80, TCP_SYN, 9000, 0), &mut out); // new connection
-        a.push(&tcp(100_001, s, c, 80, 1000, TCP_SYN | TCP_ACK, 7000, 9001), &mut out);
+        a.push(&tcp(0, (c, 1000), (s, 80), TCP_SYN, 100, 0), &mut out);
+        a.push(&tcp(1, (c, 1000), (s, 80), TCP_SYN, 100, 0), &mut out); // retransmitted SYN: same flow
+        a.push(
+            &tcp(2, (s, 80), (c, 1000), TCP_SYN | TCP_ACK, 500, 101),
+            &mut out,
+        );
+        a.push(&tcp(3, (c, 1000), (s, 80), TCP_ACK, 101, 501), &mut out);
+        a.push(
+            &tcp(100_000, (c, 1000), (s, 80), TCP_SYN, 9000, 0),
+            &mut out,
+        ); // new connection
+        a.push(
+            &tcp(100_001, (s, 80), (c, 1000), TCP_SYN | TCP_ACK, 7000, 9001),
+            &mut out,
+        );
         assert!(out.is_empty());
         a.end_of_file(&mut out);
         assert_eq!(out.len(), 2);
@@ -401,26 +481,31 @@ mod tests {
 
     #[test]
     fn drops_are_counted_by_reason() {
-        let mut a = NetfoundAssembler::new(BurstConfig::default(), InternalNetworks::netfound_default());
+        let mut a =
+            NetfoundAssembler::new(BurstConfig::default(), InternalNetworks::netfound_default());
         let mut out = Vec::new();
-        let mut p = tcp(0, "10.0.0.1", "10.0.0.2", 1, 2, TCP_ACK, 1, 1);
+        let mut p = tcp(0, ("10.0.0.1", 1), ("10.0.0.2", 2), TCP_ACK, 1, 1);
         p.l4_truncated = true;
         a.push(&p, &mut out);
-        let mut p = tcp(0, "10.0.0.1", "10.0.0.2", 1, 2, TCP_ACK, 1, 1);
+        let mut p = tcp(0, ("10.0.0.1", 1), ("10.0.0.2", 2), TCP_ACK, 1, 1);
         p.first_fragment = true;
         a.push(&p, &mut out);
         a.end_of_file(&mut out);
         assert!(out.is_empty());
-        assert_eq!(a.stats().packets_dropped.get(reason::TRUNCATED_TRANSPORT), Some(&1));
+        assert_eq!(
+            a.stats().packets_dropped.get(reason::TRUNCATED_TRANSPORT),
+            Some(&1)
+        );
         assert_eq!(a.stats().packets_dropped.get(reason::IP_FRAGMENT), Some(&1));
     }
 
     #[test]
     fn microsecond_truncation_and_forward_orientation() {
-        let mut a = NetfoundAssembler::new(BurstConfig::default(), InternalNetworks::netfound_default());
+        let mut a =
+            NetfoundAssembler::new(BurstConfig::default(), InternalNetworks::netfound_default());
         let mut out = Vec::new();
         // External client to an internal (127/8) server: the server is forward.
-        let mut p = tcp(0, "8.8.8.8", "127.0.0.1", 5000, 80, TCP_SYN, 1, 0);
+        let mut p = tcp(0, ("8.8.8.8", 5000), ("127.0.0.1", 80), TCP_SYN, 1, 0);
         p.ts_ns = 1_999;
         a.push(&p, &mut out);
         a.end_of_file(&mut out);

@@ -116,17 +116,75 @@ impl TokenizedFlow {
     }
 }
 
-/// Orders packets the way a stable sort by timestamp does: by time, then arrival.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Order {
+#[derive(Clone, Copy, Debug, Default)]
+struct KeptPacket {
     ts: u64,
-    arrival: u64,
+    total_len: u16,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct KeptPacket {
-    at: Order,
-    total_len: u16,
+/// Kept packets held inline up to netFound's 6 per burst (no allocation per burst on the
+/// hot path), on the heap beyond.
+#[derive(Clone, Debug)]
+enum KeptList {
+    Inline {
+        len: usize,
+        items: [KeptPacket; NETFOUND_MAX_PACKETS_PER_BURST],
+    },
+    Heap(Vec<KeptPacket>),
+}
+
+impl KeptList {
+    fn one(k: KeptPacket) -> Self {
+        let mut items = [KeptPacket::default(); NETFOUND_MAX_PACKETS_PER_BURST];
+        items[0] = k;
+        KeptList::Inline { len: 1, items }
+    }
+
+    fn as_slice(&self) -> &[KeptPacket] {
+        match self {
+            KeptList::Inline { len, items } => &items[..*len],
+            KeptList::Heap(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, k: KeptPacket) {
+        let len = self.len();
+        self.insert(len, k);
+    }
+
+    /// Inserts at `pos` (at most the current length).
+    fn insert(&mut self, pos: usize, k: KeptPacket) {
+        match self {
+            KeptList::Inline { len, items } if *len < items.len() && pos <= *len => {
+                items.copy_within(pos..*len, pos + 1);
+                items[pos] = k;
+                *len += 1;
+            }
+            KeptList::Inline { len, items } => {
+                let mut v = items[..*len].to_vec();
+                v.insert(pos.min(v.len()), k);
+                *self = KeptList::Heap(v);
+            }
+            KeptList::Heap(v) => v.insert(pos.min(v.len()), k),
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match self {
+            KeptList::Inline { len, .. } => *len = (*len).min(n),
+            KeptList::Heap(v) => v.truncate(n),
+        }
+    }
+
+    fn extend_from_slice(&mut self, more: &[KeptPacket]) {
+        for &k in more {
+            self.push(k);
+        }
+    }
 }
 
 /// A burst that may still be among the first `max_bursts`.
@@ -137,7 +195,7 @@ struct StoredBurst {
     /// Time of the burst's last packet, counting packets that were not kept.
     last_ts: u64,
     /// Kept packets (at most `max_packets_per_burst`), in sorted order.
-    kept: Vec<KeptPacket>,
+    kept: KeptList,
     /// Their tokens, `tokens_per_packet` each, same order.
     tokens: Vec<u16>,
 }
@@ -216,7 +274,6 @@ impl FlowTokenizer {
     /// [`TokenizedFlow::packets`] and the duration but not tokenized (flow stages never mix
     /// protocols in one flow).
     pub fn push(&mut self, ts_ns: u64, side: bool, fields: &PacketFields) {
-        let at = Order { ts: ts_ns, arrival: self.packets };
         self.packets += 1;
         self.min_ts = self.min_ts.min(ts_ns);
         self.max_ts = self.max_ts.max(ts_ns);
@@ -227,22 +284,22 @@ impl FlowTokenizer {
         match self.sides[s].last_ts {
             None => {
                 self.sides[s].last_ts = Some(ts_ns);
-                self.start_burst(at, side, fields);
+                self.start_burst(ts_ns, side, fields);
             }
             Some(last) if ts_ns >= last => {
                 self.sides[s].last_ts = Some(ts_ns);
                 if ts_ns - last > self.cfg.burst_gap_ns {
-                    self.start_burst(at, side, fields);
+                    self.start_burst(ts_ns, side, fields);
                 } else {
-                    self.continue_burst(at, side, last, fields);
+                    self.continue_burst(ts_ns, side, last, fields);
                 }
             }
-            Some(_) => self.late_packet(at, side, fields),
+            Some(_) => self.late_packet(ts_ns, side, fields),
         }
     }
 
     /// In-order packet that continues the side's latest burst.
-    fn continue_burst(&mut self, at: Order, side: bool, prev_last: u64, fields: &PacketFields) {
+    fn continue_burst(&mut self, at: u64, side: bool, prev_last: u64, fields: &PacketFields) {
         let st = self.sides[side_index(side)];
         if st.discarded_from.is_some_and(|d| prev_last >= d) {
             return; // the latest burst of this side is a discarded one
@@ -251,9 +308,12 @@ impl FlowTokenizer {
         let max = self.cfg.max_packets_per_burst;
         let layout = self.cfg.layout;
         let b = &mut self.bursts[idx];
-        b.last_ts = b.last_ts.max(at.ts);
+        b.last_ts = b.last_ts.max(at);
         if b.kept.len() < max {
-            b.kept.push(KeptPacket { at, total_len: fields.total_len });
+            b.kept.push(KeptPacket {
+                ts: at,
+                total_len: fields.total_len,
+            });
             fields.push_tokens(layout, &mut b.tokens);
         }
     }
@@ -264,30 +324,44 @@ impl FlowTokenizer {
     }
 
     /// In-order packet that starts a new burst on its side.
-    fn start_burst(&mut self, at: Order, side: bool, fields: &PacketFields) {
+    fn start_burst(&mut self, at: u64, side: bool, fields: &PacketFields) {
         let s = side_index(side);
         if self.sides[s].discarded_from.is_some() {
             // In order and after this side's discarded region: discarded too.
             return;
         }
-        if self.cfg.max_packets_per_burst == 0 || self.started_before(at.ts) >= self.cfg.max_bursts {
-            self.sides[s].discarded_from = Some(at.ts);
+        if self.cfg.max_packets_per_burst == 0 || self.started_before(at) >= self.cfg.max_bursts {
+            self.sides[s].discarded_from = Some(at);
             return;
         }
-        self.store_new_burst(at, side, fields);
+        self.store_new_burst(at, side, fields, true);
     }
 
-    fn store_new_burst(&mut self, at: Order, side: bool, fields: &PacketFields) {
-        let mut tokens = Vec::with_capacity(self.tokens_per_packet * self.cfg.max_packets_per_burst.min(8));
+    /// Stores a new burst. `latest`: it is the newest burst of its side (in-order packet),
+    /// which lets the common case skip the full prune.
+    fn store_new_burst(&mut self, at: u64, side: bool, fields: &PacketFields, latest: bool) {
+        if self.bursts.capacity() == 0 {
+            self.bursts.reserve_exact(4);
+        }
+        // Sized for one packet: most flows of a busy capture have one packet per burst.
+        let mut tokens = Vec::with_capacity(self.tokens_per_packet);
         fields.push_tokens(self.cfg.layout, &mut tokens);
         self.bursts.push(StoredBurst {
             side,
-            first_ts: at.ts,
-            last_ts: at.ts,
-            kept: vec![KeptPacket { at, total_len: fields.total_len }],
+            first_ts: at,
+            last_ts: at,
+            kept: KeptList::one(KeptPacket {
+                ts: at,
+                total_len: fields.total_len,
+            }),
             tokens,
         });
-        self.prune();
+        if latest && self.bursts.len() <= self.cfg.max_bursts {
+            // Nothing can have max_bursts stored bursts before it yet.
+            self.sides[side_index(side)].current = Some(self.bursts.len() - 1);
+        } else {
+            self.prune();
+        }
     }
 
     /// Drops stored bursts that have `max_bursts` stored bursts strictly before them: they
@@ -335,18 +409,24 @@ impl FlowTokenizer {
 
     /// Inserts a packet into a stored burst at its sorted position, keeping at most
     /// `max_packets_per_burst`.
-    fn insert_into(&mut self, idx: usize, at: Order, fields: &PacketFields) {
+    fn insert_into(&mut self, idx: usize, at: u64, fields: &PacketFields) {
         let max = self.cfg.max_packets_per_burst;
         let tpp = self.tokens_per_packet;
         let layout = self.cfg.layout;
         let b = &mut self.bursts[idx];
-        b.first_ts = b.first_ts.min(at.ts);
-        b.last_ts = b.last_ts.max(at.ts);
-        let pos = b.kept.partition_point(|k| k.at <= at);
+        b.first_ts = b.first_ts.min(at);
+        b.last_ts = b.last_ts.max(at);
+        let pos = b.kept.as_slice().partition_point(|k| k.ts <= at);
         if pos >= max {
             return;
         }
-        b.kept.insert(pos, KeptPacket { at, total_len: fields.total_len });
+        b.kept.insert(
+            pos,
+            KeptPacket {
+                ts: at,
+                total_len: fields.total_len,
+            },
+        );
         self.scratch.clear();
         fields.push_tokens(layout, &mut self.scratch);
         let start = (pos * tpp).min(b.tokens.len());
@@ -358,14 +438,14 @@ impl FlowTokenizer {
     }
 
     /// A packet older than an earlier packet of its side. See the module docs for the cases.
-    fn late_packet(&mut self, at: Order, side: bool, fields: &PacketFields) {
+    fn late_packet(&mut self, at: u64, side: bool, fields: &PacketFields) {
         let s = side_index(side);
         let gap = self.cfg.burst_gap_ns;
         let discarded_from = self.sides[s].discarded_from;
-        if discarded_from.is_some_and(|d| at.ts >= d) {
+        if discarded_from.is_some_and(|d| at >= d) {
             return; // inside this side's discarded region: cannot matter
         }
-        // This side's stored bursts around `at.ts` (all of them start before the discarded
+        // This side's stored bursts around `at` (all of them start before the discarded
         // region).
         let mut containing = None;
         let mut before: Option<usize> = None; // latest burst ending before ts
@@ -374,14 +454,14 @@ impl FlowTokenizer {
             if b.side != side {
                 continue;
             }
-            if b.first_ts <= at.ts && at.ts <= b.last_ts {
+            if b.first_ts <= at && at <= b.last_ts {
                 containing = Some(i);
                 break;
             }
-            if b.last_ts < at.ts && before.is_none_or(|j| self.bursts[j].last_ts < b.last_ts) {
+            if b.last_ts < at && before.is_none_or(|j| self.bursts[j].last_ts < b.last_ts) {
                 before = Some(i);
             }
-            if b.first_ts > at.ts && after.is_none_or(|j| self.bursts[j].first_ts > b.first_ts) {
+            if b.first_ts > at && after.is_none_or(|j| self.bursts[j].first_ts > b.first_ts) {
                 after = Some(i);
             }
         }
@@ -390,7 +470,7 @@ impl FlowTokenizer {
             self.insert_into(i, at, fields);
             return;
         }
-        let join_before = before.is_some_and(|i| at.ts - self.bursts[i].last_ts <= gap);
+        let join_before = before.is_some_and(|i| at - self.bursts[i].last_ts <= gap);
         enum Next {
             Stored(usize),
             Discarded(u64),
@@ -402,18 +482,20 @@ impl FlowTokenizer {
             (None, None) => Next::Nothing,
         };
         let join_after = match next {
-            Next::Stored(i) => self.bursts[i].first_ts - at.ts <= gap,
-            Next::Discarded(d) => d - at.ts <= gap,
+            Next::Stored(i) => self.bursts[i].first_ts - at <= gap,
+            Next::Discarded(d) => d - at <= gap,
             Next::Nothing => false,
         };
         match (join_before, join_after, next) {
             (false, false, _) => {
                 // A burst of its own.
-                if self.cfg.max_packets_per_burst == 0 || self.started_before(at.ts) >= self.cfg.max_bursts {
-                    self.sides[s].discarded_from = Some(at.ts);
+                if self.cfg.max_packets_per_burst == 0
+                    || self.started_before(at) >= self.cfg.max_bursts
+                {
+                    self.sides[s].discarded_from = Some(at);
                     self.prune();
                 } else {
-                    self.store_new_burst(at, side, fields);
+                    self.store_new_burst(at, side, fields, false);
                 }
             }
             (true, false, _) => {
@@ -428,10 +510,10 @@ impl FlowTokenizer {
             }
             (false, true, _) => {
                 // New first packet of the earliest discarded burst.
-                if self.started_before(at.ts) < self.cfg.max_bursts {
+                if self.started_before(at) < self.cfg.max_bursts {
                     self.inexact += 1;
                 }
-                self.sides[s].discarded_from = Some(at.ts);
+                self.sides[s].discarded_from = Some(at);
                 self.prune();
             }
             (true, true, Next::Stored(j)) => {
@@ -445,8 +527,9 @@ impl FlowTokenizer {
                     let x = &mut self.bursts[i];
                     x.last_ts = x.last_ts.max(y.last_ts);
                     let room = max.saturating_sub(x.kept.len()).min(y.kept.len());
-                    x.kept.extend_from_slice(&y.kept[..room]);
-                    x.tokens.extend_from_slice(&y.tokens[..(room * tpp).min(y.tokens.len())]);
+                    x.kept.extend_from_slice(&y.kept.as_slice()[..room]);
+                    x.tokens
+                        .extend_from_slice(&y.tokens[..(room * tpp).min(y.tokens.len())]);
                     if self.discarded_could_return() {
                         self.inexact += 1;
                     }
@@ -471,8 +554,21 @@ impl FlowTokenizer {
     /// Finishes the flow; packets pushed with `side == forward_side` are the forward
     /// direction. A flow with no packets has no bursts.
     pub fn finish_with_forward_side(self, forward_side: bool) -> TokenizedFlow {
-        let FlowTokenizer { cfg, protocol, mut bursts, min_ts, max_ts, packets, inexact, .. } = self;
-        let flow_duration_us = if packets == 0 { 0 } else { netfound_us_truncated(max_ts - min_ts) };
+        let FlowTokenizer {
+            cfg,
+            protocol,
+            mut bursts,
+            min_ts,
+            max_ts,
+            packets,
+            inexact,
+            ..
+        } = self;
+        let flow_duration_us = if packets == 0 {
+            0
+        } else {
+            netfound_us_truncated(max_ts - min_ts)
+        };
         // Stable order of netFound: by first-packet time, forward bursts first on ties.
         bursts.sort_by_key(|b| (b.first_ts, b.side != forward_side));
         bursts.truncate(cfg.max_bursts);
@@ -483,7 +579,11 @@ impl FlowTokenizer {
                 let s = side_index(b.side);
                 let iat_us = prev_first[s].map_or(0, |p| netfound_us_rounded(b.first_ts - p));
                 prev_first[s] = Some(b.first_ts);
-                let bytes = b.kept.iter().fold(0u32, |acc, k| acc.saturating_add(u32::from(k.total_len)));
+                let bytes = b
+                    .kept
+                    .as_slice()
+                    .iter()
+                    .fold(0u32, |acc, k| acc.saturating_add(u32::from(k.total_len)));
                 Burst {
                     count: u32::try_from(b.kept.len()).unwrap_or(u32::MAX),
                     tokens: b.tokens,
@@ -494,7 +594,13 @@ impl FlowTokenizer {
                 }
             })
             .collect();
-        TokenizedFlow { flow_duration_us, protocol, bursts, packets, inexact_late_packets: inexact }
+        TokenizedFlow {
+            flow_duration_us,
+            protocol,
+            bursts,
+            packets,
+            inexact_late_packets: inexact,
+        }
     }
 }
 
@@ -523,14 +629,20 @@ mod tests {
             total_len,
             ip_flags: 0,
             ttl: 64,
-            l4: L4Fields::Udp { length: total_len.saturating_sub(20) },
+            l4: L4Fields::Udp {
+                length: total_len.saturating_sub(20),
+            },
             payload: [0; 12],
         }
     }
 
     /// A straightforward (unbounded, batch) transcription of Tokenize.py's algorithm, to
     /// check the streaming accumulator against.
-    fn reference(cfg: &BurstConfig, pkts: &[(u64, bool, u16)], forward_side: bool) -> TokenizedFlow {
+    fn reference(
+        cfg: &BurstConfig,
+        pkts: &[(u64, bool, u16)],
+        forward_side: bool,
+    ) -> TokenizedFlow {
         let mut order: Vec<usize> = (0..pkts.len()).collect();
         order.sort_by_key(|&i| pkts[i].0); // stable
         let min = pkts.iter().map(|p| p.0).min().unwrap_or(0);
@@ -575,7 +687,11 @@ mod tests {
             });
         }
         TokenizedFlow {
-            flow_duration_us: if pkts.is_empty() { 0 } else { netfound_us_truncated(max - min) },
+            flow_duration_us: if pkts.is_empty() {
+                0
+            } else {
+                netfound_us_truncated(max - min)
+            },
             protocol: 17,
             bursts: out,
             packets: pkts.len() as u64,
@@ -596,14 +712,21 @@ mod tests {
         let f = stream(&BurstConfig::default(), &[(5 * MS, true, 60)], true);
         assert_eq!(f.flow_duration_us, 0);
         assert_eq!(f.bursts.len(), 1);
-        assert_eq!((f.bursts[0].count, f.bursts[0].bytes, f.bursts[0].iat_us), (1, 60, 0));
+        assert_eq!(
+            (f.bursts[0].count, f.bursts[0].bytes, f.bursts[0].iat_us),
+            (1, 60, 0)
+        );
         assert_eq!(f.bursts[0].tokens.len(), 12);
     }
 
     #[test]
     fn gap_of_exactly_10ms_continues_the_burst() {
         let cfg = BurstConfig::default();
-        let f = stream(&cfg, &[(0, true, 40), (10 * MS, true, 41), (20 * MS + 1, true, 42)], true);
+        let f = stream(
+            &cfg,
+            &[(0, true, 40), (10 * MS, true, 41), (20 * MS + 1, true, 42)],
+            true,
+        );
         assert_eq!(f.bursts.len(), 2);
         assert_eq!(f.bursts[0].count, 2);
         assert_eq!(f.bursts[1].iat_us, 20_000); // 20_000.001 us rounds to 20_000
@@ -613,9 +736,17 @@ mod tests {
     fn other_direction_does_not_split_and_ties_put_forward_first() {
         let cfg = BurstConfig::default();
         // backward starts at the same time as forward: forward first.
-        let pkts = [(0, false, 50), (0, true, 40), (5 * MS, false, 51), (9 * MS, true, 41)];
+        let pkts = [
+            (0, false, 50),
+            (0, true, 40),
+            (5 * MS, false, 51),
+            (9 * MS, true, 41),
+        ];
         let f = stream(&cfg, &pkts, true);
-        assert_eq!(f.bursts.iter().map(|b| b.forward).collect::<Vec<_>>(), vec![true, false]);
+        assert_eq!(
+            f.bursts.iter().map(|b| b.forward).collect::<Vec<_>>(),
+            vec![true, false]
+        );
         assert_eq!(f, reference(&cfg, &pkts, true));
     }
 
@@ -638,7 +769,10 @@ mod tests {
             t.push(ts, i % 3 != 0, &udp(100));
         }
         assert!(t.bursts.len() <= cfg.max_bursts + 1);
-        assert!(t.bursts.iter().all(|b| b.kept.len() <= cfg.max_packets_per_burst));
+        assert!(t
+            .bursts
+            .iter()
+            .all(|b| b.kept.len() <= cfg.max_packets_per_burst));
         let f = t.finish();
         assert_eq!(f.packets, n);
         assert_eq!(f.bursts.len(), 12);
@@ -656,7 +790,11 @@ mod tests {
             seed ^= seed << 17;
             seed % m
         };
-        let cfg = BurstConfig { max_bursts: 4, max_packets_per_burst: 3, ..BurstConfig::default() };
+        let cfg = BurstConfig {
+            max_bursts: 4,
+            max_packets_per_burst: 3,
+            ..BurstConfig::default()
+        };
         let mut exact = 0;
         for round in 0..3000 {
             let n = 1 + rnd(40) as usize;
@@ -672,7 +810,11 @@ mod tests {
                 pkts.push((ts, rnd(2) == 0, (i + 20) as u16));
             }
             let fwd = round % 2 == 0;
-            assert_eq!(stream(&cfg, &pkts, fwd), reference(&cfg, &pkts, fwd), "in order: {pkts:?}");
+            assert_eq!(
+                stream(&cfg, &pkts, fwd),
+                reference(&cfg, &pkts, fwd),
+                "in order: {pkts:?}"
+            );
             // Local reordering of timestamps (arrival order changes): exact unless flagged.
             for i in 1..pkts.len() {
                 if rnd(4) == 0 {
@@ -695,14 +837,21 @@ mod tests {
     fn reordered_without_limits_is_always_exact() {
         let mut seed = 12345u64;
         let mut rnd = move |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) % m
         };
-        let cfg = BurstConfig { max_bursts: 1000, max_packets_per_burst: 1000, ..BurstConfig::default() };
+        let cfg = BurstConfig {
+            max_bursts: 1000,
+            max_packets_per_burst: 1000,
+            ..BurstConfig::default()
+        };
         for _ in 0..2000 {
             let n = 1 + rnd(30) as usize;
-            let pkts: Vec<(u64, bool, u16)> =
-                (0..n).map(|i| (rnd(100 * MS), rnd(2) == 0, (i + 20) as u16)).collect();
+            let pkts: Vec<(u64, bool, u16)> = (0..n)
+                .map(|i| (rnd(100 * MS), rnd(2) == 0, (i + 20) as u16))
+                .collect();
             let got = stream(&cfg, &pkts, true);
             assert_eq!(got.inexact_late_packets, 0);
             assert_eq!(got, reference(&cfg, &pkts, true), "{pkts:?}");

@@ -50,19 +50,26 @@ impl Cidr {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p.parse::<u32>().map_err(|_| CidrError::Syntax(s.to_string()))?,
+            Some(p) => p
+                .parse::<u32>()
+                .map_err(|_| CidrError::Syntax(s.to_string()))?,
         };
         if prefix > max {
             return Err(CidrError::Prefix(s.to_string(), prefix));
         }
-        Ok(Cidr { addr, prefix: prefix as u8 })
+        Ok(Cidr {
+            addr,
+            prefix: prefix as u8,
+        })
     }
 
     /// Whether `ip` is inside this network (an IPv4 network never contains an IPv6 address
     /// and vice versa).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq_u32(u32::from(net), u32::from(ip), self.prefix),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq_u32(u32::from(net), u32::from(ip), self.prefix)
+            }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 let p = u32::from(self.prefix);
                 let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
@@ -103,7 +110,10 @@ impl Default for InternalNetworks {
 impl InternalNetworks {
     /// netFound's default configuration.
     pub fn netfound_default() -> Self {
-        let nets = NETFOUND_INTERNAL_NETWORKS.iter().filter_map(|s| Cidr::parse(s).ok()).collect();
+        let nets = NETFOUND_INTERNAL_NETWORKS
+            .iter()
+            .filter_map(|s| Cidr::parse(s).ok())
+            .collect();
         InternalNetworks { nets }
     }
 
@@ -113,7 +123,10 @@ impl InternalNetworks {
 
     /// Parses a list of CIDR strings.
     pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Self, CidrError> {
-        let nets = list.iter().map(|s| Cidr::parse(s.as_ref())).collect::<Result<_, _>>()?;
+        let nets = list
+            .iter()
+            .map(|s| Cidr::parse(s.as_ref()))
+            .collect::<Result<_, _>>()?;
         Ok(InternalNetworks { nets })
     }
 
@@ -145,7 +158,11 @@ pub fn netfound_ip32(ip: IpAddr) -> u32 {
 
 /// netfm's native rule: is the first packet's source the forward side? Yes if it is
 /// internal, or if neither endpoint is; no if only the destination is internal.
-pub fn native_forward_is_first_src(first_src: IpAddr, first_dst: IpAddr, internal: &InternalNetworks) -> bool {
+pub fn native_forward_is_first_src(
+    first_src: IpAddr,
+    first_dst: IpAddr,
+    internal: &InternalNetworks,
+) -> bool {
     internal.contains(first_src) || !internal.contains(first_dst)
 }
 
@@ -269,7 +286,11 @@ impl NetfoundDirection {
             let slot = self.ips.iter_mut().find(|s| s.is_none_or(|s| s.ip == ip));
             match slot {
                 Some(slot) => {
-                    let seen = slot.get_or_insert(IpSeen { ip, first_as_src: None, first_as_dst: None });
+                    let seen = slot.get_or_insert(IpSeen {
+                        ip,
+                        first_as_src: None,
+                        first_as_dst: None,
+                    });
                     if as_src {
                         seen.first_as_src = min_key(seen.first_as_src, key);
                     } else {
@@ -296,14 +317,20 @@ impl NetfoundDirection {
         };
         let seen: Vec<IpSeen> = self.ips.iter().flatten().copied().collect();
         let ordered = |pick: fn(&IpSeen) -> Option<SortKey>| {
-            let mut v: Vec<(SortKey, u32)> = seen.iter().filter_map(|s| pick(s).map(|k| (k, s.ip))).collect();
+            let mut v: Vec<(SortKey, u32)> = seen
+                .iter()
+                .filter_map(|s| pick(s).map(|k| (k, s.ip)))
+                .collect();
             v.sort();
             v.into_iter().map(|(_, ip)| ip).collect::<Vec<u32>>()
         };
         let src = ordered(|s| s.first_as_src);
         let dst = ordered(|s| s.first_as_dst);
         let order = python_set_union_order(&src, &dst).ok_or(DirectionError::MoreThanTwoIps)?;
-        Ok(order.into_iter().find(|&ip| internal.contains_u32(ip)).unwrap_or(earliest_src))
+        Ok(order
+            .into_iter()
+            .find(|&ip| internal.contains_u32(ip))
+            .unwrap_or(earliest_src))
     }
 }
 
@@ -327,7 +354,9 @@ mod tests {
         assert!(!nets.contains("192.168.1.8".parse().unwrap()));
         assert!(Cidr::parse("1.2.3.4/33").is_err());
         assert!(Cidr::parse("nope/8").is_err());
-        assert!(Cidr::parse("::/0").unwrap().contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert!(Cidr::parse("::/0")
+            .unwrap()
+            .contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
     }
 
     #[test]
@@ -348,25 +377,76 @@ mod tests {
         assert_eq!(python_set_union_order(&[1], &[17]), Some(vec![1, 17]));
         assert_eq!(python_set_union_order(&[17], &[1]), Some(vec![17, 1]));
         // 1 collides with 17 at slot 1: perturb = 1 >> 5 = 0 -> slot 6.
-        assert_eq!(python_set_union_order(&[17, 1], &[1, 17]), Some(vec![17, 1]));
+        assert_eq!(
+            python_set_union_order(&[17, 1], &[1, 17]),
+            Some(vec![17, 1])
+        );
         // Large colliding values (perturbation matters), from CPython 3.11:
         // list(set(src) | set(dst)).
         let vectors: [(&[u32], &[u32], [u32; 2]); 12] = [
-            (&[3280387012, 1092539324], &[3280387012], [1092539324, 3280387012]),
-            (&[901749037, 3430400045], &[901749037], [3430400045, 901749037]),
-            (&[119846733], &[119846733, 1912923437], [1912923437, 119846733]),
-            (&[1363349907, 1513020499], &[1363349907], [1513020499, 1363349907]),
+            (
+                &[3280387012, 1092539324],
+                &[3280387012],
+                [1092539324, 3280387012],
+            ),
+            (
+                &[901749037, 3430400045],
+                &[901749037],
+                [3430400045, 901749037],
+            ),
+            (
+                &[119846733],
+                &[119846733, 1912923437],
+                [1912923437, 119846733],
+            ),
+            (
+                &[1363349907, 1513020499],
+                &[1363349907],
+                [1513020499, 1363349907],
+            ),
             (&[1302286209], &[1001090105], [1302286209, 1001090105]),
-            (&[4089858807, 4173789215], &[4089858807], [4173789215, 4089858807]),
-            (&[429497919, 2388256095], &[2388256095, 429497919], [2388256095, 429497919]),
-            (&[2878940490, 818559858], &[2878940490], [2878940490, 818559858]),
-            (&[3664843848, 798055216], &[3664843848], [3664843848, 798055216]),
-            (&[743061144, 2475894144], &[743061144], [743061144, 2475894144]),
-            (&[3607564414, 1790064078], &[1790064078, 3607564414], [1790064078, 3607564414]),
-            (&[3265535596], &[3265535596, 186776492], [186776492, 3265535596]),
+            (
+                &[4089858807, 4173789215],
+                &[4089858807],
+                [4173789215, 4089858807],
+            ),
+            (
+                &[429497919, 2388256095],
+                &[2388256095, 429497919],
+                [2388256095, 429497919],
+            ),
+            (
+                &[2878940490, 818559858],
+                &[2878940490],
+                [2878940490, 818559858],
+            ),
+            (
+                &[3664843848, 798055216],
+                &[3664843848],
+                [3664843848, 798055216],
+            ),
+            (
+                &[743061144, 2475894144],
+                &[743061144],
+                [743061144, 2475894144],
+            ),
+            (
+                &[3607564414, 1790064078],
+                &[1790064078, 3607564414],
+                [1790064078, 3607564414],
+            ),
+            (
+                &[3265535596],
+                &[3265535596, 186776492],
+                [186776492, 3265535596],
+            ),
         ];
         for (src, dst, want) in vectors {
-            assert_eq!(python_set_union_order(src, dst), Some(want.to_vec()), "{src:?} | {dst:?}");
+            assert_eq!(
+                python_set_union_order(src, dst),
+                Some(want.to_vec()),
+                "{src:?} | {dst:?}"
+            );
         }
     }
 

@@ -81,16 +81,30 @@ pub struct TokenLayout {
 
 impl Default for TokenLayout {
     fn default() -> Self {
-        TokenLayout { tcp_options: false, payload: true }
+        TokenLayout {
+            tcp_options: false,
+            payload: true,
+        }
     }
 }
 
 /// The field table: (name, tokens) per protocol, in emission order. This is the only
 /// place that says how wide each field is.
 pub mod table {
-    pub const IP: &[(&str, usize)] = &[("IP_hl", 1), ("IP_tos", 1), ("IP_tl", 1), ("IP_Flags", 1), ("IP_ttl", 1)];
-    pub const TCP: &[(&str, usize)] =
-        &[("TCP_Flags", 1), ("TCP_wsize", 1), ("TCP_seq", 2), ("TCP_ackn", 2), ("TCP_urp", 1)];
+    pub const IP: &[(&str, usize)] = &[
+        ("IP_hl", 1),
+        ("IP_tos", 1),
+        ("IP_tl", 1),
+        ("IP_Flags", 1),
+        ("IP_ttl", 1),
+    ];
+    pub const TCP: &[(&str, usize)] = &[
+        ("TCP_Flags", 1),
+        ("TCP_wsize", 1),
+        ("TCP_seq", 2),
+        ("TCP_ackn", 2),
+        ("TCP_urp", 1),
+    ];
     pub const TCP_OPTIONS: &[(&str, usize)] = &[("TCP_options", 20)];
     pub const UDP: &[(&str, usize)] = &[("UDP_len", 1)];
     pub const ICMP: &[(&str, usize)] = &[("ICMP_type", 1), ("ICMP_code", 1)];
@@ -112,7 +126,14 @@ impl TokenLayout {
     pub fn tokens_per_packet(&self, protocol: u8) -> usize {
         use table::*;
         let l4 = match protocol {
-            PROTO_TCP => width(TCP) + if self.tcp_options { width(TCP_OPTIONS) } else { 0 },
+            PROTO_TCP => {
+                width(TCP)
+                    + if self.tcp_options {
+                        width(TCP_OPTIONS)
+                    } else {
+                        0
+                    }
+            }
             PROTO_UDP => width(UDP),
             PROTO_ICMP => width(ICMP),
             _ => 0,
@@ -122,7 +143,11 @@ impl TokenLayout {
 }
 
 fn push_be_words(out: &mut Vec<u16>, bytes: &[u8]) {
-    out.extend(bytes.chunks_exact(2).map(|w| u16::from_be_bytes([w[0], w[1]])));
+    out.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|w| u16::from_be_bytes([w[0], w[1]])),
+    );
 }
 
 impl PacketFields {
@@ -137,7 +162,14 @@ impl PacketFields {
             self.ttl as u16,
         ]);
         match &self.l4 {
-            L4Fields::Tcp { flags, window, seq, ack, urgent, options } => {
+            L4Fields::Tcp {
+                flags,
+                window,
+                seq,
+                ack,
+                urgent,
+                options,
+            } => {
                 out.extend_from_slice(&[
                     *flags as u16,
                     *window,
@@ -152,7 +184,9 @@ impl PacketFields {
                 }
             }
             L4Fields::Udp { length } => out.push(*length),
-            L4Fields::Icmp { icmp_type, code } => out.extend_from_slice(&[*icmp_type as u16, *code as u16]),
+            L4Fields::Icmp { icmp_type, code } => {
+                out.extend_from_slice(&[*icmp_type as u16, *code as u16])
+            }
         }
         if layout.payload {
             push_be_words(out, &self.payload);
@@ -174,19 +208,32 @@ mod tests {
             total_len: 64,
             ip_flags: 2,
             ttl: 64,
-            l4: L4Fields::Tcp { flags: 2, window: 65535, seq: 0, ack: 0, urgent: 0, options: [0; 40] },
+            l4: L4Fields::Tcp {
+                flags: 2,
+                window: 65535,
+                seq: 0,
+                ack: 0,
+                urgent: 0,
+                options: [0; 40],
+            },
             payload: [0; 12],
         };
         let mut t = Vec::new();
         p.push_tokens(TokenLayout::default(), &mut t);
-        assert_eq!(t, vec![20, 0, 64, 2, 64, 2, 65535, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            t,
+            vec![20, 0, 64, 2, 64, 2, 65535, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(t.len(), TokenLayout::default().tokens_per_packet(PROTO_TCP));
     }
 
     #[test]
     fn widths_match_netfound() {
         let plain = TokenLayout::default();
-        let opts = TokenLayout { tcp_options: true, payload: true };
+        let opts = TokenLayout {
+            tcp_options: true,
+            payload: true,
+        };
         assert_eq!(plain.tokens_per_packet(PROTO_TCP), 18);
         assert_eq!(opts.tokens_per_packet(PROTO_TCP), 38);
         assert_eq!(plain.tokens_per_packet(PROTO_UDP), 12);

@@ -38,10 +38,17 @@ impl RelativeSeqAck {
         }
         self.packets += 1;
         if src == self.initiator {
-            let rel_ack = if self.abs_ack == 0 { 0 } else { ack.wrapping_sub(self.abs_ack) };
+            let rel_ack = if self.abs_ack == 0 {
+                0
+            } else {
+                ack.wrapping_sub(self.abs_ack)
+            };
             (seq.wrapping_sub(self.abs_seq), rel_ack)
         } else {
-            (seq.wrapping_sub(self.abs_ack), ack.wrapping_sub(self.abs_seq))
+            (
+                seq.wrapping_sub(self.abs_ack),
+                ack.wrapping_sub(self.abs_seq),
+            )
         }
     }
 }
