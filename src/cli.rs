@@ -188,7 +188,7 @@ mod tests {
             }
         };
         assert!(args(&["--idle-timeout", "0"]).to_options().is_err());
-        assert!(args(&["--burst-gap-ms", "-1"]).to_options().is_err());
+        assert!(args(&["--burst-gap-ms=-1"]).to_options().is_err());
         assert!(args(&["--internal-net", "10.0.0.0/33"]).to_options().is_err());
         assert!(args(&["--max-bursts", "0"]).to_options().is_err());
         let ok = args(&["--tcp-options", "--internal-net", "10.0.0.0/8"]).to_options().expect("valid");

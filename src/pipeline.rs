@@ -112,6 +112,7 @@ fn tally(summary: &mut RunSummary, flows: &[FlowRecord]) {
     for f in flows {
         summary.bursts += f.tokens.bursts.len() as u64;
         summary.tokens += f.tokens.token_count() as u64;
+        summary.late_packets_inexact += f.tokens.inexact_late_packets;
     }
 }
 
@@ -132,7 +133,7 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let expanded = expand_inputs(&opts.inputs)?;
     let mut summary = RunSummary::default();
     for w in &expanded.skipped {
-        summary.warnings.push(FileWarning {
+        summary.files_ignored.push(FileWarning {
             file: w.path.display().to_string(),
             byte_offset: None,
             message: w.message.clone(),
@@ -181,13 +182,17 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let (recycle_tx, recycle_rx) = sync_channel::<Vec<DecodedPacket>>(CHANNEL_DEPTH + 2);
     let (flow_tx, flow_rx) = sync_channel::<SinkMsg>(CHANNEL_DEPTH);
     let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<PathBuf>> {
-        let reader = scope.spawn(move || read_inputs(&inputs, label_from_dir, pkt_tx, recycle_rx, bar));
-        let writer = scope.spawn(move || -> anyhow::Result<Vec<PathBuf>> {
+        let reader = std::thread::Builder::new()
+            .name("netfm-read".into())
+            .spawn_scoped(scope, move || read_inputs(&inputs, label_from_dir, pkt_tx, recycle_rx, bar))
+            .context("starting the capture reader thread")?;
+        let writer = std::thread::Builder::new().name("netfm-write".into()).spawn_scoped(scope, move || -> anyhow::Result<Vec<PathBuf>> {
             for msg in flow_rx {
                 sink.write(&msg.source, msg.label.as_deref(), msg.first_index, &msg.flows)?;
             }
             sink.finish()
-        });
+        })
+        .context("starting the dataset writer thread")?;
         let flowed = assemble(&mut *assembler, &mut summary, pkt_rx, recycle_tx, flow_tx);
         let read = reader.join().map_err(|_| anyhow::anyhow!("capture reader thread panicked"))?;
         let written = writer.join().map_err(|_| anyhow::anyhow!("dataset writer thread panicked"))?;

@@ -19,6 +19,8 @@ pub struct RunSummary {
     pub files: u64,
     /// Files that could not be opened or were not captures at all.
     pub files_failed: u64,
+    /// Files below a directory argument that are not captures (by magic), left out.
+    pub files_ignored: Vec<FileWarning>,
     /// Files that ended early because of damage (everything before it was used).
     pub files_damaged: u64,
     pub bytes_read: u64,
@@ -34,6 +36,9 @@ pub struct RunSummary {
     pub flows_dropped: BTreeMap<String, u64>,
     pub bursts: u64,
     pub tokens: u64,
+    /// Packets that arrived so late (timestamp order) that netFound's burst layout could
+    /// not be reproduced exactly for their flow; 0 for time-ordered captures.
+    pub late_packets_inexact: u64,
     pub seconds: f64,
     pub packets_per_second: f64,
     pub output_files: Vec<String>,
@@ -83,12 +88,18 @@ impl fmt::Display for RunSummary {
         }
         writeln!(f, "bursts     {}", self.bursts)?;
         writeln!(f, "tokens     {}", self.tokens)?;
+        if self.late_packets_inexact > 0 {
+            writeln!(f, "late       {} packets arrived too far out of time order to place exactly", self.late_packets_inexact)?;
+        }
         writeln!(f, "time       {:.3} s, {:.0} packets/s", self.seconds, self.packets_per_second)?;
         for w in &self.warnings {
             match w.byte_offset {
                 Some(off) => writeln!(f, "warning    {}: at byte {}: {}", w.file, off, w.message)?,
                 None => writeln!(f, "warning    {}: {}", w.file, w.message)?,
             }
+        }
+        for w in &self.files_ignored {
+            writeln!(f, "ignored    {}: {}", w.file, w.message)?;
         }
         for o in &self.output_files {
             writeln!(f, "output     {o}")?;

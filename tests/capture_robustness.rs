@@ -608,3 +608,24 @@ fn open_errors_name_the_file() {
     }
     assert!(expand_inputs(&[&missing]).is_err());
 }
+
+/// Inputs on which the fuzzer once found a crash (tests/data/fuzz-regressions): each goes
+/// through the reader and the decoder under every link type, as the fuzz target does.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("regression folder") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+        if let Ok(mut reader) = netfm::capture::CaptureReader::from_reader("regression", Box::new(std::io::Cursor::new(bytes.clone()))) {
+            while let Some(frame) = reader.next_frame() {
+                let _ = netfm::decode::decode_frame(&frame);
+            }
+        }
+        for lt in [0u32, 1, 101, 108, 113, 228, 229, 276] {
+            let _ = netfm::decode::decode(lt, &bytes, 0, bytes.len() as u32);
+        }
+        n += 1;
+    }
+    assert!(n > 0, "no regression inputs found in {}", dir.display());
+}

@@ -1,11 +1,16 @@
-//! Arbitrary bytes as a capture file: capture reader -> decode -> tokens. Also feeds the
-//! bytes straight to the decoder under every supported link type. Any panic is a bug.
+//! Arbitrary bytes as a capture file: capture reader -> decode -> tokens -> both flow
+//! stages (native table with a tiny flow bound, netFound mode) -> tokenized flows. Also
+//! feeds the bytes straight to the decoder under every supported link type. Any panic is a
+//! bug.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use netfm::capture::CaptureReader;
 use netfm::decode::{decode, decode_frame, DecodedPacket};
-use netfm_tokenizer::TokenLayout;
+use netfm::flow::native::{NativeFlowConfig, NativeFlowTable};
+use netfm::flow::netfound::NetfoundAssembler;
+use netfm::flow::FlowAssembler;
+use netfm_tokenizer::{BurstConfig, InternalNetworks, TokenLayout};
 
 const LAYOUT: TokenLayout = TokenLayout {
     tcp_options: true,
@@ -24,6 +29,10 @@ fn tokenize(p: &DecodedPacket, tokens: &mut Vec<u16>) {
 
 fuzz_target!(|data: &[u8]| {
     let mut tokens = Vec::with_capacity(64);
+    let bursts = BurstConfig { layout: LAYOUT, ..BurstConfig::default() };
+    let mut native = NativeFlowTable::new(NativeFlowConfig { max_flows: 4, bursts, ..NativeFlowConfig::default() });
+    let mut netfound = NetfoundAssembler::new(bursts, InternalNetworks::netfound_default());
+    let mut flows = Vec::new();
     // Small buffers so that growth, refill and the size cap are exercised too.
     if let Ok(mut reader) = CaptureReader::from_reader_with_buffer(
         "fuzz",
@@ -35,7 +44,17 @@ fuzz_target!(|data: &[u8]| {
             assert!(frame.data.len() <= data.len().max(1 << 16));
             if let Ok(p) = decode_frame(&frame) {
                 tokenize(&p, &mut tokens);
+                native.push(&p, &mut flows);
+                netfound.push(&p, &mut flows);
             }
+        }
+    }
+    native.end_of_file(&mut flows);
+    netfound.end_of_file(&mut flows);
+    for f in &flows {
+        assert!(f.tokens.bursts.len() <= bursts.max_bursts);
+        for b in &f.tokens.bursts {
+            assert!(b.count as usize <= bursts.max_packets_per_burst);
         }
     }
     for lt in LINKTYPES {

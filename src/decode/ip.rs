@@ -4,8 +4,8 @@
 
 use super::link::IpVersion;
 use super::SkipReason;
-use etherparse::err::{ipv4, ipv6, ipv6_exts};
-use etherparse::{Ipv4HeaderSlice, Ipv6ExtensionSlice, Ipv6ExtensionsSlice, Ipv6HeaderSlice};
+use etherparse::err::{ipv4, ipv6};
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IPv6's fixed header length, which netFound records as the "header length" of every IPv6
@@ -90,25 +90,18 @@ fn parse_v6(data: &[u8]) -> Result<IpLayer<'_>, SkipReason> {
     } else {
         &after_header[..usize::from(payload_len).min(after_header.len())]
     };
-    let (exts, protocol, payload, ext_error) =
-        Ipv6ExtensionsSlice::from_slice_lax(header.next_header(), ip_payload);
+    let chain = walk_ipv6_extensions(header.next_header().0, ip_payload);
     let mut first_fragment = false;
-    if exts.is_fragmenting_payload() {
-        for ext in exts.clone() {
-            if let Ipv6ExtensionSlice::Fragment(frag) = ext {
-                if frag.fragment_offset().value() != 0 {
-                    return Err(SkipReason::IpFragment);
-                }
-                first_fragment |= frag.more_fragments();
-            }
+    if let Some((offset, more)) = chain.fragment {
+        if offset != 0 {
+            return Err(SkipReason::IpFragment);
         }
+        first_fragment = more;
     }
-    if let Some((err, _layer)) = ext_error {
-        return Err(match err {
-            ipv6_exts::HeaderSliceError::Len(_) => SkipReason::TruncatedIp,
-            ipv6_exts::HeaderSliceError::Content(_) => SkipReason::MalformedIp,
-        });
+    if let Some(err) = chain.error {
+        return Err(err);
     }
+    let (protocol, payload) = (chain.protocol, chain.payload);
     Ok(IpLayer {
         src: IpAddr::V6(Ipv6Addr::from(header.source())),
         dst: IpAddr::V6(Ipv6Addr::from(header.destination())),
@@ -117,10 +110,10 @@ fn parse_v6(data: &[u8]) -> Result<IpLayer<'_>, SkipReason> {
         total_len: payload_len.wrapping_add(u16::from(IPV6_HEADER_LEN)),
         flags: 0,
         ttl: header.hop_limit(),
-        protocol: protocol.0,
+        protocol,
         payload,
         first_fragment,
-        ext_headers: !exts.is_empty(),
+        ext_headers: chain.any_ext,
     })
 }
 
@@ -155,20 +148,89 @@ pub(super) fn parse_quoted(data: &[u8], version: IpVersion) -> Option<Quoted<'_>
         (IpVersion::V6, 6) => {
             let header = Ipv6HeaderSlice::from_slice(data).ok()?;
             let rest = data.get(usize::from(IPV6_HEADER_LEN)..).unwrap_or_default();
-            let (exts, protocol, transport, _err) =
-                Ipv6ExtensionsSlice::from_slice_lax(header.next_header(), rest);
-            let non_first = exts.is_fragmenting_payload()
-                && exts
-                    .clone()
-                    .into_iter()
-                    .any(|e| matches!(e, Ipv6ExtensionSlice::Fragment(f) if f.fragment_offset().value() != 0));
+            let chain = walk_ipv6_extensions(header.next_header().0, rest);
+            let non_first = matches!(chain.fragment, Some((offset, _)) if offset != 0);
+            let (protocol, transport) = (chain.protocol, chain.payload);
             Some(Quoted {
                 src: IpAddr::V6(Ipv6Addr::from(header.source())),
                 dst: IpAddr::V6(Ipv6Addr::from(header.destination())),
-                protocol: protocol.0,
+                protocol,
                 transport: if non_first { &[][..] } else { transport },
             })
         }
         _ => None,
+    }
+}
+
+/// Where an IPv6 extension header chain leads.
+struct Ipv6Chain<'a> {
+    /// The first next-header value that is not an extension header.
+    protocol: u8,
+    /// The bytes after the last extension header.
+    payload: &'a [u8],
+    any_ext: bool,
+    /// (fragment offset in 8-byte units, more-fragments flag) of a fragment header.
+    fragment: Option<(u16, bool)>,
+    /// Set when the chain is cut short or too long; `protocol`/`payload` then describe the
+    /// header that could not be read.
+    error: Option<SkipReason>,
+}
+
+/// Most extension headers followed before the chain counts as malformed.
+const MAX_IPV6_EXTENSIONS: usize = 16;
+
+/// Walks the IPv6 extension header chain by hand (RFC 8200 section 4; AH per RFC 4302).
+/// etherparse 0.21's lax extension slicing can violate a slice precondition on hostile
+/// input (found by our fuzzer), so the chain is walked here with every length checked.
+fn walk_ipv6_extensions(mut next: u8, mut data: &[u8]) -> Ipv6Chain<'_> {
+    let mut chain = Ipv6Chain { protocol: next, payload: data, any_ext: false, fragment: None, error: None };
+    for _ in 0..MAX_IPV6_EXTENSIONS {
+        let len = match next {
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6, experimental.
+            0 | 43 | 60 | 135 | 139 | 140 | 253 | 254 => data.get(1).map(|&l| (usize::from(l) + 1) * 8),
+            44 => Some(8),
+            51 => data.get(1).map(|&l| (usize::from(l) + 2) * 4),
+            _ => return chain,
+        };
+        chain.any_ext = true;
+        let Some(len) = len.filter(|&l| l <= data.len()) else {
+            chain.error = Some(SkipReason::TruncatedIp);
+            return chain;
+        };
+        if next == 44 {
+            let field = u16::from_be_bytes([data[2], data[3]]);
+            chain.fragment = Some((field >> 3, field & 1 == 1));
+        }
+        next = data[0];
+        data = &data[len..];
+        chain.protocol = next;
+        chain.payload = data;
+    }
+    chain.error = Some(SkipReason::MalformedIp);
+    chain
+}
+
+#[cfg(test)]
+mod ipv6_chain_tests {
+    use super::*;
+
+    #[test]
+    fn walks_hop_by_hop_then_fragment_to_udp() {
+        let mut bytes = vec![44, 0, 1, 4, 0, 0, 0, 0]; // hop-by-hop, 8 bytes, next = fragment
+        bytes.extend_from_slice(&[17, 0, 0x00, 0x01, 0xde, 0xad, 0xbe, 0xef]); // offset 0, M=1
+        bytes.extend_from_slice(&[0x12, 0x34]);
+        let c = walk_ipv6_extensions(0, &bytes);
+        assert_eq!((c.protocol, c.payload, c.any_ext, c.fragment, c.error), (17, &[0x12, 0x34][..], true, Some((0, true)), None));
+    }
+
+    #[test]
+    fn cut_and_looping_chains_are_errors_not_panics() {
+        assert_eq!(walk_ipv6_extensions(0, &[6, 1, 0, 0]).error, Some(SkipReason::TruncatedIp));
+        assert_eq!(walk_ipv6_extensions(60, &[]).error, Some(SkipReason::TruncatedIp));
+        let looping = [60u8, 0, 0, 0, 0, 0, 0, 0].repeat(MAX_IPV6_EXTENSIONS + 1);
+        assert_eq!(walk_ipv6_extensions(60, &looping).error, Some(SkipReason::MalformedIp));
+        // The input the fuzzer found: must not panic.
+        let crash = [0x60u8, 0xa1, 0xb2, 0xc3, 0xd4, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c];
+        let _ = walk_ipv6_extensions(0x2c, &crash);
     }
 }

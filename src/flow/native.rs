@@ -394,3 +394,13 @@ impl FlowAssembler for NativeFlowTable {
         &self.stats
     }
 }
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        eprintln!("Flow {} FlowKey {} FlowTokenizer {} DecodedPacket {} FlowRecord {}",
+            std::mem::size_of::<super::Flow>(), std::mem::size_of::<super::FlowKey>(),
+            std::mem::size_of::<netfm_tokenizer::FlowTokenizer>(), std::mem::size_of::<crate::decode::DecodedPacket>(),
+            std::mem::size_of::<crate::flow::FlowRecord>());
+    }
+}
