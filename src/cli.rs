@@ -9,7 +9,11 @@ use netfm_tokenizer::{BurstConfig, InternalNetworks, TokenLayout};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "netfm", version, about = "Packets to predictions: netFound-compatible tokenization of captures, fast")]
+#[command(
+    name = "netfm",
+    version,
+    about = "Packets to predictions: netFound-compatible tokenization of captures, fast"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -98,9 +102,17 @@ pub struct DemoArgs {
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
-    let (i, n) = s.split_once('/').ok_or_else(|| format!("shard `{s}`: expected I/N, e.g. 0/4"))?;
-    let index: usize = i.trim().parse().map_err(|_| format!("shard `{s}`: `{i}` is not a number"))?;
-    let count: usize = n.trim().parse().map_err(|_| format!("shard `{s}`: `{n}` is not a number"))?;
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("shard `{s}`: expected I/N, e.g. 0/4"))?;
+    let index: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard `{s}`: `{i}` is not a number"))?;
+    let count: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard `{s}`: `{n}` is not a number"))?;
     if count == 0 || index >= count {
         return Err(format!("shard `{s}`: need 0 <= I < N"));
     }
@@ -131,7 +143,10 @@ impl TokenizeArgs {
             max_bursts: self.max_bursts,
             max_packets_per_burst: self.max_packets_per_burst,
             burst_gap_ns,
-            layout: TokenLayout { tcp_options: self.tcp_options, payload: !self.no_payload },
+            layout: TokenLayout {
+                tcp_options: self.tcp_options,
+                payload: !self.no_payload,
+            },
         };
         let internal = if self.internal_nets.is_empty() {
             InternalNetworks::netfound_default()
@@ -189,9 +204,13 @@ mod tests {
         };
         assert!(args(&["--idle-timeout", "0"]).to_options().is_err());
         assert!(args(&["--burst-gap-ms=-1"]).to_options().is_err());
-        assert!(args(&["--internal-net", "10.0.0.0/33"]).to_options().is_err());
+        assert!(args(&["--internal-net", "10.0.0.0/33"])
+            .to_options()
+            .is_err());
         assert!(args(&["--max-bursts", "0"]).to_options().is_err());
-        let ok = args(&["--tcp-options", "--internal-net", "10.0.0.0/8"]).to_options().expect("valid");
+        let ok = args(&["--tcp-options", "--internal-net", "10.0.0.0/8"])
+            .to_options()
+            .expect("valid");
         assert!(ok.bursts.layout.tcp_options);
         assert_eq!(ok.bursts.burst_gap_ns, 10_000_000);
     }

@@ -22,7 +22,9 @@ fn report(summary: &RunSummary, json: bool) -> anyhow::Result<()> {
 
 /// Whether `--strict` should fail the run: damage, unreadable inputs or undecodable frames.
 fn has_input_problems(summary: &RunSummary) -> bool {
-    !summary.warnings.is_empty() || summary.files_failed > 0 || !summary.unsupported_link_types.is_empty()
+    !summary.warnings.is_empty()
+        || summary.files_failed > 0
+        || !summary.unsupported_link_types.is_empty()
 }
 
 /// `netfm tokenize`.
@@ -58,14 +60,21 @@ const DEMO_MARKER: &str = ".netfm-demo";
 /// Empties the demo output folder, refusing to touch a folder the demo did not make.
 fn prepare_demo_dir(out: &Path) -> anyhow::Result<()> {
     if out.exists() {
-        let empty = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?.next().is_none();
+        let empty = std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_none();
         if !empty && !out.join(DEMO_MARKER).exists() {
-            bail!("{} exists and was not made by `netfm demo`; choose another --out", out.display());
+            bail!(
+                "{} exists and was not made by `netfm demo`; choose another --out",
+                out.display()
+            );
         }
         std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join(DEMO_MARKER), b"made by netfm demo\n").context("writing demo marker")?;
+    std::fs::write(out.join(DEMO_MARKER), b"made by netfm demo\n")
+        .context("writing demo marker")?;
     Ok(())
 }
 
@@ -95,7 +104,10 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = tokenize_args.to_options()?;
     debug_assert_eq!(opts.format, OutputFormat::Parquet);
-    println!("netfm demo: tokenizing the bundled captures in {}", pcaps.display());
+    println!(
+        "netfm demo: tokenizing the bundled captures in {}",
+        pcaps.display()
+    );
     let summary = run_tokenize(&opts)?;
     print!("{summary}");
     println!();
@@ -104,17 +116,26 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         show_part(Path::new(part), 4)?;
     }
     println!();
-    println!("read it from Python: pyarrow.dataset.dataset('{}', partitioning='hive').to_table()", args.out.display());
+    println!(
+        "read it from Python: pyarrow.dataset.dataset('{}', partitioning='hive').to_table()",
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn show_part(path: &Path, rows: usize) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(rows).build()?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+        .with_batch_size(rows)
+        .build()?;
     println!("  {}", path.display());
     if let Some(batch) = reader.into_iter().next() {
         let batch = batch?;
-        let col = |name: &str| batch.column_by_name(name).with_context(|| format!("column {name}"));
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .with_context(|| format!("column {name}"))
+        };
         let src = col("src_ip")?.as_string::<i32>().clone();
         let dst = col("dst_ip")?.as_string::<i32>().clone();
         let sport = col("src_port")?.as_primitive::<UInt16Type>().clone();
@@ -129,7 +150,14 @@ fn show_part(path: &Path, rows: usize) -> anyhow::Result<()> {
             let first: Vec<u16> = if bursts.is_empty() {
                 Vec::new()
             } else {
-                bursts.value(0).as_primitive::<UInt16Type>().values().iter().take(12).copied().collect()
+                bursts
+                    .value(0)
+                    .as_primitive::<UInt16Type>()
+                    .values()
+                    .iter()
+                    .take(12)
+                    .copied()
+                    .collect()
             };
             println!(
                 "    {}:{} -> {}:{} proto {} packets {}+{} bursts {} first tokens {:?}",

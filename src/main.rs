@@ -9,7 +9,16 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in the mimalloc v2 that libmimalloc-sys 0.1.49 builds.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Flows are freed on the writer thread while the flow table allocates new ones: with
+    // purging, mimalloc hands those pages back to the OS and faults fresh zeroed pages right
+    // after (about 15% of a tokenize run). netfm's memory is bounded by its own settings,
+    // so keep freed pages for reuse.
+    // SAFETY: sets a plain integer option; mimalloc reads it on each purge decision.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tokenize(args) => netfm::commands::tokenize(&args),

@@ -43,7 +43,12 @@ impl Shard {
     }
 
     pub fn select<T: Clone>(&self, items: &[T]) -> Vec<T> {
-        items.iter().enumerate().filter(|(k, _)| k % self.count == self.index).map(|(_, x)| x.clone()).collect()
+        items
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % self.count == self.index)
+            .map(|(_, x)| x.clone())
+            .collect()
     }
 }
 
@@ -64,18 +69,29 @@ pub struct TokenizeOptions {
 
 /// Where finished flows go.
 enum Sink {
-    Parquet(ParquetSink),
+    Parquet(Box<ParquetSink>),
     Netfound(NetfoundIpcWriter),
 }
 
 impl Sink {
-    fn write(&mut self, source: &str, label: Option<&str>, first_index: u64, flows: &[FlowRecord]) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        source: &str,
+        label: Option<&str>,
+        first_index: u64,
+        flows: &[FlowRecord],
+    ) -> anyhow::Result<()> {
         match self {
             Sink::Parquet(p) => {
                 let rows: Vec<NativeRow<'_>> = flows
                     .iter()
                     .enumerate()
-                    .map(|(k, flow)| NativeRow { flow_id: flow_id(source, first_index + k as u64), source, label, flow })
+                    .map(|(k, flow)| NativeRow {
+                        flow_id: flow_id(source, first_index + k as u64),
+                        source,
+                        label,
+                        flow,
+                    })
                     .collect();
                 p.write(&rows)?;
             }
@@ -101,7 +117,10 @@ const FLUSH_FLOWS: usize = 4096;
 
 fn label_of(input: &Input) -> Option<String> {
     match input {
-        Input::File(p) => p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()),
+        Input::File(p) => p
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned()),
         Input::Stdin => None,
     }
 }
@@ -143,18 +162,23 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
 
     let mut assembler: Box<dyn FlowAssembler> = match opts.format {
         OutputFormat::Parquet => Box::new(NativeFlowTable::new(opts.native.clone())),
-        OutputFormat::Netfound => Box::new(NetfoundAssembler::new(opts.bursts, opts.internal.clone())),
+        OutputFormat::Netfound => {
+            Box::new(NetfoundAssembler::new(opts.bursts, opts.internal.clone()))
+        }
     };
     let mut sink = match opts.format {
         OutputFormat::Parquet => {
             let mut cfg = ParquetSinkConfig::new(&opts.out_dir);
             cfg.part_rows = opts.part_rows;
             cfg.shard_tag = opts.shard.tag();
-            Sink::Parquet(ParquetSink::new(cfg)?)
+            Sink::Parquet(Box::new(ParquetSink::new(cfg)?))
         }
         OutputFormat::Netfound => {
-            std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
-            let path = opts.out_dir.join(format!("netfound-{}.arrow", opts.shard.tag()));
+            std::fs::create_dir_all(&opts.out_dir)
+                .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+            let path = opts
+                .out_dir
+                .join(format!("netfound-{}.arrow", opts.shard.tag()));
             Sink::Netfound(NetfoundIpcWriter::create(&path)?)
         }
     };
@@ -169,8 +193,10 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let bar = if opts.progress && total_bytes > 64 << 20 {
         let b = ProgressBar::new(total_bytes);
         b.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -184,18 +210,31 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<PathBuf>> {
         let reader = std::thread::Builder::new()
             .name("netfm-read".into())
-            .spawn_scoped(scope, move || read_inputs(&inputs, label_from_dir, pkt_tx, recycle_rx, bar))
+            .spawn_scoped(scope, move || {
+                read_inputs(&inputs, label_from_dir, pkt_tx, recycle_rx, bar)
+            })
             .context("starting the capture reader thread")?;
-        let writer = std::thread::Builder::new().name("netfm-write".into()).spawn_scoped(scope, move || -> anyhow::Result<Vec<PathBuf>> {
-            for msg in flow_rx {
-                sink.write(&msg.source, msg.label.as_deref(), msg.first_index, &msg.flows)?;
-            }
-            sink.finish()
-        })
-        .context("starting the dataset writer thread")?;
+        let writer = std::thread::Builder::new()
+            .name("netfm-write".into())
+            .spawn_scoped(scope, move || -> anyhow::Result<Vec<PathBuf>> {
+                for msg in flow_rx {
+                    sink.write(
+                        &msg.source,
+                        msg.label.as_deref(),
+                        msg.first_index,
+                        &msg.flows,
+                    )?;
+                }
+                sink.finish()
+            })
+            .context("starting the dataset writer thread")?;
         let flowed = assemble(&mut *assembler, &mut summary, pkt_rx, recycle_tx, flow_tx);
-        let read = reader.join().map_err(|_| anyhow::anyhow!("capture reader thread panicked"))?;
-        let written = writer.join().map_err(|_| anyhow::anyhow!("dataset writer thread panicked"))?;
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("capture reader thread panicked"))?;
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("dataset writer thread panicked"))?;
         // The writer's error explains a stopped flow stage; report it first.
         let outputs = written?;
         flowed?;
@@ -209,9 +248,16 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
         Ok(outputs)
     })?;
     merge_stats(&mut summary, assembler.stats());
-    summary.output_files = outputs.into_iter().map(|p| p.display().to_string()).collect();
+    summary.output_files = outputs
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .collect();
     summary.seconds = started.elapsed().as_secs_f64();
-    summary.packets_per_second = if summary.seconds > 0.0 { summary.packets_read as f64 / summary.seconds } else { 0.0 };
+    summary.packets_per_second = if summary.seconds > 0.0 {
+        summary.packets_read as f64 / summary.seconds
+    } else {
+        0.0
+    };
     Ok(summary)
 }
 
@@ -240,11 +286,19 @@ impl RunSummary {
         self.bytes_read += r.bytes_read;
         if let Some(message) = r.failed {
             self.files_failed += 1;
-            self.warnings.push(FileWarning { file: r.name.clone(), byte_offset: None, message });
+            self.warnings.push(FileWarning {
+                file: r.name.clone(),
+                byte_offset: None,
+                message,
+            });
         }
         if let Some((offset, message)) = r.warning {
             self.files_damaged += 1;
-            self.warnings.push(FileWarning { file: r.name.clone(), byte_offset: Some(offset), message });
+            self.warnings.push(FileWarning {
+                file: r.name.clone(),
+                byte_offset: Some(offset),
+                message,
+            });
         }
         if !r.unsupported.is_empty() {
             self.unsupported_link_types.insert(r.name, r.unsupported);
@@ -254,7 +308,10 @@ impl RunSummary {
 
 enum ReadMsg {
     /// A file's flows start; flows never span files.
-    Begin { source: Arc<str>, label: Option<Arc<str>> },
+    Begin {
+        source: Arc<str>,
+        label: Option<Arc<str>>,
+    },
     Packets(Vec<DecodedPacket>),
     /// The current file is done.
     End,
@@ -279,7 +336,10 @@ fn read_inputs(
     let mut skipped = [0u64; SkipReason::ALL.len()];
     let mut done_bytes = 0u64;
     'inputs: for input in inputs {
-        let mut r = FileRead { name: input.to_string(), ..FileRead::default() };
+        let mut r = FileRead {
+            name: input.to_string(),
+            ..FileRead::default()
+        };
         let mut reader = match CaptureReader::open(input) {
             Ok(reader) => reader,
             Err(e) => {
@@ -292,11 +352,23 @@ fn read_inputs(
             Input::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
             Input::Stdin => 0,
         };
-        let label = if label_from_dir { label_of(input).map(Arc::from) } else { None };
-        if tx.send(ReadMsg::Begin { source: Arc::from(r.name.as_str()), label }).is_err() {
+        let label = if label_from_dir {
+            label_of(input).map(Arc::from)
+        } else {
+            None
+        };
+        if tx
+            .send(ReadMsg::Begin {
+                source: Arc::from(r.name.as_str()),
+                label,
+            })
+            .is_err()
+        {
             break;
         }
-        let mut batch = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
+        let mut batch = recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
         let mut last_offset = 0u64;
         while let Some(frame) = reader.next_frame() {
             r.packets_read += 1;
@@ -306,8 +378,13 @@ fn read_inputs(
                     r.packets_decoded += 1;
                     batch.push(pkt);
                     if batch.len() == PACKET_BATCH {
-                        let next = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
-                        if tx.send(ReadMsg::Packets(std::mem::replace(&mut batch, next))).is_err() {
+                        let next = recycled
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
+                        if tx
+                            .send(ReadMsg::Packets(std::mem::replace(&mut batch, next)))
+                            .is_err()
+                        {
                             break 'inputs;
                         }
                     }
@@ -319,7 +396,7 @@ fn read_inputs(
                     }
                 }
             }
-            if r.packets_read % 65_536 == 0 {
+            if r.packets_read.is_multiple_of(65_536) {
                 if let Some(b) = &bar {
                     b.set_position(done_bytes + last_offset.min(file_size));
                 }
@@ -359,17 +436,30 @@ fn assemble(
     let mut source: Arc<str> = Arc::from("");
     let mut label: Option<Arc<str>> = None;
     let mut flow_index = 0u64;
-    let send = |flows: &mut Vec<FlowRecord>, summary: &mut RunSummary, source: &Arc<str>, label: &Option<Arc<str>>, index: &mut u64| {
+    let send = |flows: &mut Vec<FlowRecord>,
+                summary: &mut RunSummary,
+                source: &Arc<str>,
+                label: &Option<Arc<str>>,
+                index: &mut u64| {
         tally(summary, flows);
         let n = flows.len() as u64;
-        let msg = SinkMsg { source: source.clone(), label: label.clone(), first_index: *index, flows: std::mem::take(flows) };
+        let msg = SinkMsg {
+            source: source.clone(),
+            label: label.clone(),
+            first_index: *index,
+            flows: std::mem::take(flows),
+        };
         *index += n;
         *flows = Vec::with_capacity(FLUSH_FLOWS);
-        tx.send(msg).map_err(|_| anyhow::anyhow!("dataset writer stopped"))
+        tx.send(msg)
+            .map_err(|_| anyhow::anyhow!("dataset writer stopped"))
     };
     for msg in rx {
         match msg {
-            ReadMsg::Begin { source: s, label: l } => {
+            ReadMsg::Begin {
+                source: s,
+                label: l,
+            } => {
                 source = s;
                 label = l;
                 flow_index = 0;

@@ -79,19 +79,34 @@ impl fmt::Display for RunSummary {
         }
         for (file, types) in &self.unsupported_link_types {
             for (lt, n) in types {
-                writeln!(f, "             {file}: {n} frames of unsupported link type {lt}")?;
+                writeln!(
+                    f,
+                    "             {file}: {n} frames of unsupported link type {lt}"
+                )?;
             }
         }
-        writeln!(f, "flows      {} written, {} evicted early", self.flows, self.flows_evicted)?;
+        writeln!(
+            f,
+            "flows      {} written, {} evicted early",
+            self.flows, self.flows_evicted
+        )?;
         for (reason, n) in &self.flows_dropped {
             writeln!(f, "             dropped {reason}: {n}")?;
         }
         writeln!(f, "bursts     {}", self.bursts)?;
         writeln!(f, "tokens     {}", self.tokens)?;
         if self.late_packets_inexact > 0 {
-            writeln!(f, "late       {} packets arrived too far out of time order to place exactly", self.late_packets_inexact)?;
+            writeln!(
+                f,
+                "late       {} packets arrived too far out of time order to place exactly",
+                self.late_packets_inexact
+            )?;
         }
-        writeln!(f, "time       {:.3} s, {:.0} packets/s", self.seconds, self.packets_per_second)?;
+        writeln!(
+            f,
+            "time       {:.3} s, {:.0} packets/s",
+            self.seconds, self.packets_per_second
+        )?;
         for w in &self.warnings {
             match w.byte_offset {
                 Some(off) => writeln!(f, "warning    {}: at byte {}: {}", w.file, off, w.message)?,

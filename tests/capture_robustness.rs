@@ -617,7 +617,10 @@ fn fuzz_regressions_do_not_panic() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("regression folder") {
         let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
-        if let Ok(mut reader) = netfm::capture::CaptureReader::from_reader("regression", Box::new(std::io::Cursor::new(bytes.clone()))) {
+        if let Ok(mut reader) = netfm::capture::CaptureReader::from_reader(
+            "regression",
+            Box::new(std::io::Cursor::new(bytes.clone())),
+        ) {
             while let Some(frame) = reader.next_frame() {
                 let _ = netfm::decode::decode_frame(&frame);
             }

@@ -30,8 +30,17 @@ fn summary_json(out: &Output) -> serde_json::Value {
 
 /// Runs Python code with `sys.argv[1]` = the dataset folder; returns its stdout.
 fn python(code: &str, dir: &Path) -> String {
-    let out = Command::new("python3").arg("-c").arg(code).arg(dir).output().expect("python3 runs");
-    assert!(out.status.success(), "python failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .arg(dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
@@ -39,7 +48,14 @@ fn python(code: &str, dir: &Path) -> String {
 fn pyarrow_reads_the_native_dataset() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out_dir = tmp.path().join("flows");
-    let out = run_ok(netfm().arg("tokenize").arg(pcaps()).arg("--out").arg(&out_dir).arg("--json"));
+    let out = run_ok(
+        netfm()
+            .arg("tokenize")
+            .arg(pcaps())
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--json"),
+    );
     let s = summary_json(&out);
     let flows = s["flows"].as_u64().expect("flows");
     let decoded = s["packets_decoded"].as_u64().expect("packets_decoded");
@@ -67,11 +83,23 @@ print(json.dumps({
     );
     let r: serde_json::Value = serde_json::from_str(&report).expect("python prints JSON");
     assert_eq!(r["rows"].as_u64(), Some(flows), "one row per flow");
-    assert_eq!(r["packets"].as_u64(), Some(decoded), "every decoded packet is in exactly one flow");
+    assert_eq!(
+        r["packets"].as_u64(),
+        Some(decoded),
+        "every decoded packet is in exactly one flow"
+    );
     assert_eq!(r["ids_unique"], serde_json::json!(true));
-    let protos: Vec<&str> = r["protos"].as_array().expect("protos").iter().filter_map(|v| v.as_str()).collect();
+    let protos: Vec<&str> = r["protos"]
+        .as_array()
+        .expect("protos")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     for p in ["icmp", "icmpv6", "tcp", "udp"] {
-        assert!(protos.contains(&p), "partition proto={p} missing: {protos:?}");
+        assert!(
+            protos.contains(&p),
+            "partition proto={p} missing: {protos:?}"
+        );
     }
     // zeek's http/get.pcap: one TCP connection, 14 packets; netFound's golden tokens of its SYN.
     let http = r["http"].as_array().expect("http rows");
@@ -80,15 +108,35 @@ print(json.dumps({
     assert_eq!(h["dst_ip"], "192.150.187.43");
     assert_eq!(h["dst_port"], 80);
     assert_eq!(h["protocol"], 6);
-    assert_eq!(h["fwd_packets"].as_u64().unwrap_or(0) + h["bwd_packets"].as_u64().unwrap_or(0), 14);
-    assert!(h["source"].as_str().unwrap_or("").ends_with("http_get.pcap"));
-    assert_eq!(h["first"], serde_json::json!([20, 0, 64, 2, 64, 2, 65535, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
-    assert_eq!(h["directions"], serde_json::json!([true, false, true, false, true, false, true]));
+    assert_eq!(
+        h["fwd_packets"].as_u64().unwrap_or(0) + h["bwd_packets"].as_u64().unwrap_or(0),
+        14
+    );
+    assert!(h["source"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with("http_get.pcap"));
+    assert_eq!(
+        h["first"],
+        serde_json::json!([20, 0, 64, 2, 64, 2, 65535, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    );
+    assert_eq!(
+        h["directions"],
+        serde_json::json!([true, false, true, false, true, false, true])
+    );
     assert_eq!(h["counts"], serde_json::json!([1, 1, 2, 5, 3, 1, 1]));
     // No temporary part is left behind.
     for entry in walk(&out_dir) {
-        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-        assert!(!name.ends_with(".tmp"), "leftover temporary file {}", entry.display());
+        let name = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            !name.ends_with(".tmp"),
+            "leftover temporary file {}",
+            entry.display()
+        );
     }
 }
 
@@ -120,17 +168,37 @@ fn flow_ids(dir: &Path) -> Vec<u64> {
 fn shards_partition_the_input_list() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let full = tmp.path().join("full");
-    run_ok(netfm().arg("tokenize").arg(pcaps()).arg("--out").arg(&full).arg("--quiet"));
+    run_ok(
+        netfm()
+            .arg("tokenize")
+            .arg(pcaps())
+            .arg("--out")
+            .arg(&full)
+            .arg("--quiet"),
+    );
     let mut union = Vec::new();
     for i in 0..3 {
         let d = tmp.path().join(format!("s{i}"));
-        run_ok(netfm().arg("tokenize").arg(pcaps()).arg("--out").arg(&d).arg("--shard").arg(format!("{i}/3")).arg("-q"));
+        run_ok(
+            netfm()
+                .arg("tokenize")
+                .arg(pcaps())
+                .arg("--out")
+                .arg(&d)
+                .arg("--shard")
+                .arg(format!("{i}/3"))
+                .arg("-q"),
+        );
         let ids = flow_ids(&d);
         assert!(!ids.is_empty(), "shard {i} got no flows");
         union.extend(ids);
     }
     union.sort_unstable();
-    assert_eq!(union, flow_ids(&full), "the shards together are exactly the whole run");
+    assert_eq!(
+        union,
+        flow_ids(&full),
+        "the shards together are exactly the whole run"
+    );
 }
 
 #[test]
@@ -150,7 +218,10 @@ fn flow_table_bound_evicts_without_losing_packets() {
         "import sys, pyarrow.dataset as ds, pyarrow.compute as pc\nt=ds.dataset(sys.argv[1], partitioning='hive').to_table()\nprint(pc.sum(pc.add(t['fwd_packets'], t['bwd_packets'])).as_py())",
         &tmp.path().join("o"),
     );
-    assert_eq!(packets.trim().parse::<u64>().ok(), s["packets_decoded"].as_u64());
+    assert_eq!(
+        packets.trim().parse::<u64>().ok(),
+        s["packets_decoded"].as_u64()
+    );
 }
 
 #[test]
@@ -159,7 +230,14 @@ fn truncated_capture_warns_and_strict_fails() {
     let bytes = std::fs::read(pcaps().join("smtp.pcap")).expect("read");
     let cut = tmp.path().join("cut.pcap");
     std::fs::write(&cut, &bytes[..bytes.len() / 2 + 7]).expect("write");
-    let out = run_ok(netfm().arg("tokenize").arg(&cut).arg("--out").arg(tmp.path().join("a")).arg("--json"));
+    let out = run_ok(
+        netfm()
+            .arg("tokenize")
+            .arg(&cut)
+            .arg("--out")
+            .arg(tmp.path().join("a"))
+            .arg("--json"),
+    );
     let s = summary_json(&out);
     assert_eq!(s["files_damaged"].as_u64(), Some(1), "{s}");
     let w = &s["warnings"][0];
@@ -170,7 +248,8 @@ fn truncated_capture_warns_and_strict_fails() {
     let cut_at = bytes.len() / 2 + 7;
     let (mut off, mut whole) = (24usize, 0u64);
     while off + 16 <= cut_at {
-        let incl = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().expect("4 bytes")) as usize;
+        let incl =
+            u32::from_le_bytes(bytes[off + 8..off + 12].try_into().expect("4 bytes")) as usize;
         if off + 16 + incl > cut_at {
             break;
         }
@@ -178,8 +257,16 @@ fn truncated_capture_warns_and_strict_fails() {
         whole += 1;
     }
     assert!(whole > 30);
-    assert_eq!(s["packets_read"].as_u64(), Some(whole), "packets before the cut are used: {s}");
-    assert_eq!(w["byte_offset"].as_u64(), Some(off as u64), "the warning names the damaged record's offset");
+    assert_eq!(
+        s["packets_read"].as_u64(),
+        Some(whole),
+        "packets before the cut are used: {s}"
+    );
+    assert_eq!(
+        w["byte_offset"].as_u64(),
+        Some(off as u64),
+        "the warning names the damaged record's offset"
+    );
 
     let strict = netfm()
         .arg("tokenize")
@@ -207,14 +294,34 @@ fn gzip_on_stdin_equals_the_plain_file() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(&gz).expect("feed");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&gz)
+        .expect("feed");
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let from_stdin = summary_json(&out);
     let from_file = summary_json(&run_ok(
-        netfm().arg("tokenize").arg(pcaps().join("wikipedia.pcap")).arg("--json").arg("--out").arg(tmp.path().join("file")),
+        netfm()
+            .arg("tokenize")
+            .arg(pcaps().join("wikipedia.pcap"))
+            .arg("--json")
+            .arg("--out")
+            .arg(tmp.path().join("file")),
     ));
-    for k in ["packets_read", "packets_decoded", "flows", "bursts", "tokens"] {
+    for k in [
+        "packets_read",
+        "packets_decoded",
+        "flows",
+        "bursts",
+        "tokens",
+    ] {
         assert_eq!(from_stdin[k], from_file[k], "{k}");
     }
 }
@@ -225,10 +332,21 @@ fn bad_flags_and_missing_inputs_are_clear_errors() {
     let cases: &[&[&str]] = &[
         &["tokenize", "/nonexistent/x.pcap", "--out"],
         &["tokenize", "datasets/pcaps", "--shard", "3/3", "--out"],
-        &["tokenize", "datasets/pcaps", "--idle-timeout", "-5", "--out"],
+        &[
+            "tokenize",
+            "datasets/pcaps",
+            "--idle-timeout",
+            "-5",
+            "--out",
+        ],
     ];
     for args in cases {
-        let out = netfm().current_dir(env!("CARGO_MANIFEST_DIR")).args(*args).arg(tmp.path().join("o")).output().expect("runs");
+        let out = netfm()
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(*args)
+            .arg(tmp.path().join("o"))
+            .output()
+            .expect("runs");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{err}");

@@ -3,7 +3,9 @@
 //! `iats list<uint64>`, `counts list<uint32>` (list items named `item`, nullable, as
 //! pyarrow writes them).
 
-use arrow::array::{ArrayRef, BooleanBuilder, ListBuilder, UInt16Builder, UInt32Builder, UInt64Builder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, ListBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
+};
 use arrow::datatypes::{DataType, Field};
 use netfm_tokenizer::TokenizedFlow;
 use std::sync::Arc;
@@ -35,7 +37,10 @@ pub struct BurstColumnsBuilder {
 impl BurstColumnsBuilder {
     pub fn with_capacity(rows: usize) -> Self {
         BurstColumnsBuilder {
-            tokens: ListBuilder::with_capacity(ListBuilder::new(UInt16Builder::with_capacity(rows * 64)), rows),
+            tokens: ListBuilder::with_capacity(
+                ListBuilder::new(UInt16Builder::with_capacity(rows * 64)),
+                rows,
+            ),
             directions: ListBuilder::with_capacity(BooleanBuilder::new(), rows),
             bytes: ListBuilder::with_capacity(UInt32Builder::new(), rows),
             iats: ListBuilder::with_capacity(UInt64Builder::new(), rows),

@@ -12,7 +12,10 @@
 
 use super::burst_columns::{burst_fields, BurstColumnsBuilder};
 use crate::flow::FlowRecord;
-use arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder, UInt8Builder};
+use arrow::array::{
+    ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
+    UInt8Builder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -28,9 +31,15 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum ParquetSinkError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: parquet: {source}")]
-    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("building record batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -75,8 +84,16 @@ pub fn native_schema() -> SchemaRef {
         Field::new("dst_port", DataType::UInt16, false),
         Field::new("protocol", DataType::UInt8, false),
         Field::new("ip_version", DataType::UInt8, false),
-        Field::new("start", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
-        Field::new("end", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new(
+            "start",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new(
+            "end",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("flow_duration", DataType::UInt64, false),
         Field::new("fwd_packets", DataType::UInt64, false),
         Field::new("bwd_packets", DataType::UInt64, false),
@@ -204,9 +221,15 @@ pub struct ParquetSink {
 
 impl ParquetSink {
     pub fn new(cfg: ParquetSinkConfig) -> Result<Self, ParquetSinkError> {
-        std::fs::create_dir_all(&cfg.out_dir).map_err(|source| ParquetSinkError::Io { path: cfg.out_dir.clone(), source })?;
-        let level = ZstdLevel::try_new(cfg.zstd_level)
-            .map_err(|source| ParquetSinkError::Parquet { path: cfg.out_dir.clone(), source })?;
+        std::fs::create_dir_all(&cfg.out_dir).map_err(|source| ParquetSinkError::Io {
+            path: cfg.out_dir.clone(),
+            source,
+        })?;
+        let level =
+            ZstdLevel::try_new(cfg.zstd_level).map_err(|source| ParquetSinkError::Parquet {
+                path: cfg.out_dir.clone(),
+                source,
+            })?;
         // Token lists are high-entropy 16-bit values: a dictionary costs a hash per token and
         // gains nothing over plain encoding + zstd, so only the low-cardinality strings keep one.
         let mut builder = WriterProperties::builder().set_dictionary_enabled(false);
@@ -251,7 +274,12 @@ impl ParquetSink {
                 let take = room.min(group.len() - start);
                 let chunk: Vec<NativeRow<'_>> = group[start..start + take]
                     .iter()
-                    .map(|r| NativeRow { flow_id: r.flow_id, source: r.source, label: r.label, flow: r.flow })
+                    .map(|r| NativeRow {
+                        flow_id: r.flow_id,
+                        source: r.source,
+                        label: r.label,
+                        flow: r.flow,
+                    })
                     .collect();
                 let batch = native_batch(&chunk)?;
                 self.append(proto, &batch)?;
@@ -264,36 +292,74 @@ impl ParquetSink {
     /// Rows the open part of `proto` can still take (opening a part if none is open).
     fn room(&mut self, proto: u8) -> Result<usize, ParquetSinkError> {
         let part_rows = self.cfg.part_rows.max(1);
-        let needs_open = self.partitions.get(&proto).and_then(|p| p.open.as_ref()).is_none();
+        let needs_open = self
+            .partitions
+            .get(&proto)
+            .and_then(|p| p.open.as_ref())
+            .is_none();
         if needs_open {
             self.open_part(proto)?;
         }
-        let open = self.partitions.get(&proto).and_then(|p| p.open.as_ref()).map(|o| o.rows).unwrap_or(0);
+        let open = self
+            .partitions
+            .get(&proto)
+            .and_then(|p| p.open.as_ref())
+            .map(|o| o.rows)
+            .unwrap_or(0);
         Ok(part_rows - open)
     }
 
     fn open_part(&mut self, proto: u8) -> Result<(), ParquetSinkError> {
-        let part = self.partitions.entry(proto).or_insert(Partition { name: partition_name(proto), next_seq: 0, open: None });
+        let part = self.partitions.entry(proto).or_insert(Partition {
+            name: partition_name(proto),
+            next_seq: 0,
+            open: None,
+        });
         let dir = self.cfg.out_dir.join(format!("proto={}", part.name));
-        std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| ParquetSinkError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let base = format!("part-{}-{:05}.parquet", self.cfg.shard_tag, part.next_seq);
         part.next_seq += 1;
         let final_path = dir.join(&base);
         let tmp_path = dir.join(format!(".{base}.tmp"));
-        let file = File::create(&tmp_path).map_err(|source| ParquetSinkError::Io { path: tmp_path.clone(), source })?;
-        let writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), self.schema.clone(), Some(self.props.clone()))
-            .map_err(|source| ParquetSinkError::Parquet { path: tmp_path.clone(), source })?;
-        part.open = Some(OpenPart { writer, tmp_path, final_path, rows: 0 });
+        let file = File::create(&tmp_path).map_err(|source| ParquetSinkError::Io {
+            path: tmp_path.clone(),
+            source,
+        })?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            self.schema.clone(),
+            Some(self.props.clone()),
+        )
+        .map_err(|source| ParquetSinkError::Parquet {
+            path: tmp_path.clone(),
+            source,
+        })?;
+        part.open = Some(OpenPart {
+            writer,
+            tmp_path,
+            final_path,
+            rows: 0,
+        });
         Ok(())
     }
 
     fn append(&mut self, proto: u8, batch: &RecordBatch) -> Result<(), ParquetSinkError> {
         let part_rows = self.cfg.part_rows.max(1);
-        let Some(part) = self.partitions.get_mut(&proto) else { return Ok(()) };
-        let Some(open) = part.open.as_mut() else { return Ok(()) };
+        let Some(part) = self.partitions.get_mut(&proto) else {
+            return Ok(());
+        };
+        let Some(open) = part.open.as_mut() else {
+            return Ok(());
+        };
         open.writer
             .write(batch)
-            .map_err(|source| ParquetSinkError::Parquet { path: open.tmp_path.clone(), source })?;
+            .map_err(|source| ParquetSinkError::Parquet {
+                path: open.tmp_path.clone(),
+                source,
+            })?;
         open.rows += batch.num_rows();
         self.rows_written += batch.num_rows() as u64;
         if open.rows >= part_rows {
@@ -306,7 +372,11 @@ impl ParquetSink {
 
     /// Closes every open part (footer, fsync-free rename) and returns all parts written.
     pub fn finish(mut self) -> Result<Vec<PathBuf>, ParquetSinkError> {
-        let opens: Vec<OpenPart> = self.partitions.values_mut().filter_map(|p| p.open.take()).collect();
+        let opens: Vec<OpenPart> = self
+            .partitions
+            .values_mut()
+            .filter_map(|p| p.open.take())
+            .collect();
         for open in opens {
             let done = close_part(open)?;
             self.files_written.push(done);
@@ -316,12 +386,26 @@ impl ParquetSink {
 }
 
 fn close_part(open: OpenPart) -> Result<PathBuf, ParquetSinkError> {
-    let OpenPart { writer, tmp_path, final_path, .. } = open;
-    let inner = writer.into_inner().map_err(|source| ParquetSinkError::Parquet { path: tmp_path.clone(), source })?;
-    inner
+    let OpenPart {
+        writer,
+        tmp_path,
+        final_path,
+        ..
+    } = open;
+    let inner = writer
         .into_inner()
-        .map_err(|e| ParquetSinkError::Io { path: tmp_path.clone(), source: e.into_error() })?;
-    std::fs::rename(&tmp_path, &final_path).map_err(|source| ParquetSinkError::Io { path: final_path.clone(), source })?;
+        .map_err(|source| ParquetSinkError::Parquet {
+            path: tmp_path.clone(),
+            source,
+        })?;
+    inner.into_inner().map_err(|e| ParquetSinkError::Io {
+        path: tmp_path.clone(),
+        source: e.into_error(),
+    })?;
+    std::fs::rename(&tmp_path, &final_path).map_err(|source| ParquetSinkError::Io {
+        path: final_path.clone(),
+        source,
+    })?;
     Ok(final_path)
 }
 

@@ -183,11 +183,19 @@ const MAX_IPV6_EXTENSIONS: usize = 16;
 /// etherparse 0.21's lax extension slicing can violate a slice precondition on hostile
 /// input (found by our fuzzer), so the chain is walked here with every length checked.
 fn walk_ipv6_extensions(mut next: u8, mut data: &[u8]) -> Ipv6Chain<'_> {
-    let mut chain = Ipv6Chain { protocol: next, payload: data, any_ext: false, fragment: None, error: None };
+    let mut chain = Ipv6Chain {
+        protocol: next,
+        payload: data,
+        any_ext: false,
+        fragment: None,
+        error: None,
+    };
     for _ in 0..MAX_IPV6_EXTENSIONS {
         let len = match next {
             // Hop-by-hop, routing, destination options, mobility, HIP, shim6, experimental.
-            0 | 43 | 60 | 135 | 139 | 140 | 253 | 254 => data.get(1).map(|&l| (usize::from(l) + 1) * 8),
+            0 | 43 | 60 | 135 | 139 | 140 | 253 | 254 => {
+                data.get(1).map(|&l| (usize::from(l) + 1) * 8)
+            }
             44 => Some(8),
             51 => data.get(1).map(|&l| (usize::from(l) + 2) * 4),
             _ => return chain,
@@ -220,17 +228,32 @@ mod ipv6_chain_tests {
         bytes.extend_from_slice(&[17, 0, 0x00, 0x01, 0xde, 0xad, 0xbe, 0xef]); // offset 0, M=1
         bytes.extend_from_slice(&[0x12, 0x34]);
         let c = walk_ipv6_extensions(0, &bytes);
-        assert_eq!((c.protocol, c.payload, c.any_ext, c.fragment, c.error), (17, &[0x12, 0x34][..], true, Some((0, true)), None));
+        assert_eq!(
+            (c.protocol, c.payload, c.any_ext, c.fragment, c.error),
+            (17, &[0x12, 0x34][..], true, Some((0, true)), None)
+        );
     }
 
     #[test]
     fn cut_and_looping_chains_are_errors_not_panics() {
-        assert_eq!(walk_ipv6_extensions(0, &[6, 1, 0, 0]).error, Some(SkipReason::TruncatedIp));
-        assert_eq!(walk_ipv6_extensions(60, &[]).error, Some(SkipReason::TruncatedIp));
+        assert_eq!(
+            walk_ipv6_extensions(0, &[6, 1, 0, 0]).error,
+            Some(SkipReason::TruncatedIp)
+        );
+        assert_eq!(
+            walk_ipv6_extensions(60, &[]).error,
+            Some(SkipReason::TruncatedIp)
+        );
         let looping = [60u8, 0, 0, 0, 0, 0, 0, 0].repeat(MAX_IPV6_EXTENSIONS + 1);
-        assert_eq!(walk_ipv6_extensions(60, &looping).error, Some(SkipReason::MalformedIp));
+        assert_eq!(
+            walk_ipv6_extensions(60, &looping).error,
+            Some(SkipReason::MalformedIp)
+        );
         // The input the fuzzer found: must not panic.
-        let crash = [0x60u8, 0xa1, 0xb2, 0xc3, 0xd4, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c];
+        let crash = [
+            0x60u8, 0xa1, 0xb2, 0xc3, 0xd4, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c, 0x2c,
+            0x2c, 0x2c,
+        ];
         let _ = walk_ipv6_extensions(0x2c, &crash);
     }
 }

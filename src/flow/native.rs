@@ -85,11 +85,22 @@ impl FlowKey {
     fn of(p: &DecodedPacket) -> FlowKey {
         let (a, b, sub) = match p.icmp {
             None => ((p.src, p.src_port), (p.dst, p.dst_port), 0),
-            Some(IcmpKind::Echo { identifier, .. }) => ((p.src, identifier), (p.dst, identifier), 1 << 16),
-            Some(IcmpKind::Error { protocol, src_port, dst_port, .. }) => {
+            Some(IcmpKind::Echo { identifier, .. }) => {
+                ((p.src, identifier), (p.dst, identifier), 1 << 16)
+            }
+            Some(IcmpKind::Error {
+                protocol,
+                src_port,
+                dst_port,
+                ..
+            }) => {
                 // Order the quoted ports like the quoted flow's endpoints so that errors in
                 // either direction of one quoted flow share a key.
-                let (qp_lo, qp_hi) = if src_port <= dst_port { (src_port, dst_port) } else { (dst_port, src_port) };
+                let (qp_lo, qp_hi) = if src_port <= dst_port {
+                    (src_port, dst_port)
+                } else {
+                    (dst_port, src_port)
+                };
                 ((p.src, qp_lo), (p.dst, qp_hi), (2 << 16) | protocol as u32)
             }
             Some(IcmpKind::Other) => {
@@ -101,7 +112,12 @@ impl FlowKey {
             }
         };
         let (lo, hi) = ordered(a, b);
-        FlowKey { lo, hi, protocol: p.protocol, sub }
+        FlowKey {
+            lo,
+            hi,
+            protocol: p.protocol,
+            sub,
+        }
     }
 }
 
@@ -181,11 +197,15 @@ impl NativeFlowTable {
     }
 
     fn flow(&self, i: u32) -> &Flow {
-        self.slots[i as usize].as_ref().expect("indexed slot is occupied")
+        self.slots[i as usize]
+            .as_ref()
+            .expect("indexed slot is occupied")
     }
 
     fn remove(&mut self, i: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
-        let Some(f) = self.slots[i as usize].take() else { return };
+        let Some(f) = self.slots[i as usize].take() else {
+            return;
+        };
         self.index.remove(&f.key);
         self.free.push(i);
         if reason == EndReason::Evicted {
@@ -236,7 +256,8 @@ impl NativeFlowTable {
     /// within twice the flow bound; amortized O(1) per flow.
     fn compact_recency(&mut self) {
         let slots = &self.slots;
-        self.recency.retain(|e| matches!(&slots[e.slot as usize], Some(f) if f.generation == e.generation));
+        self.recency
+            .retain(|e| matches!(&slots[e.slot as usize], Some(f) if f.generation == e.generation));
     }
 
     /// Ends every flow whose idle timeout has passed at `now`, oldest first.
@@ -257,7 +278,8 @@ impl NativeFlowTable {
             return Some(EndReason::Idle);
         }
         if f.closing() {
-            let syn_only = matches!(p.fields.l4, L4Fields::Tcp { flags, .. } if flags & 0x12 == 0x02);
+            let syn_only =
+                matches!(p.fields.l4, L4Fields::Tcp { flags, .. } if flags & 0x12 == 0x02);
             if syn_only || quiet > self.cfg.tcp_close_timeout_ns {
                 return Some(EndReason::TcpClose);
             }
@@ -277,7 +299,11 @@ impl NativeFlowTable {
         }
         let s = (p.src, key_port(&key, p, true));
         let d = (p.dst, key_port(&key, p, false));
-        let (fwd, bwd) = if native_forward_is_first_src(p.src, p.dst, &self.cfg.internal) { (s, d) } else { (d, s) };
+        let (fwd, bwd) = if native_forward_is_first_src(p.src, p.dst, &self.cfg.internal) {
+            (s, d)
+        } else {
+            (d, s)
+        };
         let flow = Flow {
             key,
             fwd,
@@ -308,7 +334,11 @@ impl NativeFlowTable {
         self.generations[i as usize] = generation.wrapping_add(1);
         self.slots[i as usize] = Some(Flow { generation, ..flow });
         self.index.insert(key, i);
-        self.recency.push_back(Recency { ts: p.ts_ns, slot: i, generation });
+        self.recency.push_back(Recency {
+            ts: p.ts_ns,
+            slot: i,
+            generation,
+        });
         if self.recency.len() > 2 * self.cfg.max_flows.max(1024) {
             self.compact_recency();
         }
@@ -347,7 +377,9 @@ impl FlowAssembler for NativeFlowTable {
             Some(i) => i,
             None => self.open(key, p, out),
         };
-        let Some(f) = self.slots[i as usize].as_mut() else { return };
+        let Some(f) = self.slots[i as usize].as_mut() else {
+            return;
+        };
         let forward = p.src == f.fwd.0 && (p.icmp.is_some() || p.src_port == f.fwd.1);
         let ip_bytes = p.fields.total_len as u64;
         if forward {
@@ -359,7 +391,13 @@ impl FlowAssembler for NativeFlowTable {
         }
         f.last_ts = f.last_ts.max(p.ts_ns);
         let mut fields = p.fields;
-        if let L4Fields::Tcp { flags, ref mut seq, ref mut ack, .. } = fields.l4 {
+        if let L4Fields::Tcp {
+            flags,
+            ref mut seq,
+            ref mut ack,
+            ..
+        } = fields.l4
+        {
             if flags & 0x04 != 0 {
                 f.rst = true;
             }
@@ -392,15 +430,5 @@ impl FlowAssembler for NativeFlowTable {
 
     fn stats(&self) -> &FlowStats {
         &self.stats
-    }
-}
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn print_sizes() {
-        eprintln!("Flow {} FlowKey {} FlowTokenizer {} DecodedPacket {} FlowRecord {}",
-            std::mem::size_of::<super::Flow>(), std::mem::size_of::<super::FlowKey>(),
-            std::mem::size_of::<netfm_tokenizer::FlowTokenizer>(), std::mem::size_of::<crate::decode::DecodedPacket>(),
-            std::mem::size_of::<crate::flow::FlowRecord>());
     }
 }
