@@ -65,7 +65,7 @@ impl ParquetSinkConfig {
         ParquetSinkConfig {
             out_dir: out_dir.into(),
             part_rows: 1_000_000,
-            row_group_rows: 65_536,
+            row_group_rows: 16_384,
             batch_rows: 8_192,
             zstd_level: 3,
             shard_tag: "s0of1".to_string(),
@@ -235,6 +235,20 @@ impl ParquetSink {
         let mut builder = WriterProperties::builder().set_dictionary_enabled(false);
         for col in ["source", "end_reason", "labels"] {
             builder = builder.set_column_dictionary_enabled(ColumnPath::from(col), true);
+        }
+        // Min/max of token lists help no query; the scalar columns (times, ports, counts)
+        // keep chunk statistics for predicate pushdown.
+        for col in [
+            "burst_tokens.list.item.list.item",
+            "directions.list.item",
+            "bytes.list.item",
+            "iats.list.item",
+            "counts.list.item",
+        ] {
+            builder = builder.set_column_statistics_enabled(
+                ColumnPath::from(col.split('.').map(String::from).collect::<Vec<_>>()),
+                EnabledStatistics::None,
+            );
         }
         let props = builder
             .set_statistics_enabled(EnabledStatistics::Chunk)
