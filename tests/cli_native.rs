@@ -353,3 +353,50 @@ fn bad_flags_and_missing_inputs_are_clear_errors() {
         assert!(err.to_lowercase().contains("error"), "{args:?}: {err}");
     }
 }
+
+/// Every capture of the netFound conformance set, malformed ones included, goes through the
+/// whole native pipeline without a crash; damaged and undecodable inputs are reported.
+#[test]
+fn whole_conformance_set_runs_natively_without_crash() {
+    let dir = std::env::var_os("NETFM_CONFORMANCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/netfound")
+        })
+        .join("pcaps");
+    assert!(
+        dir.is_dir(),
+        "conformance captures not found at {}",
+        dir.display()
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for format in ["parquet", "netfound"] {
+        let out = run_ok(
+            netfm()
+                .arg("tokenize")
+                .arg(&dir)
+                .arg("--out")
+                .arg(tmp.path().join(format))
+                .args(["--json", "--format", format]),
+        );
+        let s = summary_json(&out);
+        assert_eq!(s["files"].as_u64(), Some(51), "{format}: {s}");
+        assert!(s["flows"].as_u64().unwrap_or(0) > 80, "{format}: {s}");
+        // The invalid-version capture is read (as Wireshark does); nothing fails to open.
+        assert_eq!(s["files_failed"].as_u64(), Some(0), "{format}: {s}");
+        let strict = netfm()
+            .arg("tokenize")
+            .arg(&dir)
+            .arg("--out")
+            .arg(tmp.path().join(format!("{format}-strict")))
+            .args(["--quiet", "--strict", "--format", format])
+            .output()
+            .expect("runs");
+        assert_eq!(
+            strict.status.code(),
+            Some(1),
+            "{format}: malformed inputs make --strict fail"
+        );
+        assert!(!String::from_utf8_lossy(&strict.stderr).contains("panicked"));
+    }
+}
