@@ -174,7 +174,8 @@ pub struct NativeFlowTable {
 
 impl NativeFlowTable {
     pub fn new(cfg: NativeFlowConfig) -> Self {
-        let cap = cfg.max_flows.min(1 << 16);
+        // Start small and grow: most captures hold far fewer flows than the bound.
+        let cap = cfg.max_flows.min(1024);
         NativeFlowTable {
             index: FxHashMap::with_capacity_and_hasher(cap, Default::default()),
             slots: Vec::with_capacity(cap),
