@@ -162,9 +162,11 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
 
     let mut assembler: Box<dyn FlowAssembler> = match opts.format {
         OutputFormat::Parquet => Box::new(NativeFlowTable::new(opts.native.clone())),
-        OutputFormat::Netfound => {
-            Box::new(NetfoundAssembler::new(opts.bursts, opts.internal.clone()))
-        }
+        OutputFormat::Netfound => Box::new(NetfoundAssembler::with_max_flows(
+            opts.bursts,
+            opts.internal.clone(),
+            opts.native.max_flows,
+        )),
     };
     let mut sink = match opts.format {
         OutputFormat::Parquet => {

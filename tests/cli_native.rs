@@ -225,6 +225,34 @@ fn flow_table_bound_evicts_without_losing_packets() {
 }
 
 #[test]
+fn netfound_mode_respects_the_flow_bound() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = |extra: &[&str], out: &str| {
+        summary_json(&run_ok(
+            netfm()
+                .arg("tokenize")
+                .arg(pcaps().join("wikipedia.pcap"))
+                .arg("--out")
+                .arg(tmp.path().join(out))
+                .args(["--format", "netfound", "--json"])
+                .args(extra),
+        ))
+    };
+    let free = run(&[], "free");
+    let bounded = run(&["--max-flows", "2"], "bounded");
+    assert_eq!(free["flows_evicted"].as_u64(), Some(0));
+    assert!(
+        bounded["flows_evicted"].as_u64().unwrap_or(0) > 0,
+        "{bounded}"
+    );
+    // Eviction can only cut connections into more flows, never lose one.
+    assert!(
+        bounded["flows"].as_u64() >= free["flows"].as_u64(),
+        "{free} {bounded}"
+    );
+}
+
+#[test]
 fn truncated_capture_warns_and_strict_fails() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bytes = std::fs::read(pcaps().join("smtp.pcap")).expect("read");

@@ -34,9 +34,13 @@
 //! the quoted TCP flags, so netfm treats ICMP packets as non-TCP there; only captures with
 //! several ICMP errors quoting TCP segments could differ.
 //!
-//! Memory: one entry per flow of the current capture file (netFound's grouping is per
-//! file and needs them all until the end); each flow's tokens are bounded by the streaming
-//! tokenizer. Flows are emitted at [`FlowAssembler::end_of_file`], in order of first packet.
+//! Memory: netFound's grouping is per file and keeps every flow until the file ends; here at
+//! most `max_flows` flows are held (each flow's tokens bounded by the streaming tokenizer).
+//! Flows are emitted at [`FlowAssembler::end_of_file`] in order of first packet. When a
+//! file has more flows than the bound, the least recently active flow (CLOCK order, as in
+//! the native table) is emitted early and counted in [`FlowStats::flows_evicted`]; a later
+//! packet of its connection then starts a new flow, which netFound would not do. With the
+//! default bound (262,144) a file must hold that many connections before it happens.
 
 use super::{EndReason, FlowAssembler, FlowRecord, FlowStats};
 use crate::decode::DecodedPacket;
@@ -46,6 +50,7 @@ use netfm_tokenizer::direction::{
 use netfm_tokenizer::fields::{L4Fields, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use netfm_tokenizer::{BurstConfig, FlowTokenizer, RelativeSeqAck};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 /// IP protocol number of ICMPv6.
@@ -141,6 +146,12 @@ struct SplitterEntry {
 
 /// One PcapSplitter output file, as stage 3 and Tokenize.py see it.
 struct SplitFlow {
+    /// PcapSplitter hash this flow was opened under.
+    hash: u32,
+    /// Creation order within the file (emission order).
+    seq: u64,
+    /// Packet counter value at the flow's latest packet (recency for eviction).
+    last_seen: u64,
     protocol: u8,
     /// Stage 3 met a packet of another protocol: records end here.
     stopped: bool,
@@ -165,7 +176,15 @@ pub struct NetfoundAssembler {
     bursts: BurstConfig,
     internal: InternalNetworks,
     splitter: FxHashMap<u32, SplitterEntry>,
-    flows: Vec<SplitFlow>,
+    /// Slab of open flows; freed slots are reused.
+    flows: Vec<Option<SplitFlow>>,
+    free: Vec<usize>,
+    live: usize,
+    max_flows: usize,
+    /// (last_seen when queued, slot, seq): CLOCK recency FIFO for eviction.
+    recency: VecDeque<(u64, usize, u64)>,
+    next_seq: u64,
+    packets_seen: u64,
     stats: FlowStats,
 }
 
@@ -174,12 +193,51 @@ impl NetfoundAssembler {
     /// `--tcp_options`); `internal`: netFound's `internalIPs` (only IPv4 networks apply, as
     /// in netFound).
     pub fn new(bursts: BurstConfig, internal: InternalNetworks) -> Self {
+        Self::with_max_flows(bursts, internal, usize::MAX)
+    }
+
+    /// As [`new`](Self::new), holding at most `max_flows` flows (see the module docs).
+    pub fn with_max_flows(
+        bursts: BurstConfig,
+        internal: InternalNetworks,
+        max_flows: usize,
+    ) -> Self {
         NetfoundAssembler {
             bursts,
             internal,
             splitter: FxHashMap::default(),
             flows: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            max_flows: max_flows.max(1),
+            recency: VecDeque::new(),
+            next_seq: 0,
+            packets_seen: 0,
             stats: FlowStats::default(),
+        }
+    }
+
+    /// Emits the least recently active flow early (the table is full).
+    fn evict_one(&mut self, out: &mut Vec<FlowRecord>) {
+        while let Some((queued, slot, seq)) = self.recency.pop_front() {
+            let Some(f) = self.flows[slot].as_ref().filter(|f| f.seq == seq) else {
+                continue;
+            };
+            if f.last_seen > queued {
+                self.recency.push_back((f.last_seen, slot, seq));
+                continue;
+            }
+            let Some(f) = self.flows[slot].take() else {
+                continue;
+            };
+            self.free.push(slot);
+            self.live -= 1;
+            if self.splitter.get(&f.hash).is_some_and(|e| e.flow == slot) {
+                self.splitter.remove(&f.hash);
+            }
+            self.stats.flows_evicted += 1;
+            self.finish_flow(f, EndReason::Evicted, out);
+            return;
         }
     }
 
@@ -209,8 +267,16 @@ impl NetfoundAssembler {
         None
     }
 
-    fn new_flow(&mut self, p: &DecodedPacket) -> usize {
-        self.flows.push(SplitFlow {
+    fn new_flow(&mut self, p: &DecodedPacket, hash: u32, out: &mut Vec<FlowRecord>) -> usize {
+        if self.live >= self.max_flows {
+            self.evict_one(out);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let flow = SplitFlow {
+            hash,
+            seq,
+            last_seen: self.packets_seen,
             protocol: p.protocol,
             stopped: false,
             first_src: p.src,
@@ -226,12 +292,29 @@ impl NetfoundAssembler {
             relseq: RelativeSeqAck::new(),
             direction: NetfoundDirection::new(),
             tokens: FlowTokenizer::new(&self.bursts, p.protocol),
-        });
-        self.flows.len() - 1
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.flows[slot] = Some(flow);
+                slot
+            }
+            None => {
+                self.flows.push(Some(flow));
+                self.flows.len() - 1
+            }
+        };
+        self.live += 1;
+        self.recency.push_back((self.packets_seen, slot, seq));
+        if self.recency.len() > 2 * self.live.max(1024) {
+            let flows = &self.flows;
+            self.recency
+                .retain(|&(_, slot, seq)| flows[slot].as_ref().is_some_and(|f| f.seq == seq));
+        }
+        slot
     }
 
     /// PcapSplitter `-m connection`: the flow (output file) this packet is written to.
-    fn split(&mut self, p: &DecodedPacket) -> usize {
+    fn split(&mut self, p: &DecodedPacket, out: &mut Vec<FlowRecord>) -> usize {
         let hash = if p.protocol == PROTO_ICMP {
             0
         } else {
@@ -245,7 +328,7 @@ impl NetfoundAssembler {
         };
         match self.splitter.get(&hash).copied() {
             None => {
-                let flow = self.new_flow(p);
+                let flow = self.new_flow(p, hash, out);
                 self.splitter.insert(
                     hash,
                     SplitterEntry {
@@ -258,7 +341,7 @@ impl NetfoundAssembler {
             Some(mut e) => {
                 if let Some(syn) = tcp_pure_syn {
                     if syn && e.last_tcp_pure_syn == Some(false) {
-                        e.flow = self.new_flow(p);
+                        e.flow = self.new_flow(p, hash, out);
                     }
                     e.last_tcp_pure_syn = Some(syn);
                     self.splitter.insert(hash, e);
@@ -268,7 +351,7 @@ impl NetfoundAssembler {
         }
     }
 
-    fn finish_flow(&mut self, f: SplitFlow, out: &mut Vec<FlowRecord>) {
+    fn finish_flow(&mut self, f: SplitFlow, end_reason: EndReason, out: &mut Vec<FlowRecord>) {
         let forward = match f.direction.resolve(&self.internal) {
             Ok(ip) => ip,
             Err(DirectionError::MoreThanTwoIps) => {
@@ -305,20 +388,24 @@ impl NetfoundAssembler {
             bwd_packets: f.packets[bwd],
             fwd_bytes: f.bytes[fwd],
             bwd_bytes: f.bytes[bwd],
-            end_reason: EndReason::EndOfCapture,
+            end_reason,
             tokens,
         });
     }
 }
 
 impl FlowAssembler for NetfoundAssembler {
-    fn push(&mut self, p: &DecodedPacket, _out: &mut Vec<FlowRecord>) {
+    fn push(&mut self, p: &DecodedPacket, out: &mut Vec<FlowRecord>) {
         if let Some(why) = Self::filter(p) {
             self.drop_packet(why);
             return;
         }
-        let idx = self.split(p);
-        let f = &mut self.flows[idx];
+        self.packets_seen += 1;
+        let idx = self.split(p, out);
+        let Some(f) = self.flows[idx].as_mut() else {
+            return;
+        };
+        f.last_seen = self.packets_seen;
         if f.stopped || p.protocol != f.protocol {
             f.stopped = true;
             self.drop_packet(reason::AFTER_PROTOCOL_CHANGE);
@@ -351,9 +438,16 @@ impl FlowAssembler for NetfoundAssembler {
 
     fn end_of_file(&mut self, out: &mut Vec<FlowRecord>) {
         self.splitter.clear();
-        let flows = std::mem::take(&mut self.flows);
+        self.recency.clear();
+        self.free.clear();
+        self.live = 0;
+        let mut flows: Vec<SplitFlow> = std::mem::take(&mut self.flows)
+            .into_iter()
+            .flatten()
+            .collect();
+        flows.sort_unstable_by_key(|f| f.seq);
         for f in flows {
-            self.finish_flow(f, out);
+            self.finish_flow(f, EndReason::EndOfCapture, out);
         }
     }
 
