@@ -71,7 +71,7 @@ pub struct TokenizeArgs {
     /// Native mode: a flow open this long (seconds) is cut.
     #[arg(long, default_value_t = 1800.0)]
     pub active_timeout: f64,
-    /// Native mode: most flows held at once (memory bound); beyond it the least recently active flow is written early.
+    /// Most flows held at once (memory bound, both modes); beyond it the least recently active flow is written early and counted.
     #[arg(long, default_value_t = 262_144)]
     pub max_flows: usize,
     /// Process only the i-th of N deterministic slices of the input file list (e.g. 0/4).
