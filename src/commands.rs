@@ -160,11 +160,9 @@ fn show_part(path: &Path, rows: usize) -> anyhow::Result<()> {
                     .collect()
             };
             println!(
-                "    {}:{} -> {}:{} proto {} packets {}+{} bursts {} first tokens {:?}",
-                src.value(r),
-                sport.value(r),
-                dst.value(r),
-                dport.value(r),
+                "    {} -> {} proto {} packets {}+{} bursts {} first tokens {:?}",
+                endpoint(src.value(r), sport.value(r)),
+                endpoint(dst.value(r), dport.value(r)),
                 proto.value(r),
                 fwd.value(r),
                 bwd.value(r),
@@ -174,4 +172,13 @@ fn show_part(path: &Path, rows: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `a.b.c.d:port`, or `[v6]:port` as in URLs.
+fn endpoint(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
