@@ -428,3 +428,46 @@ fn whole_conformance_set_runs_natively_without_crash() {
         assert!(!String::from_utf8_lossy(&strict.stderr).contains("panicked"));
     }
 }
+
+/// The README's first command: `netfm demo` tokenizes the bundled captures and shows flows.
+#[test]
+fn demo_runs_on_the_bundled_captures() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out_dir = tmp.path().join("demo");
+    let out = run_ok(
+        netfm()
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("demo")
+            .arg("--out")
+            .arg(&out_dir),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("files      16 read, 0 failed"), "{text}");
+    assert!(
+        text.contains("-> [2001:470:4867:99::21]:"),
+        "IPv6 endpoints are bracketed: {text}"
+    );
+    // A second run replaces its own output; a folder it did not make is refused.
+    run_ok(
+        netfm()
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("demo")
+            .arg("--out")
+            .arg(&out_dir),
+    );
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir_all(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("keep.txt"), b"x").expect("write");
+    let refused = netfm()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("demo")
+        .arg("--out")
+        .arg(&foreign)
+        .output()
+        .expect("runs");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        foreign.join("keep.txt").exists(),
+        "the demo never deletes a folder it did not make"
+    );
+}
