@@ -31,6 +31,18 @@ fn packets() -> Vec<Vec<DecodedPacket>> {
         .collect()
 }
 
+/// Runs every file through a flow stage; returns the number of flows.
+fn assemble_all(mut stage: impl FlowAssembler, files: &[Vec<DecodedPacket>]) -> usize {
+    let mut flows = Vec::new();
+    for file in files {
+        for p in file {
+            stage.push(p, &mut flows);
+        }
+        stage.end_of_file(&mut flows);
+    }
+    black_box(flows.len())
+}
+
 fn bench_tokenize(c: &mut Criterion) {
     let files = packets();
     let n: usize = files.iter().map(Vec::len).sum();
@@ -51,32 +63,14 @@ fn bench_tokenize(c: &mut Criterion) {
     g.bench_function("native_flows", |b| {
         b.iter_batched(
             || NativeFlowTable::new(NativeFlowConfig::default()),
-            |mut table| {
-                let mut flows = Vec::new();
-                for file in &files {
-                    for p in file {
-                        table.push(p, &mut flows);
-                    }
-                    table.end_of_file(&mut flows);
-                }
-                black_box(flows.len())
-            },
+            |t| assemble_all(t, &files),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("netfound_flows", |b| {
         b.iter_batched(
             || NetfoundAssembler::new(BurstConfig::default(), InternalNetworks::netfound_default()),
-            |mut asm| {
-                let mut flows = Vec::new();
-                for file in &files {
-                    for p in file {
-                        asm.push(p, &mut flows);
-                    }
-                    asm.end_of_file(&mut flows);
-                }
-                black_box(flows.len())
-            },
+            |a| assemble_all(a, &files),
             BatchSize::SmallInput,
         )
     });

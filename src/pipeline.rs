@@ -115,6 +115,14 @@ impl Sink {
 /// Flows buffered before they are handed to the sink.
 const FLUSH_FLOWS: usize = 4096;
 
+/// Size of a file input on disk (0 for stdin or when unknown), for the progress bar.
+fn input_size(input: &Input) -> u64 {
+    match input {
+        Input::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        Input::Stdin => 0,
+    }
+}
+
 fn label_of(input: &Input) -> Option<String> {
     match input {
         Input::File(p) => p
@@ -185,13 +193,7 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
         }
     };
 
-    let total_bytes: u64 = inputs
-        .iter()
-        .filter_map(|i| match i {
-            Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
-            Input::Stdin => None,
-        })
-        .sum();
+    let total_bytes: u64 = inputs.iter().map(input_size).sum();
     let bar = if opts.progress && total_bytes > 64 << 20 {
         let b = ProgressBar::new(total_bytes);
         b.set_style(
@@ -350,10 +352,7 @@ fn read_inputs(
                 continue;
             }
         };
-        let file_size = match input {
-            Input::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-            Input::Stdin => 0,
-        };
+        let file_size = input_size(input);
         let label = if label_from_dir {
             label_of(input).map(Arc::from)
         } else {

@@ -107,6 +107,7 @@ pub fn native_schema() -> SchemaRef {
 }
 
 /// A flow on its way to the sink, with where it came from.
+#[derive(Clone, Copy)]
 pub struct NativeRow<'a> {
     pub flow_id: u64,
     pub source: &'a str,
@@ -277,26 +278,15 @@ impl ParquetSink {
 
     /// Writes rows (any protocols); each goes to its partition.
     pub fn write(&mut self, rows: &[NativeRow<'_>]) -> Result<(), ParquetSinkError> {
-        let mut by_proto: BTreeMap<u8, Vec<&NativeRow<'_>>> = BTreeMap::new();
+        let mut by_proto: BTreeMap<u8, Vec<NativeRow<'_>>> = BTreeMap::new();
         for r in rows {
-            by_proto.entry(r.flow.protocol).or_default().push(r);
+            by_proto.entry(r.flow.protocol).or_default().push(*r);
         }
         for (proto, group) in by_proto {
             let mut start = 0;
             while start < group.len() {
-                let room = self.room(proto)?;
-                let take = room.min(group.len() - start);
-                let chunk: Vec<NativeRow<'_>> = group[start..start + take]
-                    .iter()
-                    .map(|r| NativeRow {
-                        flow_id: r.flow_id,
-                        source: r.source,
-                        label: r.label,
-                        flow: r.flow,
-                    })
-                    .collect();
-                let batch = native_batch(&chunk)?;
-                self.append(proto, &batch)?;
+                let take = self.room(proto)?.min(group.len() - start);
+                self.append(proto, &native_batch(&group[start..start + take])?)?;
                 start += take;
             }
         }
