@@ -1,0 +1,322 @@
+//! From one model definition ([`crate::hier`]) to the three graphs netfm runs:
+//!
+//! - `inference`: parameters baked in as initializers; inputs the batch; outputs the flow and
+//!   burst embeddings and every head's output.
+//! - `train_step`: inputs the batch, the targets of the objective, every parameter `P`, its
+//!   AdamW moments `m.P` and `v.P`, `step`, `lr`, `warmup_steps`, `total_steps`; outputs the
+//!   loss terms, `grad_norm`, the step's `lr_used`, and `new.P`, `new.m.P`, `new.v.P` with the
+//!   same shapes as their inputs (so the runtime can swap two buffer sets).
+//! - `eval`: the train step's inputs minus the optimizer's; outputs the loss terms and the
+//!   head outputs, no update.
+//!
+//! Each model records in `metadata_props` its kind, its [`ModelConfig`], the objective, the
+//! vocabulary it expects and (train/eval) the ordered parameter list.
+
+use crate::autodiff::gradients;
+use crate::config::{ModelConfig, META_TARGETS};
+use crate::graph::{DType, Dim, Graph, Tensor, V};
+use crate::hier::{bce_with_logits, cross_entropy, weighted_mean, BatchInputs, HeadOutputs, Model};
+use crate::optim::{adamw, AdamWConfig, ParamSlot, StepInputs};
+use crate::params::{InitializerParams, InputParams, ParamSpec};
+use crate::proto::ModelProto;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use thiserror::Error;
+
+/// Weights of netFound's pretraining objectives in the total loss.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainWeights {
+    pub mlm: f64,
+    pub swap: f64,
+    pub meta: f64,
+    pub direction: f64,
+}
+
+impl Default for PretrainWeights {
+    fn default() -> Self {
+        PretrainWeights { mlm: 1.0, swap: 1.0, meta: 1.0, direction: 1.0 }
+    }
+}
+
+/// What a train step optimises.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Objective {
+    /// Masked tokens, swapped bursts, masked burst metadata, burst direction.
+    Pretrain(PretrainWeights),
+    /// Flow classification (needs `num_classes > 0`).
+    Classify,
+}
+
+impl Objective {
+    /// Names of the loss outputs, total first.
+    pub fn loss_names(&self) -> Vec<&'static str> {
+        match self {
+            Objective::Pretrain(_) => vec!["loss", "loss_mlm", "loss_swap", "loss_meta", "loss_direction"],
+            Objective::Classify => vec!["loss", "loss_class"],
+        }
+    }
+}
+
+/// Everything that shapes a train-step graph besides the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSpec {
+    pub objective: Objective,
+    pub adamw: AdamWConfig,
+    pub dtype: DType,
+}
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("invalid model config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("the classification objective needs num_classes > 0")]
+    NoClasses,
+    #[error("parameters missing: {0:?}")]
+    Missing(Vec<String>),
+    #[error("parameters with the wrong shape or dtype (name, expected, found): {0:?}")]
+    WrongShape(Vec<(String, Vec<i64>, Vec<i64>)>),
+}
+
+/// Keys of `metadata_props`.
+pub mod meta_keys {
+    pub const KIND: &str = "netfm.kind";
+    pub const CONFIG: &str = "netfm.config";
+    pub const VOCAB: &str = "netfm.vocab";
+    pub const OBJECTIVE: &str = "netfm.objective";
+    pub const PARAMS: &str = "netfm.params";
+    pub const DTYPE: &str = "netfm.dtype";
+}
+
+/// The parameters of `cfg` in graph order (built into a scratch graph).
+pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, ExportError> {
+    cfg.validate()?;
+    let mut g = Graph::new(DType::F32);
+    let mut store = InputParams::default();
+    let inp = BatchInputs::declare(&mut g, cfg);
+    let mut model = Model { cfg, store: &mut store };
+    let enc = model.encode(&mut g, &inp);
+    model.heads(&mut g, &enc);
+    let idx = g.input("mlm_index", DType::I64, vec![Dim::sym("masked")]);
+    model.mlm_logits(&mut g, &enc, idx);
+    Ok(store.specs)
+}
+
+/// The parameter list as recorded in a model: name and dims.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamEntry {
+    pub name: String,
+    pub dims: Vec<i64>,
+}
+
+fn metadata(
+    kind: &str,
+    cfg: &ModelConfig,
+    objective: Option<&Objective>,
+    params: Option<&[ParamSpec]>,
+    dtype: DType,
+) -> Vec<(String, String)> {
+    let mut m = vec![
+        (meta_keys::KIND.to_string(), kind.to_string()),
+        (meta_keys::CONFIG.to_string(), cfg.to_json()),
+        (meta_keys::VOCAB.to_string(), serde_json::to_string(&cfg.vocab).expect("vocab")),
+        (meta_keys::DTYPE.to_string(), serde_json::to_string(&dtype).expect("dtype")),
+    ];
+    if let Some(o) = objective {
+        m.push((meta_keys::OBJECTIVE.to_string(), serde_json::to_string(o).expect("objective")));
+    }
+    if let Some(ps) = params {
+        let entries: Vec<ParamEntry> =
+            ps.iter().map(|p| ParamEntry { name: p.name.clone(), dims: p.dims.clone() }).collect();
+        m.push((meta_keys::PARAMS.to_string(), serde_json::to_string(&entries).expect("params")));
+    }
+    m
+}
+
+fn output_heads(g: &mut Graph, heads: &HeadOutputs) {
+    g.output(heads.swap_logits, "swap_logits");
+    g.output(heads.direction_logits, "direction_logits");
+    g.output(heads.meta_pred, "meta_pred");
+    if let Some(c) = heads.class_logits {
+        g.output(c, "class_logits");
+    }
+}
+
+/// The inference graph with `params` baked in.
+pub fn inference_graph(
+    cfg: &ModelConfig,
+    params: &HashMap<String, Tensor>,
+    dtype: DType,
+) -> Result<ModelProto, ExportError> {
+    cfg.validate()?;
+    let mut g = Graph::new(dtype);
+    let inp = BatchInputs::declare(&mut g, cfg);
+    let mut store = InitializerParams { values: params, missing: Vec::new(), wrong_shape: Vec::new() };
+    let mut model = Model { cfg, store: &mut store };
+    let enc = model.encode(&mut g, &inp);
+    let heads = model.heads(&mut g, &enc);
+    if !store.missing.is_empty() {
+        return Err(ExportError::Missing(store.missing));
+    }
+    if !store.wrong_shape.is_empty() {
+        return Err(ExportError::WrongShape(store.wrong_shape));
+    }
+    g.output(enc.flow, "embedding");
+    g.output(enc.bursts, "burst_embeddings");
+    output_heads(&mut g, &heads);
+    Ok(g.to_model("netfm_inference", &metadata("inference", cfg, None, None, dtype)))
+}
+
+/// Targets of the pretraining objectives (inputs of train-step and eval graphs).
+struct PretrainTargets {
+    mlm_index: V,
+    mlm_labels: V,
+    swap_labels: V,
+    meta_targets: V,
+    meta_weight: V,
+    direction_labels: V,
+}
+
+/// Builds forward and losses; returns (loss terms with names, heads).
+fn forward_with_losses(
+    g: &mut Graph,
+    cfg: &ModelConfig,
+    objective: &Objective,
+    store: &mut InputParams,
+) -> Result<(Vec<(V, &'static str)>, HeadOutputs), ExportError> {
+    if matches!(objective, Objective::Classify) && cfg.num_classes == 0 {
+        return Err(ExportError::NoClasses);
+    }
+    let f = g.float;
+    let b = Dim::sym("batch");
+    let n = Dim::fixed(cfg.max_bursts as i64);
+    let inp = BatchInputs::declare(g, cfg);
+    let targets = match objective {
+        Objective::Pretrain(_) => Some(PretrainTargets {
+            mlm_index: g.input("mlm_index", DType::I64, vec![Dim::sym("masked")]),
+            mlm_labels: g.input("mlm_labels", DType::I64, vec![Dim::sym("masked")]),
+            swap_labels: g.input("swap_labels", f, vec![b.clone(), n.clone()]),
+            meta_targets: g.input(
+                "meta_targets",
+                f,
+                vec![b.clone(), n.clone(), Dim::fixed(META_TARGETS as i64)],
+            ),
+            meta_weight: g.input("meta_weight", f, vec![b.clone(), n.clone()]),
+            direction_labels: g.input("direction_labels", f, vec![b.clone(), n]),
+        }),
+        Objective::Classify => None,
+    };
+    let class_labels = matches!(objective, Objective::Classify)
+        .then(|| g.input("class_labels", DType::I64, vec![b]));
+
+    let mut model = Model { cfg, store };
+    let enc = model.encode(g, &inp);
+    let heads = model.heads(g, &enc);
+    let mut terms = Vec::new();
+    match objective {
+        Objective::Pretrain(w) => {
+            let t = targets.expect("pretrain targets");
+            let logits = model.mlm_logits(g, &enc, t.mlm_index);
+            let mlm = cross_entropy(g, logits, t.mlm_labels);
+            // Swapped-burst detection over every present burst.
+            let swap_el = bce_with_logits(g, heads.swap_logits, t.swap_labels);
+            let swap = weighted_mean(g, swap_el, enc.burst_present, 1.0);
+            // Metadata regression and direction prediction on the masked bursts.
+            let diff = g.sub(heads.meta_pred, t.meta_targets);
+            let sq = g.mul(diff, diff);
+            let sq = g.reduce_mean(sq, &[2], false);
+            let meta = weighted_mean(g, sq, t.meta_weight, 1.0);
+            let dir_el = bce_with_logits(g, heads.direction_logits, t.direction_labels);
+            let dir = weighted_mean(g, dir_el, t.meta_weight, 1.0);
+            let mut total = g.mul_scalar(mlm, w.mlm);
+            for (term, wt) in [(swap, w.swap), (meta, w.meta), (dir, w.direction)] {
+                let s = g.mul_scalar(term, wt);
+                total = g.add(total, s);
+            }
+            terms.extend([
+                (total, "loss"),
+                (mlm, "loss_mlm"),
+                (swap, "loss_swap"),
+                (meta, "loss_meta"),
+                (dir, "loss_direction"),
+            ]);
+        }
+        Objective::Classify => {
+            let logits = heads.class_logits.ok_or(ExportError::NoClasses)?;
+            let ce = cross_entropy(g, logits, class_labels.expect("labels"));
+            let total = g.identity(ce);
+            terms.extend([(total, "loss"), (ce, "loss_class")]);
+        }
+    }
+    Ok((terms, heads))
+}
+
+/// The eval graph: loss terms and head outputs with parameters as inputs.
+pub fn eval_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, ExportError> {
+    cfg.validate()?;
+    let mut g = Graph::new(spec.dtype);
+    let mut store = InputParams::default();
+    let (terms, heads) = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
+    for (v, name) in terms {
+        g.output(v, name);
+    }
+    output_heads(&mut g, &heads);
+    let meta = metadata("eval", cfg, Some(&spec.objective), Some(&store.specs), spec.dtype);
+    Ok(g.to_model("netfm_eval", &meta))
+}
+
+/// The train-step graph: forward, gradients, AdamW.
+pub fn train_step_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, ExportError> {
+    Ok(build_train_step(cfg, spec)?.to_model_with_meta())
+}
+
+/// A built train-step graph, before emission (tests inspect it).
+pub struct TrainStepGraph {
+    pub graph: Graph,
+    pub params: Vec<ParamSpec>,
+    meta: Vec<(String, String)>,
+}
+
+impl TrainStepGraph {
+    pub fn to_model_with_meta(&self) -> ModelProto {
+        self.graph.to_model("netfm_train_step", &self.meta)
+    }
+}
+
+pub fn build_train_step(cfg: &ModelConfig, spec: &TrainSpec) -> Result<TrainStepGraph, ExportError> {
+    cfg.validate()?;
+    let mut g = Graph::new(spec.dtype);
+    let mut store = InputParams::default();
+    let (terms, _heads) = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
+    let loss = terms[0].0;
+    let grads = gradients(&mut g, loss, &store.values);
+    let f = g.float;
+    let slots: Vec<ParamSlot> = store
+        .specs
+        .iter()
+        .zip(&store.values)
+        .map(|(s, &p)| {
+            let dims = crate::graph::fixed(&s.dims);
+            ParamSlot {
+                param: p,
+                m: g.input(&format!("m.{}", s.name), f, dims.clone()),
+                v: g.input(&format!("v.{}", s.name), f, dims),
+                decay: s.decay,
+            }
+        })
+        .collect();
+    let io = StepInputs::declare(&mut g);
+    let upd = adamw(&mut g, &spec.adamw, &slots, &grads, &io);
+    for (v, name) in terms {
+        g.output(v, name);
+    }
+    g.output(upd.grad_norm, "grad_norm");
+    g.output(upd.lr, "lr_used");
+    for (i, s) in store.specs.iter().enumerate() {
+        g.output(upd.params[i], &format!("new.{}", s.name));
+        g.output(upd.m[i], &format!("new.m.{}", s.name));
+        g.output(upd.v[i], &format!("new.v.{}", s.name));
+    }
+    let meta = metadata("train_step", cfg, Some(&spec.objective), Some(&store.specs), spec.dtype);
+    Ok(TrainStepGraph { graph: g, params: store.specs, meta })
+}

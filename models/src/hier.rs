@@ -1,0 +1,329 @@
+//! The netFound-style hierarchical encoder and its heads, written once against
+//! [`ParamStore`] so that the same definition yields inference, train-step and eval graphs.
+//!
+//! Shapes: `B` flows (symbolic `batch`), `N` bursts per flow, `L` tokens per burst (the first
+//! is the burst's CLS token), `H` hidden.
+//!
+//! - Input embedding: token embedding, projected, plus the projections of a protocol
+//!   embedding and of an MLP over the burst metadata (direction, ln(1+bytes), ln(1+packets),
+//!   ln(1+iat ms)), plus learned positions within the burst and burst positions, then
+//!   LayerNorm. Projecting the concatenation `[token; protocol; metadata]` with one matrix is
+//!   the same as summing the three blocks' projections, which is what is computed (the
+//!   per-burst terms then cost one row per burst instead of one per token).
+//! - Each layer (pre-LayerNorm): self-attention inside each burst over its `L` tokens, then
+//!   self-attention across the bursts' CLS tokens, whose outputs are written back into the CLS
+//!   slots. Padding tokens and absent bursts are masked out of attention.
+//! - Heads on the final burst CLS vectors: swapped-burst detection, direction prediction,
+//!   burst-metadata regression; masked-token prediction on selected token positions (decoder
+//!   tied to the token embedding); flow classification on the mean of the present bursts.
+
+use crate::config::{ModelConfig, META_FEATURES, META_TARGETS, PROTOCOL_VOCAB};
+use crate::graph::{DType, Graph, V};
+use crate::params::{Init, ParamSpec, ParamStore};
+
+/// Labels that cross-entropy ignores.
+pub const IGNORE_INDEX: i64 = -100;
+/// Additive attention mask value for absent keys.
+const MASKED: f64 = -1e9;
+/// Standard deviation of initial weights (BERT's).
+const INIT_STD: f64 = 0.02;
+
+/// The batch inputs every graph takes.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchInputs {
+    /// int64 `[B, N, L]` model ids (netfm-tokenizer's vocabulary; 0 = padding).
+    pub input_ids: V,
+    /// int64 `[B]` IP protocol numbers.
+    pub protocol: V,
+    /// float `[B, N, 4]` burst metadata features.
+    pub burst_meta: V,
+}
+
+impl BatchInputs {
+    pub fn declare(g: &mut Graph, cfg: &ModelConfig) -> BatchInputs {
+        let b = crate::graph::Dim::sym("batch");
+        let (n, l) = (cfg.max_bursts as i64, cfg.burst_len as i64);
+        let f = g.float;
+        BatchInputs {
+            input_ids: g.input("input_ids", DType::I64, vec![b.clone(), n.into(), l.into()]),
+            protocol: g.input("protocol", DType::I64, vec![b.clone()]),
+            burst_meta: g.input(
+                "burst_meta",
+                f,
+                vec![b, n.into(), (META_FEATURES as i64).into()],
+            ),
+        }
+    }
+}
+
+impl From<i64> for crate::graph::Dim {
+    fn from(n: i64) -> Self {
+        crate::graph::Dim::fixed(n)
+    }
+}
+
+/// What the encoder produces.
+#[derive(Clone, Copy, Debug)]
+pub struct Encoded {
+    /// `[B, N, L, H]` final token states.
+    pub tokens: V,
+    /// `[B, N, H]` final burst CLS states.
+    pub bursts: V,
+    /// `[B, H]` mean of the present bursts' states: the flow embedding.
+    pub flow: V,
+    /// `[B, N]` 1 for present bursts, 0 for padding bursts.
+    pub burst_present: V,
+}
+
+/// The per-burst and per-flow head outputs.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadOutputs {
+    /// `[B, N]` logit that the burst was swapped in from another flow.
+    pub swap_logits: V,
+    /// `[B, N]` logit that the burst goes in the forward direction.
+    pub direction_logits: V,
+    /// `[B, N, 3]` predicted ln(1+bytes), ln(1+packets), ln(1+iat ms).
+    pub meta_pred: V,
+    /// `[B, C]` flow class logits when the config has classes.
+    pub class_logits: Option<V>,
+}
+
+/// Builds the model into a graph, asking `store` for each parameter.
+pub struct Model<'a, S: ParamStore> {
+    pub cfg: &'a ModelConfig,
+    pub store: &'a mut S,
+}
+
+impl<S: ParamStore> Model<'_, S> {
+    fn param(&mut self, g: &mut Graph, name: &str, dims: &[usize], init: Init) -> V {
+        if let Some(v) = g.by_name(name) {
+            return v; // shared (the token embedding is also the MLM decoder)
+        }
+        let decay = dims.len() >= 2 && !matches!(init, Init::Ones | Init::Zeros);
+        let spec = ParamSpec {
+            name: name.to_string(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            init,
+            decay,
+        };
+        self.store.param(g, spec)
+    }
+
+    /// `x @ W + b` with `W: [in, out]`.
+    fn linear(&mut self, g: &mut Graph, x: V, name: &str, inp: usize, out: usize) -> V {
+        let w = self.param(g, &format!("{name}.w"), &[inp, out], Init::Normal(INIT_STD));
+        let b = self.param(g, &format!("{name}.b"), &[out], Init::Zeros);
+        let y = g.matmul(x, w);
+        g.add(y, b)
+    }
+
+    fn layer_norm(&mut self, g: &mut Graph, x: V, name: &str) -> V {
+        let h = self.cfg.hidden;
+        let gamma = self.param(g, &format!("{name}.gamma"), &[h], Init::Ones);
+        let beta = self.param(g, &format!("{name}.beta"), &[h], Init::Zeros);
+        g.layer_norm(x, gamma, beta, self.cfg.layer_norm_eps)
+    }
+
+    /// Multi-head self-attention over the second-to-last axis of `x: [..., S, H]`, with an
+    /// additive `mask` that broadcasts to `[..., heads, S, S]`.
+    fn attention(&mut self, g: &mut Graph, x: V, mask: V, name: &str) -> V {
+        let (h, nh, dh) = (self.cfg.hidden, self.cfg.heads as i64, self.cfg.head_dim() as i64);
+        let r = g.rank(x);
+        let q = self.linear(g, x, &format!("{name}.q"), h, h);
+        let k = self.linear(g, x, &format!("{name}.k"), h, h);
+        let v = self.linear(g, x, &format!("{name}.v"), h, h);
+        let mut split = vec![0i64; r - 1];
+        split.extend([nh, dh]);
+        // [..., S, nh, dh] -> [..., nh, S, dh]  (and [..., nh, dh, S] for keys).
+        let lead: Vec<i64> = (0..r as i64 - 2).collect();
+        let (s_ax, h_ax, d_ax) = (r as i64 - 2, r as i64 - 1, r as i64);
+        let heads_first: Vec<i64> = lead.iter().copied().chain([h_ax, s_ax, d_ax]).collect();
+        let keys_t: Vec<i64> = lead.iter().copied().chain([h_ax, d_ax, s_ax]).collect();
+        let q = g.reshape(q, &split);
+        let q = g.transpose(q, &heads_first);
+        let q = g.mul_scalar(q, 1.0 / (dh as f64).sqrt());
+        let k = g.reshape(k, &split);
+        let kt = g.transpose(k, &keys_t);
+        let v = g.reshape(v, &split);
+        let v = g.transpose(v, &heads_first);
+        let scores = g.matmul(q, kt);
+        let scores = g.add(scores, mask);
+        let p = g.softmax(scores, -1);
+        let ctx = g.matmul(p, v);
+        let ctx = g.transpose(ctx, &heads_first);
+        let mut merge = vec![0i64; r - 1];
+        merge.push(h as i64);
+        let ctx = g.reshape(ctx, &merge);
+        self.linear(g, ctx, &format!("{name}.o"), h, h)
+    }
+
+    /// Pre-LayerNorm transformer block.
+    fn block(&mut self, g: &mut Graph, x: V, mask: V, name: &str) -> V {
+        let (h, ffn) = (self.cfg.hidden, self.cfg.ffn);
+        let n1 = self.layer_norm(g, x, &format!("{name}.ln1"));
+        let a = self.attention(g, n1, mask, &format!("{name}.attn"));
+        let x = g.add(x, a);
+        let n2 = self.layer_norm(g, x, &format!("{name}.ln2"));
+        let f = self.linear(g, n2, &format!("{name}.ffn1"), h, ffn);
+        let f = g.gelu(f);
+        let f = self.linear(g, f, &format!("{name}.ffn2"), ffn, h);
+        g.add(x, f)
+    }
+
+    /// The encoder.
+    pub fn encode(&mut self, g: &mut Graph, inp: &BatchInputs) -> Encoded {
+        let cfg = self.cfg.clone();
+        let (h, n, l) = (cfg.hidden, cfg.max_bursts, cfg.burst_len);
+        let (hi, ni, li) = (h as i64, n as i64, l as i64);
+
+        // Masks from the ids: padding tokens, and bursts whose CLS slot is padding.
+        let pad = g.scalar_of(DType::I64, cfg.vocab.pad as f64);
+        let is_pad = g.equal(inp.input_ids, pad);
+        let zero = g.scalar(0.0);
+        let neg = g.scalar(MASKED);
+        let tok_mask = g.where_(is_pad, neg, zero); // [B,N,L]
+        let tok_mask = g.unsqueeze(tok_mask, &[2, 3]); // [B,N,1,1,L]
+        let cls_ids = g.slice(inp.input_ids, 2, 0, 1);
+        let cls_ids = g.squeeze(cls_ids, &[2]); // [B,N]
+        let burst_absent = g.equal(cls_ids, pad);
+        let one = g.scalar(1.0);
+        let burst_present = g.where_(burst_absent, zero, one); // [B,N]
+        let flow_mask = g.where_(burst_absent, neg, zero);
+        let flow_mask = g.unsqueeze(flow_mask, &[1, 2]); // [B,1,1,N]
+
+        // Input embedding.
+        let vocab = cfg.vocab.size as usize;
+        let tok_table = self.param(g, "embed.token", &[vocab, h], Init::Normal(INIT_STD));
+        let tok = g.gather(tok_table, inp.input_ids); // [B,N,L,H]
+        let tok = self.linear(g, tok, "embed.proj_token", h, h);
+        let proto_table =
+            self.param(g, "embed.protocol", &[PROTOCOL_VOCAB, h], Init::Normal(INIT_STD));
+        let proto = g.gather(proto_table, inp.protocol); // [B,H]
+        let w_proto = self.param(g, "embed.proj_protocol.w", &[h, h], Init::Normal(INIT_STD));
+        let proto = g.matmul(proto, w_proto);
+        let proto = g.reshape(proto, &[0, 1, 1, hi]); // [B,1,1,H]
+        let meta = self.linear(g, inp.burst_meta, "embed.meta1", META_FEATURES, h);
+        let meta = g.gelu(meta);
+        let meta = self.linear(g, meta, "embed.meta2", h, h);
+        let w_meta = self.param(g, "embed.proj_meta.w", &[h, h], Init::Normal(INIT_STD));
+        let meta = g.matmul(meta, w_meta); // [B,N,H]
+        let per_burst = g.unsqueeze(meta, &[2]); // [B,N,1,H]
+        let per_burst = g.add(per_burst, proto);
+        let pos = self.param(g, "embed.position", &[l, h], Init::Normal(INIT_STD)); // [L,H]
+        let bpos = self.param(g, "embed.burst_position", &[n, h], Init::Normal(INIT_STD));
+        let bpos = g.reshape(bpos, &[ni, 1, hi]); // [N,1,H]
+        let x = g.add(tok, per_burst);
+        let x = g.add(x, pos);
+        let x = g.add(x, bpos);
+        let mut x = self.layer_norm(g, x, "embed.ln");
+
+        for layer in 0..cfg.layers {
+            // Inside each burst.
+            x = self.block(g, x, tok_mask, &format!("layer{layer}.burst"));
+            // Across the bursts' CLS tokens, written back into the CLS slots.
+            let cls = g.slice(x, 2, 0, 1);
+            let cls = g.reshape(cls, &[0, ni, hi]); // [B,N,H]
+            let cls = self.block(g, cls, flow_mask, &format!("layer{layer}.flow"));
+            let cls = g.reshape(cls, &[0, ni, 1, hi]);
+            let rest = g.slice(x, 2, 1, li);
+            x = g.concat(&[cls, rest], 2);
+        }
+        let tokens = self.layer_norm(g, x, "final_ln");
+        let bursts = g.slice(tokens, 2, 0, 1);
+        let bursts = g.reshape(bursts, &[0, ni, hi]);
+
+        // Flow embedding: mean over present bursts.
+        let w = g.unsqueeze(burst_present, &[2]); // [B,N,1]
+        let weighted = g.mul(bursts, w);
+        let sum = g.reduce_sum(weighted, &[1], false); // [B,H]
+        let count = g.reduce_sum(burst_present, &[1], true); // [B,1]
+        let count = g.max(count, one);
+        let flow = g.div(sum, count);
+        Encoded { tokens, bursts, flow, burst_present }
+    }
+
+    /// The burst and flow heads.
+    pub fn heads(&mut self, g: &mut Graph, enc: &Encoded) -> HeadOutputs {
+        let h = self.cfg.hidden;
+        let swap = self.linear(g, enc.bursts, "head.swap", h, 1);
+        let swap_logits = g.squeeze(swap, &[2]);
+        let dir = self.linear(g, enc.bursts, "head.direction", h, 1);
+        let direction_logits = g.squeeze(dir, &[2]);
+        let meta_pred = self.linear(g, enc.bursts, "head.meta", h, META_TARGETS);
+        let class_logits = (self.cfg.num_classes > 0).then(|| {
+            let c = self.cfg.num_classes;
+            let p = self.linear(g, enc.flow, "head.class_pool", h, h);
+            let p = g.tanh(p);
+            self.linear(g, p, "head.class", h, c)
+        });
+        HeadOutputs { swap_logits, direction_logits, meta_pred, class_logits }
+    }
+
+    /// Masked-token logits `[T, vocab]` at flat positions `index: [T]` into `B·N·L`; the
+    /// decoder shares the token embedding.
+    pub fn mlm_logits(&mut self, g: &mut Graph, enc: &Encoded, index: V) -> V {
+        let h = self.cfg.hidden;
+        let vocab = self.cfg.vocab.size as usize;
+        let flat = g.reshape(enc.tokens, &[-1, h as i64]);
+        let sel = g.gather(flat, index); // [T,H]
+        let t = self.linear(g, sel, "head.mlm.dense", h, h);
+        let t = g.gelu(t);
+        let t = self.layer_norm(g, t, "head.mlm.ln");
+        let table = self.param(g, "embed.token", &[vocab, h], Init::Normal(INIT_STD));
+        let tt = g.transpose(table, &[1, 0]);
+        let logits = g.matmul(t, tt);
+        let bias = self.param(g, "head.mlm.bias", &[vocab], Init::Zeros);
+        g.add(logits, bias)
+    }
+}
+
+/// Mean cross-entropy of `logits: [T, C]` against int64 `labels: [T]`, skipping
+/// [`IGNORE_INDEX`]; 0 when every label is ignored.
+pub fn cross_entropy(g: &mut Graph, logits: V, labels: V) -> V {
+    let logp = g.log_softmax(logits, -1);
+    let ignore = g.scalar_of(DType::I64, IGNORE_INDEX as f64);
+    let skip = g.equal(labels, ignore);
+    let zero_i = g.scalar_of(DType::I64, 0.0);
+    let safe = g.where_(skip, zero_i, labels);
+    let idx = g.unsqueeze(safe, &[-1]);
+    let picked = g.gather_elements(logp, idx, -1);
+    let picked = g.squeeze(picked, &[-1]);
+    let zero = g.scalar(0.0);
+    let one = g.scalar(1.0);
+    let w = g.where_(skip, zero, one);
+    weighted_mean(g, picked, w, -1.0)
+}
+
+/// `scale · Σ(x·w) / max(Σw, 1)`.
+pub fn weighted_mean(g: &mut Graph, x: V, w: V, scale: f64) -> V {
+    let xw = g.mul(x, w);
+    let num = g.sum_all(xw);
+    let den = g.sum_all(w);
+    let one = g.scalar(1.0);
+    let den = g.max(den, one);
+    let r = g.div(num, den);
+    if scale == 1.0 { r } else { g.mul_scalar(r, scale) }
+}
+
+/// Binary cross-entropy with logits, elementwise: `max(z,0) − z·y + ln(1 + e^{−|z|})`.
+pub fn bce_with_logits(g: &mut Graph, z: V, y: V) -> V {
+    let zero = g.scalar(0.0);
+    let relu = g.max(z, zero);
+    let zy = g.mul(z, y);
+    let a = g.abs(z);
+    let na = g.neg(a);
+    let e = g.exp(na);
+    let one = g.scalar(1.0);
+    let e1 = g.add(e, one);
+    let sp = g.log(e1);
+    let t = g.sub(relu, zy);
+    g.add(t, sp)
+}
+
+/// Pinball (quantile) loss, elementwise: `max(q·e, (q−1)·e)` with `e = y − ŷ`.
+pub fn pinball(g: &mut Graph, pred: V, target: V, q: f64) -> V {
+    let e = g.sub(target, pred);
+    let a = g.mul_scalar(e, q);
+    let b = g.mul_scalar(e, q - 1.0);
+    g.max(a, b)
+}
