@@ -3,6 +3,7 @@
 
 use crate::flow::native::NativeFlowConfig;
 use crate::pipeline::{OutputFormat, Shard, TokenizeOptions};
+use crate::runtime::{Device, RuntimeOptions};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use netfm_tokenizer::{BurstConfig, InternalNetworks, TokenLayout};
@@ -25,6 +26,8 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Tokenize the bundled captures (datasets/pcaps) and show what came out.
     Demo(DemoArgs),
+    /// Check ONNX Runtime: which library, its providers, and whether sessions run on CPU (and CUDA).
+    Doctor(DoctorArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -99,6 +102,42 @@ pub struct DemoArgs {
     /// Where the demo dataset goes.
     #[arg(long, default_value = "target/netfm-demo")]
     pub out: PathBuf,
+}
+
+/// Where and how models run; every subcommand that runs a model flattens this.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// The ONNX Runtime library to load (libonnxruntime.so.1.31.1); overrides ORT_DYLIB_PATH
+    /// and the cached copy.
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Where models run: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+    /// Intra-op threads per session [default: all cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeArgs {
+    /// Validates the flags and builds the runtime options.
+    pub fn to_options(&self) -> anyhow::Result<RuntimeOptions> {
+        if self.threads == Some(0) {
+            bail!("--threads must be at least 1");
+        }
+        Ok(RuntimeOptions {
+            ort_lib: self.ort_lib.clone(),
+            device: self.device,
+            intra_threads: self.threads,
+            ..RuntimeOptions::default()
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
@@ -199,7 +238,7 @@ mod tests {
             v.extend_from_slice(extra);
             match Cli::try_parse_from(v).expect("parses").command {
                 Command::Tokenize(t) => t,
-                Command::Demo(_) => unreachable!(),
+                _ => unreachable!(),
             }
         };
         assert!(args(&["--idle-timeout", "0"]).to_options().is_err());
@@ -213,5 +252,31 @@ mod tests {
             .expect("valid");
         assert!(ok.bursts.layout.tcp_options);
         assert_eq!(ok.bursts.burst_gap_ns, 10_000_000);
+    }
+
+    #[test]
+    fn runtime_flags() {
+        let doctor = |extra: &[&str]| {
+            let mut v = vec!["netfm", "doctor"];
+            v.extend_from_slice(extra);
+            Cli::try_parse_from(v).map(|cli| match cli.command {
+                Command::Doctor(d) => d.runtime,
+                _ => unreachable!(),
+            })
+        };
+        let plain = doctor(&[]).expect("parses").to_options().expect("valid");
+        assert_eq!(plain.device, Device::Cpu);
+        assert_eq!(plain.intra_threads, None);
+        let cuda = doctor(&["--device", "cuda:1", "--threads", "3"])
+            .expect("parses")
+            .to_options()
+            .expect("valid");
+        assert_eq!(cuda.device, Device::Cuda(1));
+        assert_eq!(cuda.intra_threads, Some(3));
+        assert!(doctor(&["--device", "tpu"]).is_err());
+        assert!(doctor(&["--threads", "0"])
+            .expect("parses")
+            .to_options()
+            .is_err());
     }
 }

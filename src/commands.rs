@@ -1,8 +1,9 @@
 //! The user's jobs, one function per subcommand: run the pipeline, report, choose the exit
 //! code. Everything a user sees printed comes from here.
 
-use crate::cli::{DemoArgs, TokenizeArgs};
+use crate::cli::{DemoArgs, DoctorArgs, TokenizeArgs};
 use crate::pipeline::{run_tokenize, OutputFormat};
+use crate::runtime::{self, Device, RuntimeOptions};
 use crate::summary::RunSummary;
 use anyhow::{bail, Context};
 use arrow::array::{Array, AsArray};
@@ -181,4 +182,49 @@ fn endpoint(ip: &str, port: u16) -> String {
     } else {
         format!("{ip}:{port}")
     }
+}
+
+/// `netfm doctor`: which ONNX Runtime is loaded and from where, what it can run on, and a
+/// test model run on the CPU (and on CUDA). Fails (exit 2) when the library cannot be loaded,
+/// the CPU cannot run the test model, or the `--device` asked for does not work.
+pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.runtime.to_options()?;
+    let rt = runtime::init(opts.ort_lib.as_deref())?;
+    println!("ONNX Runtime      {}", rt.version);
+    println!("library           {} ({})", rt.path.display(), rt.source);
+    let providers = runtime::available_providers(opts.ort_lib.as_deref())?;
+    println!("providers         {}", providers.join(", "));
+    println!(
+        "intra-op threads  {} ({})",
+        opts.intra_threads(),
+        if opts.intra_threads.is_some() {
+            "--threads"
+        } else {
+            "default: all cores"
+        }
+    );
+    let cpu = RuntimeOptions {
+        device: Device::Cpu,
+        ..opts.clone()
+    };
+    runtime::probe(&cpu).context("the CPU cannot run ONNX models")?;
+    println!("cpu               ok: ran a test model");
+    match opts.device {
+        Device::Cuda(_) => {
+            runtime::probe(&opts)?;
+            println!("{:<17} ok: ran a test model", opts.device.to_string());
+        }
+        Device::Cpu if cfg!(feature = "cuda") => {
+            let cuda = RuntimeOptions {
+                device: Device::Cuda(0),
+                ..opts.clone()
+            };
+            match runtime::probe(&cuda) {
+                Ok(()) => println!("cuda:0            ok: ran a test model"),
+                Err(e) => println!("cuda:0            not usable: {e:#}"),
+            }
+        }
+        Device::Cpu => println!("cuda              not built: {}", runtime::CUDA_NOT_BUILT),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,4 +7,5 @@ pub mod dataset;
 pub mod decode;
 pub mod flow;
 pub mod pipeline;
+pub mod runtime;
 pub mod summary;

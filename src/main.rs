@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tokenize(args) => netfm::commands::tokenize(&args),
         Command::Demo(args) => netfm::commands::demo(&args),
+        Command::Doctor(args) => netfm::commands::doctor(&args),
     };
     match result {
         Ok(code) => code,
