@@ -9,3 +9,4 @@ pub mod flow;
 pub mod pipeline;
 pub mod runtime;
 pub mod summary;
+pub mod train;

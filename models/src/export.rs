@@ -265,6 +265,24 @@ pub fn eval_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, Exp
     Ok(g.to_model("netfm_eval", &meta))
 }
 
+/// Loss terms and the gradient `grad.P` of the total loss for every parameter `P`, with
+/// parameters as inputs (the train step without its update; gradient checks use it).
+pub fn gradient_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, ExportError> {
+    cfg.validate()?;
+    let mut g = Graph::new(spec.dtype);
+    let mut store = InputParams::default();
+    let (terms, _heads) = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
+    let grads = gradients(&mut g, terms[0].0, &store.values);
+    for (v, name) in terms {
+        g.output(v, name);
+    }
+    for (s, gr) in store.specs.iter().zip(grads) {
+        g.output(gr, &format!("grad.{}", s.name));
+    }
+    let meta = metadata("gradient", cfg, Some(&spec.objective), Some(&store.specs), spec.dtype);
+    Ok(g.to_model("netfm_gradient", &meta))
+}
+
 /// The train-step graph: forward, gradients, AdamW.
 pub fn train_step_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, ExportError> {
     Ok(build_train_step(cfg, spec)?.to_model_with_meta())

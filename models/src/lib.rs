@@ -11,6 +11,7 @@
 //! Pure: it emits ONNX bytes and runs nothing; netfm's `runtime` module runs them.
 
 pub mod autodiff;
+pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod graph;

@@ -5,7 +5,9 @@
 //! the same way. A device that was asked for either works or is an error: a failed CUDA
 //! set-up never falls back to the CPU silently.
 
+pub mod host;
 pub mod ortlib;
+pub mod trainer;
 
 pub use ortlib::{init, LibrarySource, OrtRuntime, LIBRARY_FILE, ORT_VERSION};
 

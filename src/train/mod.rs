@@ -1,0 +1,4 @@
+//! Training-side data handling: turning tokenized flows into the batches the model graphs
+//! take ([`collate`]).
+
+pub mod collate;
