@@ -4,3 +4,4 @@
 pub mod burst_columns;
 pub mod netfound_ipc;
 pub mod parquet;
+pub mod reader;
