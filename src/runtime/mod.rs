@@ -5,6 +5,7 @@
 //! the same way. A device that was asked for either works or is an error: a failed CUDA
 //! set-up never falls back to the CPU silently.
 
+pub mod encoder;
 pub mod host;
 pub mod ortlib;
 pub mod trainer;
