@@ -186,6 +186,10 @@ fn indexing_reduction_and_normalisation_rules() {
         let idx = g.constant(Tensor { dims: vec![3, 2], data: Data::I64(vec![0, 3, 1, 1, 2, 0]) });
         g.scatter_elements_add(x[0], idx, x[1], 1)
     });
+    check("log_softmax_pick", &[(&[3, 5], U)], |g, x| {
+        let idx = g.constant(Tensor { dims: vec![3, 1], data: Data::I64(vec![4, 0, 2]) });
+        g.log_softmax_pick(x[0], idx, 1)
+    });
     check("softmax_last", &[(&[2, 5], U)], |g, x| g.softmax(x[0], -1));
     check("softmax_axis1", &[(&[2, 3, 4], U)], |g, x| g.softmax(x[0], 1));
     check("log_softmax", &[(&[3, 4], U)], |g, x| g.log_softmax(x[0], -1));

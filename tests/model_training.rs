@@ -88,19 +88,23 @@ fn whole_model_gradients_match_finite_differences() {
     let cfg = tiny();
     let flows = &real_flows()[..3];
     let batch = batch_of(&cfg, flows, DType::F64, 11);
-    let model = gradient_graph(&cfg, &spec(DType::F64, Schedule::Constant)).unwrap().to_bytes();
-    let mut session = session_from_bytes(&opts(OptimizationLevel::Disabled, 2), &model).unwrap();
+    let sp = spec(DType::F64, Schedule::Constant);
+    let o = opts(OptimizationLevel::Disabled, 2);
+    let mut grad_session = session_from_bytes(&o, &gradient_graph(&cfg, &sp).unwrap().to_bytes()).unwrap();
+    // Finite differences need only the loss: the eval graph (no backward pass) gives it.
+    let mut loss_session = session_from_bytes(&o, &eval_graph(&cfg, &sp).unwrap().to_bytes()).unwrap();
     let specs = param_specs(&cfg).unwrap();
     let mut params = init_params(&specs, 5, DType::F64);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let mut run = |params: &HashMap<String, Tensor>| {
+    fn feeds_of<'a>(batch: &'a Batch, names: &'a [String], params: &'a HashMap<String, Tensor>) -> Vec<(&'a str, &'a Tensor)> {
         let mut feeds = batch.feeds();
-        for n in &names {
+        for n in names {
             feeds.push((n.as_str(), &params[n]));
         }
-        host::run(&mut session, &feeds).unwrap()
-    };
-    let out = run(&params);
+        feeds
+    }
+    let out = host::run(&mut grad_session, &feeds_of(&batch, &names, &params)).unwrap();
+    let mut run = |params: &HashMap<String, Tensor>| host::run(&mut loss_session, &feeds_of(&batch, &names, params)).unwrap();
     let (h, tol) = (1e-5, 1e-6);
     let mut checked = 0;
     for name in &names {
@@ -182,7 +186,7 @@ fn train_step_overfits_a_fixed_batch_of_real_flows() {
     let batch = batch_of(&cfg, flows, DType::F32, 21);
     let params = init_params(&param_specs(&cfg).unwrap(), 1, DType::F32);
     let train = train_step_graph(&cfg, &spec(DType::F32, Schedule::Constant)).unwrap().to_bytes();
-    let o = opts(OptimizationLevel::All, 1);
+    let o = opts(OptimizationLevel::All, 2);
     let lr = LrSchedule { peak: 5e-3, warmup_steps: 20, total_steps: 300 };
     let mut trainer = Trainer::new(&o, &train, &params, None).unwrap();
     let mut losses = Vec::new();

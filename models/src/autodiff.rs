@@ -236,6 +236,13 @@ fn rule(g: &mut Graph, op: &Op, x: &[V], y: &[V], gy: V, need: &[bool]) -> Vec<O
             let zeros = g.zeros_like(x[0]);
             vec![Some(g.scatter_elements_add(zeros, x[1], gy, *axis)), None]
         }
+        Op::LogSoftmaxPick(axis) => {
+            // d/dx = onehot(idx)·g − softmax(x)·g, with g the picked entries' gradient.
+            let p = g.exp(y[1]);
+            let ng = g.neg(gy);
+            let t = g.mul(p, ng);
+            vec![Some(g.scatter_elements_add(t, x[1], gy, *axis)), None]
+        }
         Op::ScatterElementsAdd(axis) => {
             let d = when(0).then_some(gy);
             let u = when(2).then(|| g.gather_elements(gy, x[1], *axis));

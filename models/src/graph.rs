@@ -241,6 +241,9 @@ pub enum Op {
     /// Rows of a table (axis 0) by integer indices: the embedding lookup.
     Gather,
     GatherElements(i64),
+    /// `GatherElements(LogSoftmax(x, axis), idx, axis)`: outputs the picked log-probabilities
+    /// and, second, the whole LogSoftmax (which the backward pass reuses).
+    LogSoftmaxPick(i64),
     Softmax(i64),
     LogSoftmax(i64),
     ReduceSum { axes: Vec<i64>, keepdims: bool },
@@ -819,6 +822,17 @@ impl Graph {
         self.push1(Op::GatherElements(ax), vec![x, idx], dt, out)
     }
 
+    /// `log_softmax(x, axis)` picked at `idx` along `axis` (shape of `idx`), for
+    /// cross-entropy: its backward pass is one scatter-add onto `−p·g` instead of a dense
+    /// one-hot gradient.
+    pub fn log_softmax_pick(&mut self, x: V, idx: V, axis: i64) -> V {
+        assert_eq!(self.rank(x), self.rank(idx), "LogSoftmaxPick: ranks differ");
+        let ax = norm_axis(axis, self.rank(x)) as i64;
+        let dt = self.dtype(x);
+        let (picked, full) = (self.shape(idx).clone(), self.shape(x).clone());
+        self.push(Op::LogSoftmaxPick(ax), vec![x, idx], vec![(dt, picked), (dt, full)])[0]
+    }
+
     /// `data` with `updates` added at `idx` (ScatterND, reduction add).
     pub fn scatter_nd_add(&mut self, data: V, idx: V, updates: V) -> V {
         let (dt, sh) = (self.dtype(data), self.shape(data).clone());
@@ -1027,6 +1041,24 @@ impl Graph {
             Op::Slice { .. } => simple("Slice", vec![]),
             Op::Gather => simple("Gather", vec![attr_int("axis", 0)]),
             Op::GatherElements(axis) => simple("GatherElements", vec![attr_int("axis", *axis)]),
+            Op::LogSoftmaxPick(axis) => {
+                out.push(NodeProto {
+                    input: vec![ins[0].clone()],
+                    output: vec![outs[1].clone()],
+                    name: format!("{name}_lsm"),
+                    op_type: "LogSoftmax".into(),
+                    attribute: vec![attr_int("axis", *axis)],
+                    ..Default::default()
+                });
+                NodeProto {
+                    input: vec![outs[1].clone(), ins[1].clone()],
+                    output: vec![outs[0].clone()],
+                    name,
+                    op_type: "GatherElements".into(),
+                    attribute: vec![attr_int("axis", *axis)],
+                    ..Default::default()
+                }
+            }
             Op::Softmax(axis) => simple("Softmax", vec![attr_int("axis", *axis)]),
             Op::LogSoftmax(axis) => simple("LogSoftmax", vec![attr_int("axis", *axis)]),
             Op::ReduceSum { keepdims, .. } => {

@@ -280,13 +280,12 @@ impl<S: ParamStore> Model<'_, S> {
 /// Mean cross-entropy of `logits: [T, C]` against int64 `labels: [T]`, skipping
 /// [`IGNORE_INDEX`]; 0 when every label is ignored.
 pub fn cross_entropy(g: &mut Graph, logits: V, labels: V) -> V {
-    let logp = g.log_softmax(logits, -1);
     let ignore = g.scalar_of(DType::I64, IGNORE_INDEX as f64);
     let skip = g.equal(labels, ignore);
     let zero_i = g.scalar_of(DType::I64, 0.0);
     let safe = g.where_(skip, zero_i, labels);
     let idx = g.unsqueeze(safe, &[-1]);
-    let picked = g.gather_elements(logp, idx, -1);
+    let picked = g.log_softmax_pick(logits, idx, -1);
     let picked = g.squeeze(picked, &[-1]);
     let zero = g.scalar(0.0);
     let one = g.scalar(1.0);
