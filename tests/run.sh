@@ -14,6 +14,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 python3 -c "import pyarrow" 2>/dev/null || python3 -m pip install -q "pyarrow>=15"
+# Python's onnx checker and onnxruntime are consumers of the exported models (tests/model_training.rs).
+python3 -c "import onnx, onnxruntime, numpy" 2>/dev/null \
+  || python3 -m pip install -q "onnx==1.23.2" "onnxruntime==1.31.1" numpy
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
