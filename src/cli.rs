@@ -28,6 +28,50 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check ONNX Runtime: which library, its providers, and whether sessions run on CPU (and CUDA).
     Doctor(DoctorArgs),
+    /// Build a model's ONNX graphs (inference, train_step, eval) and its checkpoint.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Write inference.onnx, train_step.onnx, eval.onnx, config.json and (for a new model)
+    /// checkpoint.safetensors; from a checkpoint, the inference graph carries its weights.
+    Export(ModelExportArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    F32,
+    F64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelExportArgs {
+    /// Output directory.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Named size: tiny, small, netfound-small, base (ignored with --checkpoint).
+    #[arg(long, default_value = "small")]
+    pub size: String,
+    /// Export this checkpoint's model and weights instead of a new one.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Flow classes of the classification head (0: pretraining objectives only).
+    #[arg(long, default_value_t = 0)]
+    pub classes: usize,
+    /// Bursts per flow (default: the size's, 12 except tiny).
+    #[arg(long)]
+    pub max_bursts: Option<usize>,
+    /// Tokens per burst including its CLS token (default: the size's, 109 except tiny).
+    #[arg(long)]
+    pub burst_len: Option<usize>,
+    /// Seed of the initial weights.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Floating-point type of the graphs.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,7 +1,7 @@
 //! The user's jobs, one function per subcommand: run the pipeline, report, choose the exit
 //! code. Everything a user sees printed comes from here.
 
-use crate::cli::{DemoArgs, DoctorArgs, TokenizeArgs};
+use crate::cli::{DTypeArg, DemoArgs, DoctorArgs, ModelExportArgs, TokenizeArgs};
 use crate::pipeline::{run_tokenize, OutputFormat};
 use crate::runtime::{self, Device, RuntimeOptions};
 use crate::summary::RunSummary;
@@ -225,6 +225,91 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Device::Cpu => println!("cuda              not built: {}", runtime::CUDA_NOT_BUILT),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to `dir/name` through a hidden temporary name.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// `netfm model export`.
+pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
+    use netfm_models::checkpoint::Checkpoint;
+    use netfm_models::export::{eval_graph, inference_graph, param_specs, train_step_graph, Objective, TrainSpec};
+    use netfm_models::optim::AdamWConfig;
+    use netfm_models::{DType, ModelConfig};
+
+    let (cfg, dtype, checkpoint) = match &args.checkpoint {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let ck = Checkpoint::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
+            (ck.config.clone(), ck.dtype, Some(ck))
+        }
+        None => {
+            let mut cfg = ModelConfig::named(&args.size)?;
+            cfg.num_classes = args.classes;
+            if let Some(n) = args.max_bursts {
+                cfg.max_bursts = n;
+            }
+            if let Some(l) = args.burst_len {
+                cfg.burst_len = l;
+            }
+            let dtype = match args.dtype {
+                DTypeArg::F32 => DType::F32,
+                DTypeArg::F64 => DType::F64,
+            };
+            (cfg, dtype, None)
+        }
+    };
+    cfg.validate().context("model configuration")?;
+    let specs = param_specs(&cfg)?;
+    let fresh = checkpoint.is_none();
+    let params = match &checkpoint {
+        Some(ck) => ck.params.clone(),
+        None => netfm_models::params::init_params(&specs, args.seed, dtype),
+    };
+    let objective =
+        if cfg.num_classes > 0 { Objective::Classify } else { Objective::Pretrain(Default::default()) };
+    let spec = TrainSpec { objective, adamw: AdamWConfig::default(), dtype };
+    let inference = inference_graph(&cfg, &params, dtype)
+        .context("the checkpoint's parameters do not fit its config")?;
+    let train = train_step_graph(&cfg, &spec)?;
+    let eval = eval_graph(&cfg, &spec)?;
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let mut written = Vec::new();
+    for (name, model) in [("inference.onnx", &inference), ("train_step.onnx", &train), ("eval.onnx", &eval)] {
+        let bytes = model.to_bytes();
+        write_atomic(&args.out, name, &bytes)?;
+        let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
+        written.push(format!("{name:<24}{:>12} bytes {nodes:>6} nodes", bytes.len()));
+    }
+    write_atomic(&args.out, "config.json", serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    if fresh {
+        let ck = Checkpoint {
+            config: cfg.clone(),
+            dtype,
+            step: 0,
+            params,
+            adam_m: Default::default(),
+            adam_v: Default::default(),
+        };
+        let bytes = ck.to_bytes();
+        write_atomic(&args.out, "checkpoint.safetensors", &bytes)?;
+        written.push(format!("{:<24}{:>12} bytes", "checkpoint.safetensors", bytes.len()));
+    }
+    let count: usize = specs.iter().map(|s| s.numel()).sum();
+    println!(
+        "model   {} ({} hidden, {} layers, {} heads, {} FFN; {} bursts x {} tokens; {} classes; {:?})",
+        cfg.size, cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, cfg.max_bursts, cfg.burst_len, cfg.num_classes, dtype
+    );
+    println!("params  {count} in {} tensors", specs.len());
+    for w in written {
+        println!("wrote   {}/{w}", args.out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

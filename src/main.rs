@@ -1,7 +1,7 @@
 //! The `netfm` binary: parses the command line and hands off to the library.
 
 use clap::Parser;
-use netfm::cli::{Cli, Command};
+use netfm::cli::{Cli, Command, ModelCommand};
 use std::process::ExitCode;
 
 // The flow table allocates and frees small token buffers per flow; mimalloc is several
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => netfm::commands::tokenize(&args),
         Command::Demo(args) => netfm::commands::demo(&args),
         Command::Doctor(args) => netfm::commands::doctor(&args),
+        Command::Model(ModelCommand::Export(args)) => netfm::commands::model_export(&args),
     };
     match result {
         Ok(code) => code,

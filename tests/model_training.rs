@@ -346,3 +346,41 @@ fn python_onnx_and_onnxruntime_accept_the_exported_models() {
     assert!(py.status.success(), "python check failed:\n{text}");
     assert!(text.contains("all checks passed"), "{text}");
 }
+
+/// `netfm model export`: a new model's files load (inference through the Encoder, the
+/// checkpoint back into its parameters), a checkpoint re-exports, bad flags are clear errors.
+#[test]
+fn model_export_writes_loadable_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny");
+    let bin = env!("CARGO_BIN_EXE_netfm");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().expect("run netfm");
+    let o = run(&["model", "export", "--size", "tiny", "--classes", "3", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["inference.onnx", "train_step.onnx", "eval.onnx", "config.json", "checkpoint.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let ck = Checkpoint::from_bytes(&std::fs::read(out.join("checkpoint.safetensors")).unwrap()).unwrap();
+    assert_eq!(ck.config.num_classes, 3);
+    let ro = opts(OptimizationLevel::All, 1);
+    let mut enc = Encoder::from_bytes(&ro, &std::fs::read(out.join("inference.onnx")).unwrap()).unwrap();
+    let flows: Vec<&TokenizedFlow> = real_flows()[..2].iter().map(|f| &f.flow).collect();
+    let res = enc.run(&flows).unwrap();
+    assert_eq!(res["class_logits"].dims, vec![2, 3]);
+    assert_eq!(res["embedding"].dims, vec![2, 32]);
+
+    // Re-export from the checkpoint: same inference outputs.
+    let again = dir.path().join("again");
+    let o = run(&["model", "export", "--checkpoint", out.join("checkpoint.safetensors").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut enc2 = Encoder::from_bytes(&ro, &std::fs::read(again.join("inference.onnx")).unwrap()).unwrap();
+    assert_eq!(max_abs_diff(&enc2.run(&flows).unwrap()["embedding"], &res["embedding"]), 0.0);
+
+    let o = run(&["model", "export", "--size", "huge", "--out", dir.path().join("x").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown model size"));
+    std::fs::write(dir.path().join("bad.safetensors"), b"not a checkpoint").unwrap();
+    let o = run(&["model", "export", "--checkpoint", dir.path().join("bad.safetensors").to_str().unwrap(), "--out", dir.path().join("y").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.safetensors"));
+}
