@@ -51,17 +51,27 @@ fn bench_model(c: &mut Criterion) {
     };
     let train = train_step_graph(&cfg, &spec).unwrap().to_bytes();
     let mut trainer = Trainer::new(&opts, &train, &params, None).unwrap();
-    let lr = LrSchedule { peak: 1e-4, warmup_steps: 100, total_steps: 100_000 };
+    let lr = LrSchedule {
+        peak: 1e-4,
+        warmup_steps: 100,
+        total_steps: 100_000,
+    };
     let mut g = c.benchmark_group("train_small");
     g.sample_size(10).measurement_time(Duration::from_secs(30));
     g.throughput(Throughput::Elements(1));
-    g.bench_function("step_batch32", |b| b.iter(|| black_box(trainer.step(&batch.feeds(), &lr).unwrap())));
+    g.bench_function("step_batch32", |b| {
+        b.iter(|| black_box(trainer.step(&batch.feeds(), &lr).unwrap()))
+    });
     g.throughput(Throughput::Elements(batch.tokens as u64));
-    g.bench_function("tokens_batch32", |b| b.iter(|| black_box(trainer.step(&batch.feeds(), &lr).unwrap())));
+    g.bench_function("tokens_batch32", |b| {
+        b.iter(|| black_box(trainer.step(&batch.feeds(), &lr).unwrap()))
+    });
     g.finish();
     drop(trainer);
 
-    let inf = inference_graph(&cfg, &params, DType::F32).unwrap().to_bytes();
+    let inf = inference_graph(&cfg, &params, DType::F32)
+        .unwrap()
+        .to_bytes();
     let mut enc = Encoder::from_bytes(&opts, &inf).unwrap();
     let mut g = c.benchmark_group("inference_small");
     for bs in [1usize, 64] {

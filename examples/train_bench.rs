@@ -41,17 +41,28 @@ fn main() -> anyhow::Result<()> {
         }
         v
     };
-    anyhow::ensure!(positional.len() == 2, "usage: train_bench DATASET OUT_DIR [--size S] [--batch B] [--steps N] [--threads T]");
+    anyhow::ensure!(
+        positional.len() == 2,
+        "usage: train_bench DATASET OUT_DIR [--size S] [--batch B] [--steps N] [--threads T]"
+    );
     let (dataset, out) = (PathBuf::from(positional[0]), PathBuf::from(positional[1]));
     let cfg = ModelConfig::named(&flag("--size", "small"))?;
     let batch_size: usize = flag("--batch", "32").parse()?;
     let steps: usize = flag("--steps", "20").parse()?;
-    let threads: Option<usize> = args.iter().position(|a| a == "--threads").map(|_| flag("--threads", "0").parse()).transpose()?;
+    let threads: Option<usize> = args
+        .iter()
+        .position(|a| a == "--threads")
+        .map(|_| flag("--threads", "0").parse())
+        .transpose()?;
 
     let mut flows = read_all(&dataset, None)?;
     flows.sort_by_key(|f| std::cmp::Reverse(f.flow.bursts.len()));
     let sel: Vec<&TokenizedFlow> = flows.iter().take(batch_size).map(|f| &f.flow).collect();
-    anyhow::ensure!(sel.len() == batch_size, "the dataset has only {} flows", sel.len());
+    anyhow::ensure!(
+        sel.len() == batch_size,
+        "the dataset has only {} flows",
+        sel.len()
+    );
     let lay = Layout::of(&cfg, DType::F32);
     let batch = pretrain_batch(&sel, &lay, &Masking::default(), &mut SplitMix64(1));
     let params = init_params(&param_specs(&cfg)?, 1, DType::F32);
@@ -76,7 +87,10 @@ fn main() -> anyhow::Result<()> {
                 Data::F64(v) => ("float64", serde_json::json!(v)),
                 Data::Bool(v) => ("bool", serde_json::json!(v)),
             };
-            (n.clone(), serde_json::json!({"dims": t.dims, "dtype": dtype, "values": values}))
+            (
+                n.clone(),
+                serde_json::json!({"dims": t.dims, "dtype": dtype, "values": values}),
+            )
         })
         .collect();
     std::fs::write(out.join("batch.json"), serde_json::to_vec(&json)?)?;
@@ -89,11 +103,18 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let graph = train_step_graph(&cfg, &spec)?.to_bytes();
     let build_s = t.elapsed().as_secs_f64();
-    let opts = RuntimeOptions { intra_threads: threads, ..Default::default() };
+    let opts = RuntimeOptions {
+        intra_threads: threads,
+        ..Default::default()
+    };
     let t = Instant::now();
     let mut trainer = Trainer::new(&opts, &graph, &params, None)?;
     let session_s = t.elapsed().as_secs_f64();
-    let lr = LrSchedule { peak: 1e-4, warmup_steps: 10, total_steps: 1000 };
+    let lr = LrSchedule {
+        peak: 1e-4,
+        warmup_steps: 10,
+        total_steps: 1000,
+    };
     let mut times = Vec::new();
     let mut first = None;
     for _ in 0..steps {

@@ -239,14 +239,18 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
 /// `netfm model export`.
 pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
     use netfm_models::checkpoint::Checkpoint;
-    use netfm_models::export::{eval_graph, inference_graph, param_specs, train_step_graph, Objective, TrainSpec};
+    use netfm_models::export::{
+        eval_graph, inference_graph, param_specs, train_step_graph, Objective, TrainSpec,
+    };
     use netfm_models::optim::AdamWConfig;
     use netfm_models::{DType, ModelConfig};
 
     let (cfg, dtype, checkpoint) = match &args.checkpoint {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let ck = Checkpoint::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let ck =
+                Checkpoint::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
             (ck.config.clone(), ck.dtype, Some(ck))
         }
         None => {
@@ -272,23 +276,42 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
         Some(ck) => ck.params.clone(),
         None => netfm_models::params::init_params(&specs, args.seed, dtype),
     };
-    let objective =
-        if cfg.num_classes > 0 { Objective::Classify } else { Objective::Pretrain(Default::default()) };
-    let spec = TrainSpec { objective, adamw: AdamWConfig::default(), dtype };
+    let objective = if cfg.num_classes > 0 {
+        Objective::Classify
+    } else {
+        Objective::Pretrain(Default::default())
+    };
+    let spec = TrainSpec {
+        objective,
+        adamw: AdamWConfig::default(),
+        dtype,
+    };
     let inference = inference_graph(&cfg, &params, dtype)
         .context("the checkpoint's parameters do not fit its config")?;
     let train = train_step_graph(&cfg, &spec)?;
     let eval = eval_graph(&cfg, &spec)?;
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let mut written = Vec::new();
-    for (name, model) in [("inference.onnx", &inference), ("train_step.onnx", &train), ("eval.onnx", &eval)] {
+    for (name, model) in [
+        ("inference.onnx", &inference),
+        ("train_step.onnx", &train),
+        ("eval.onnx", &eval),
+    ] {
         let bytes = model.to_bytes();
         write_atomic(&args.out, name, &bytes)?;
         let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
-        written.push(format!("{name:<24}{:>12} bytes {nodes:>6} nodes", bytes.len()));
+        written.push(format!(
+            "{name:<24}{:>12} bytes {nodes:>6} nodes",
+            bytes.len()
+        ));
     }
-    write_atomic(&args.out, "config.json", serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    write_atomic(
+        &args.out,
+        "config.json",
+        serde_json::to_string_pretty(&cfg)?.as_bytes(),
+    )?;
     if fresh {
         let ck = Checkpoint {
             config: cfg.clone(),
@@ -300,7 +323,11 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
         };
         let bytes = ck.to_bytes();
         write_atomic(&args.out, "checkpoint.safetensors", &bytes)?;
-        written.push(format!("{:<24}{:>12} bytes", "checkpoint.safetensors", bytes.len()));
+        written.push(format!(
+            "{:<24}{:>12} bytes",
+            "checkpoint.safetensors",
+            bytes.len()
+        ));
     }
     let count: usize = specs.iter().map(|s| s.numel()).sum();
     println!(

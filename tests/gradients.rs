@@ -44,7 +44,11 @@ fn draw(rng: &mut SplitMix64, dims: &[i64], how: Draw) -> Vec<f64> {
             Draw::Uniform(lo, hi) => lo + (hi - lo) * rng.uniform(),
             Draw::AwayFromZero => {
                 let m = 0.2 + 1.3 * rng.uniform();
-                if rng.uniform() < 0.5 { -m } else { m }
+                if rng.uniform() < 0.5 {
+                    -m
+                } else {
+                    m
+                }
             }
         })
         .collect()
@@ -66,7 +70,10 @@ fn check(name: &str, inputs: &[(&[i64], Draw)], f: impl Fn(&mut Graph, &[V]) -> 
         .map(|d| d.as_fixed().expect("static output"))
         .collect();
     let r = draw(&mut rng, &ydims, Draw::Uniform(-1.0, 1.0));
-    let rv = g.constant(Tensor { dims: ydims, data: Data::F64(r) });
+    let rv = g.constant(Tensor {
+        dims: ydims,
+        data: Data::F64(r),
+    });
     let yr = g.mul(y, rv);
     let loss = g.sum_all(yr);
     let grads = gradients(&mut g, loss, &xs);
@@ -75,27 +82,41 @@ fn check(name: &str, inputs: &[(&[i64], Draw)], f: impl Fn(&mut Graph, &[V]) -> 
         g.output(*gr, &format!("g{i}"));
     }
     let model = g.to_model(name, &[]).to_bytes();
-    let mut session = session_from_bytes(&opts(), &model).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let mut session =
+        session_from_bytes(&opts(), &model).unwrap_or_else(|e| panic!("{name}: {e:#}"));
 
     let mut values: Vec<Tensor> = inputs
         .iter()
-        .map(|(dims, how)| Tensor { dims: dims.to_vec(), data: Data::F64(draw(&mut rng, dims, *how)) })
+        .map(|(dims, how)| Tensor {
+            dims: dims.to_vec(),
+            data: Data::F64(draw(&mut rng, dims, *how)),
+        })
         .collect();
     let names: Vec<String> = (0..values.len()).map(|i| format!("x{i}")).collect();
     let mut eval = |vals: &[Tensor]| {
-        let feeds: Vec<(&str, &Tensor)> = names.iter().map(String::as_str).zip(vals.iter()).collect();
+        let feeds: Vec<(&str, &Tensor)> =
+            names.iter().map(String::as_str).zip(vals.iter()).collect();
         host::run(&mut session, &feeds).unwrap_or_else(|e| panic!("{name}: {e:#}"))
     };
     let out = eval(&values);
     for i in 0..values.len() {
-        let Data::F64(an) = &out[&format!("g{i}")].data else { panic!("f64 grads") };
+        let Data::F64(an) = &out[&format!("g{i}")].data else {
+            panic!("f64 grads")
+        };
         assert_eq!(an.len(), values[i].data.len(), "{name}: gradient {i} size");
         let scale = an.iter().fold(1.0f64, |m, x| m.max(x.abs()));
         let n = an.len();
         // Every element of small tensors, 24 spread-out ones of larger.
-        let picks: Vec<usize> = if n <= 48 { (0..n).collect() } else { (0..24).map(|k| k * n / 24 + k % 3).collect() };
+        let picks: Vec<usize> = if n <= 48 {
+            (0..n).collect()
+        } else {
+            (0..24).map(|k| k * n / 24 + k % 3).collect()
+        };
         for j in picks {
-            let orig = match &values[i].data { Data::F64(v) => v[j], _ => unreachable!() };
+            let orig = match &values[i].data {
+                Data::F64(v) => v[j],
+                _ => unreachable!(),
+            };
             let mut at = |x: f64, values: &mut Vec<Tensor>| {
                 if let Data::F64(v) = &mut values[i].data {
                     v[j] = x;
@@ -122,11 +143,23 @@ const POS: Draw = Draw::Uniform(0.5, 2.0);
 
 #[test]
 fn elementwise_rules() {
-    check("add_broadcast", &[(&[2, 3, 4], U), (&[4], U)], |g, x| g.add(x[0], x[1]));
-    check("add_broadcast_middle", &[(&[2, 1, 4], U), (&[3, 1], U)], |g, x| g.add(x[0], x[1]));
-    check("sub", &[(&[3, 4], U), (&[3, 1], U)], |g, x| g.sub(x[0], x[1]));
-    check("mul", &[(&[2, 3], U), (&[2, 1], U)], |g, x| g.mul(x[0], x[1]));
-    check("div", &[(&[2, 3], U), (&[3], POS)], |g, x| g.div(x[0], x[1]));
+    check("add_broadcast", &[(&[2, 3, 4], U), (&[4], U)], |g, x| {
+        g.add(x[0], x[1])
+    });
+    check(
+        "add_broadcast_middle",
+        &[(&[2, 1, 4], U), (&[3, 1], U)],
+        |g, x| g.add(x[0], x[1]),
+    );
+    check("sub", &[(&[3, 4], U), (&[3, 1], U)], |g, x| {
+        g.sub(x[0], x[1])
+    });
+    check("mul", &[(&[2, 3], U), (&[2, 1], U)], |g, x| {
+        g.mul(x[0], x[1])
+    });
+    check("div", &[(&[2, 3], U), (&[3], POS)], |g, x| {
+        g.div(x[0], x[1])
+    });
     check("neg", &[(&[5], U)], |g, x| g.neg(x[0]));
     check("exp", &[(&[5], U)], |g, x| g.exp(x[0]));
     check("log", &[(&[5], POS)], |g, x| g.log(x[0]));
@@ -140,8 +173,12 @@ fn elementwise_rules() {
     check("pow2", &[(&[5], U)], |g, x| g.pow_const(x[0], 2.0));
     check("pow_half", &[(&[5], POS)], |g, x| g.pow_const(x[0], 0.5));
     check("max", &[(&[3, 4], U), (&[4], U)], |g, x| g.max(x[0], x[1]));
-    check("min", &[(&[3, 4], U), (&[3, 4], U)], |g, x| g.min(x[0], x[1]));
-    check("gelu", &[(&[7], Draw::Uniform(-3.0, 3.0))], |g, x| g.gelu(x[0]));
+    check("min", &[(&[3, 4], U), (&[3, 4], U)], |g, x| {
+        g.min(x[0], x[1])
+    });
+    check("gelu", &[(&[7], Draw::Uniform(-3.0, 3.0))], |g, x| {
+        g.gelu(x[0])
+    });
     check("identity", &[(&[3], U)], |g, x| g.identity(x[0]));
     check("cast", &[(&[3], U)], |g, x| g.cast(x[0], DType::F64));
     check("where", &[(&[2, 3], U), (&[3], U)], |g, x| {
@@ -155,16 +192,38 @@ fn elementwise_rules() {
 
 #[test]
 fn linear_algebra_and_shape_rules() {
-    check("matmul_2d", &[(&[3, 4], U), (&[4, 2], U)], |g, x| g.matmul(x[0], x[1]));
-    check("matmul_weight", &[(&[2, 3, 4], U), (&[4, 5], U)], |g, x| g.matmul(x[0], x[1]));
-    check("matmul_batched", &[(&[2, 2, 3, 4], U), (&[2, 2, 4, 3], U)], |g, x| g.matmul(x[0], x[1]));
-    check("matmul_broadcast", &[(&[2, 1, 3, 4], U), (&[3, 4, 2], U)], |g, x| g.matmul(x[0], x[1]));
-    check("reshape", &[(&[2, 3, 4], U)], |g, x| g.reshape(x[0], &[0, -1]));
-    check("transpose", &[(&[2, 3, 4], U)], |g, x| g.transpose(x[0], &[2, 0, 1]));
-    check("concat", &[(&[2, 3], U), (&[2, 1], U), (&[2, 2], U)], |g, x| g.concat(x, 1));
+    check("matmul_2d", &[(&[3, 4], U), (&[4, 2], U)], |g, x| {
+        g.matmul(x[0], x[1])
+    });
+    check("matmul_weight", &[(&[2, 3, 4], U), (&[4, 5], U)], |g, x| {
+        g.matmul(x[0], x[1])
+    });
+    check(
+        "matmul_batched",
+        &[(&[2, 2, 3, 4], U), (&[2, 2, 4, 3], U)],
+        |g, x| g.matmul(x[0], x[1]),
+    );
+    check(
+        "matmul_broadcast",
+        &[(&[2, 1, 3, 4], U), (&[3, 4, 2], U)],
+        |g, x| g.matmul(x[0], x[1]),
+    );
+    check("reshape", &[(&[2, 3, 4], U)], |g, x| {
+        g.reshape(x[0], &[0, -1])
+    });
+    check("transpose", &[(&[2, 3, 4], U)], |g, x| {
+        g.transpose(x[0], &[2, 0, 1])
+    });
+    check(
+        "concat",
+        &[(&[2, 3], U), (&[2, 1], U), (&[2, 2], U)],
+        |g, x| g.concat(x, 1),
+    );
     check("slice", &[(&[3, 5, 2], U)], |g, x| g.slice(x[0], 1, 1, 4));
     check("pad", &[(&[2, 3], U)], |g, x| g.pad(x[0], &[1, 0, 0, 2]));
-    check("unsqueeze", &[(&[2, 3], U)], |g, x| g.unsqueeze(x[0], &[0, 2]));
+    check("unsqueeze", &[(&[2, 3], U)], |g, x| {
+        g.unsqueeze(x[0], &[0, 2])
+    });
     check("squeeze", &[(&[2, 1, 3], U)], |g, x| g.squeeze(x[0], &[1]));
     check("expand", &[(&[3, 1], U), (&[2, 3, 4], U)], |g, x| {
         let e = g.expand_like(x[0], x[1]);
@@ -175,45 +234,82 @@ fn linear_algebra_and_shape_rules() {
 #[test]
 fn indexing_reduction_and_normalisation_rules() {
     check("gather_embedding", &[(&[7, 3], U)], |g, x| {
-        let idx = g.constant(Tensor { dims: vec![2, 4], data: Data::I64(vec![0, 3, 3, 6, 1, 0, 3, 5]) });
+        let idx = g.constant(Tensor {
+            dims: vec![2, 4],
+            data: Data::I64(vec![0, 3, 3, 6, 1, 0, 3, 5]),
+        });
         g.gather(x[0], idx)
     });
     check("gather_elements", &[(&[3, 4], U)], |g, x| {
-        let idx = g.constant(Tensor { dims: vec![3, 2], data: Data::I64(vec![0, 3, 1, 1, 2, 0]) });
+        let idx = g.constant(Tensor {
+            dims: vec![3, 2],
+            data: Data::I64(vec![0, 3, 1, 1, 2, 0]),
+        });
         g.gather_elements(x[0], idx, 1)
     });
-    check("scatter_elements_add", &[(&[3, 4], U), (&[3, 2], U)], |g, x| {
-        let idx = g.constant(Tensor { dims: vec![3, 2], data: Data::I64(vec![0, 3, 1, 1, 2, 0]) });
-        g.scatter_elements_add(x[0], idx, x[1], 1)
-    });
+    check(
+        "scatter_elements_add",
+        &[(&[3, 4], U), (&[3, 2], U)],
+        |g, x| {
+            let idx = g.constant(Tensor {
+                dims: vec![3, 2],
+                data: Data::I64(vec![0, 3, 1, 1, 2, 0]),
+            });
+            g.scatter_elements_add(x[0], idx, x[1], 1)
+        },
+    );
     check("log_softmax_pick", &[(&[3, 5], U)], |g, x| {
-        let idx = g.constant(Tensor { dims: vec![3, 1], data: Data::I64(vec![4, 0, 2]) });
+        let idx = g.constant(Tensor {
+            dims: vec![3, 1],
+            data: Data::I64(vec![4, 0, 2]),
+        });
         g.log_softmax_pick(x[0], idx, 1)
     });
     check("softmax_last", &[(&[2, 5], U)], |g, x| g.softmax(x[0], -1));
-    check("softmax_axis1", &[(&[2, 3, 4], U)], |g, x| g.softmax(x[0], 1));
-    check("log_softmax", &[(&[3, 4], U)], |g, x| g.log_softmax(x[0], -1));
-    check("reduce_sum", &[(&[2, 3, 4], U)], |g, x| g.reduce_sum(x[0], &[0, 2], false));
-    check("reduce_sum_keep", &[(&[2, 3, 4], U)], |g, x| g.reduce_sum(x[0], &[1], true));
-    check("reduce_mean", &[(&[2, 3, 4], U)], |g, x| g.reduce_mean(x[0], &[-1], false));
-    check("layer_norm", &[(&[2, 3, 6], U), (&[6], POS), (&[6], U)], |g, x| {
-        g.layer_norm(x[0], x[1], x[2], 1e-5)
+    check("softmax_axis1", &[(&[2, 3, 4], U)], |g, x| {
+        g.softmax(x[0], 1)
     });
+    check("log_softmax", &[(&[3, 4], U)], |g, x| {
+        g.log_softmax(x[0], -1)
+    });
+    check("reduce_sum", &[(&[2, 3, 4], U)], |g, x| {
+        g.reduce_sum(x[0], &[0, 2], false)
+    });
+    check("reduce_sum_keep", &[(&[2, 3, 4], U)], |g, x| {
+        g.reduce_sum(x[0], &[1], true)
+    });
+    check("reduce_mean", &[(&[2, 3, 4], U)], |g, x| {
+        g.reduce_mean(x[0], &[-1], false)
+    });
+    check(
+        "layer_norm",
+        &[(&[2, 3, 6], U), (&[6], POS), (&[6], U)],
+        |g, x| g.layer_norm(x[0], x[1], x[2], 1e-5),
+    );
 }
 
 #[test]
 fn loss_rules() {
     check("cross_entropy_ignore_index", &[(&[4, 5], U)], |g, x| {
-        let labels = g.constant(Tensor { dims: vec![4], data: Data::I64(vec![2, -100, 0, 4]) });
+        let labels = g.constant(Tensor {
+            dims: vec![4],
+            data: Data::I64(vec![2, -100, 0, 4]),
+        });
         let l = cross_entropy(g, x[0], labels);
         g.reshape(l, &[1])
     });
     check("bce_with_logits", &[(&[6], Draw::AwayFromZero)], |g, x| {
-        let y = g.constant(Tensor { dims: vec![6], data: Data::F64(vec![1.0, 0.0, 1.0, 1.0, 0.0, 0.0]) });
+        let y = g.constant(Tensor {
+            dims: vec![6],
+            data: Data::F64(vec![1.0, 0.0, 1.0, 1.0, 0.0, 0.0]),
+        });
         bce_with_logits(g, x[0], y)
     });
     check("pinball", &[(&[6], U)], |g, x| {
-        let y = g.constant(Tensor { dims: vec![6], data: Data::F64(vec![2.0, -2.0, 2.0, -2.0, 2.0, -2.0]) });
+        let y = g.constant(Tensor {
+            dims: vec![6],
+            data: Data::F64(vec![2.0, -2.0, 2.0, -2.0, 2.0, -2.0]),
+        });
         pinball(g, x[0], y, 0.9)
     });
     check("l1", &[(&[5], Draw::AwayFromZero)], |g, x| {
@@ -224,7 +320,10 @@ fn loss_rules() {
     check("weighted_mse", &[(&[2, 3], U), (&[2, 3], U)], |g, x| {
         let d = g.sub(x[0], x[1]);
         let sq = g.mul(d, d);
-        let w = g.constant(Tensor { dims: vec![2, 3], data: Data::F64(vec![1.0, 0.0, 1.0, 1.0, 1.0, 0.0]) });
+        let w = g.constant(Tensor {
+            dims: vec![2, 3],
+            data: Data::F64(vec![1.0, 0.0, 1.0, 1.0, 1.0, 0.0]),
+        });
         let l = weighted_mean(g, sq, w, 1.0);
         g.reshape(l, &[1])
     });

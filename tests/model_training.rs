@@ -10,7 +10,8 @@ use netfm::runtime::{host, session_from_bytes, OptimizationLevel, RuntimeOptions
 use netfm::train::collate::{pretrain_batch, Batch, Layout, Masking};
 use netfm_models::checkpoint::Checkpoint;
 use netfm_models::export::{
-    eval_graph, gradient_graph, inference_graph, param_specs, train_step_graph, Objective, TrainSpec,
+    eval_graph, gradient_graph, inference_graph, param_specs, train_step_graph, Objective,
+    TrainSpec,
 };
 use netfm_models::optim::{AdamWConfig, Schedule};
 use netfm_models::params::{init_params, SplitMix64};
@@ -52,18 +53,30 @@ fn tiny() -> ModelConfig {
 fn spec(dtype: DType, schedule: Schedule) -> TrainSpec {
     TrainSpec {
         objective: Objective::Pretrain(Default::default()),
-        adamw: AdamWConfig { schedule, ..AdamWConfig::default() },
+        adamw: AdamWConfig {
+            schedule,
+            ..AdamWConfig::default()
+        },
         dtype,
     }
 }
 
 fn batch_of(cfg: &ModelConfig, flows: &[FlowExample], dtype: DType, seed: u64) -> Batch {
     let refs: Vec<&TokenizedFlow> = flows.iter().map(|f| &f.flow).collect();
-    pretrain_batch(&refs, &Layout::of(cfg, dtype), &Masking::default(), &mut SplitMix64(seed))
+    pretrain_batch(
+        &refs,
+        &Layout::of(cfg, dtype),
+        &Masking::default(),
+        &mut SplitMix64(seed),
+    )
 }
 
 fn opts(level: OptimizationLevel, threads: usize) -> RuntimeOptions {
-    RuntimeOptions { intra_threads: Some(threads), optimization: level, ..Default::default() }
+    RuntimeOptions {
+        intra_threads: Some(threads),
+        optimization: level,
+        ..Default::default()
+    }
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
@@ -77,7 +90,10 @@ fn values(t: &Tensor) -> Vec<f64> {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims, b.dims);
-    values(a).iter().zip(values(b)).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    values(a)
+        .iter()
+        .zip(values(b))
+        .fold(0.0, |m, (x, y)| m.max((x - y).abs()))
 }
 
 /// Whole-model gradient check at `tiny` size in float64 (tolerance argued in
@@ -90,13 +106,19 @@ fn whole_model_gradients_match_finite_differences() {
     let batch = batch_of(&cfg, flows, DType::F64, 11);
     let sp = spec(DType::F64, Schedule::Constant);
     let o = opts(OptimizationLevel::Disabled, 2);
-    let mut grad_session = session_from_bytes(&o, &gradient_graph(&cfg, &sp).unwrap().to_bytes()).unwrap();
+    let mut grad_session =
+        session_from_bytes(&o, &gradient_graph(&cfg, &sp).unwrap().to_bytes()).unwrap();
     // Finite differences need only the loss: the eval graph (no backward pass) gives it.
-    let mut loss_session = session_from_bytes(&o, &eval_graph(&cfg, &sp).unwrap().to_bytes()).unwrap();
+    let mut loss_session =
+        session_from_bytes(&o, &eval_graph(&cfg, &sp).unwrap().to_bytes()).unwrap();
     let specs = param_specs(&cfg).unwrap();
     let mut params = init_params(&specs, 5, DType::F64);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    fn feeds_of<'a>(batch: &'a Batch, names: &'a [String], params: &'a HashMap<String, Tensor>) -> Vec<(&'a str, &'a Tensor)> {
+    fn feeds_of<'a>(
+        batch: &'a Batch,
+        names: &'a [String],
+        params: &'a HashMap<String, Tensor>,
+    ) -> Vec<(&'a str, &'a Tensor)> {
         let mut feeds = batch.feeds();
         for n in names {
             feeds.push((n.as_str(), &params[n]));
@@ -104,7 +126,9 @@ fn whole_model_gradients_match_finite_differences() {
         feeds
     }
     let out = host::run(&mut grad_session, &feeds_of(&batch, &names, &params)).unwrap();
-    let mut run = |params: &HashMap<String, Tensor>| host::run(&mut loss_session, &feeds_of(&batch, &names, params)).unwrap();
+    let mut run = |params: &HashMap<String, Tensor>| {
+        host::run(&mut loss_session, &feeds_of(&batch, &names, params)).unwrap()
+    };
     let (h, tol) = (1e-5, 1e-6);
     let mut checked = 0;
     for name in &names {
@@ -147,7 +171,9 @@ fn inference_eval_and_train_step_agree() {
     let o = opts(OptimizationLevel::All, 2);
     let sp = spec(DType::F32, Schedule::Cosine);
 
-    let inf = inference_graph(&cfg, &params, DType::F32).unwrap().to_bytes();
+    let inf = inference_graph(&cfg, &params, DType::F32)
+        .unwrap()
+        .to_bytes();
     let mut enc = Encoder::from_bytes(&o, &inf).unwrap();
     let inf_out = enc.run_batch(&batch.feeds()).unwrap();
 
@@ -165,13 +191,24 @@ fn inference_eval_and_train_step_agree() {
 
     let train = train_step_graph(&cfg, &sp).unwrap().to_bytes();
     let mut trainer = Trainer::new(&o, &train, &params, None).unwrap();
-    let lr = LrSchedule { peak: 1e-3, warmup_steps: 10, total_steps: 100 };
+    let lr = LrSchedule {
+        peak: 1e-3,
+        warmup_steps: 10,
+        total_steps: 100,
+    };
     let report = trainer.step(&batch.feeds(), &lr).unwrap();
     for (name, value) in &report.losses {
         let e = host::scalar(&eval_out[name]).unwrap();
-        assert!((value - e).abs() <= 1e-5 * e.abs().max(1.0), "{name}: train step {value} vs eval {e}");
+        assert!(
+            (value - e).abs() <= 1e-5 * e.abs().max(1.0),
+            "{name}: train step {value} vs eval {e}"
+        );
     }
-    assert!((report.lr - 1e-4).abs() < 1e-9, "warmup step 1 of 10: lr {}", report.lr);
+    assert!(
+        (report.lr - 1e-4).abs() < 1e-9,
+        "warmup step 1 of 10: lr {}",
+        report.lr
+    );
     // The update moved the parameters.
     let after = trainer.params().unwrap();
     assert!(max_abs_diff(&after["head.swap.w"], &params["head.swap.w"]) > 0.0);
@@ -185,22 +222,39 @@ fn train_step_overfits_a_fixed_batch_of_real_flows() {
     let flows = &real_flows()[..8];
     let batch = batch_of(&cfg, flows, DType::F32, 21);
     let params = init_params(&param_specs(&cfg).unwrap(), 1, DType::F32);
-    let train = train_step_graph(&cfg, &spec(DType::F32, Schedule::Constant)).unwrap().to_bytes();
+    let train = train_step_graph(&cfg, &spec(DType::F32, Schedule::Constant))
+        .unwrap()
+        .to_bytes();
     let o = opts(OptimizationLevel::All, 2);
-    let lr = LrSchedule { peak: 5e-3, warmup_steps: 20, total_steps: 300 };
+    let lr = LrSchedule {
+        peak: 5e-3,
+        warmup_steps: 20,
+        total_steps: 300,
+    };
     let mut trainer = Trainer::new(&o, &train, &params, None).unwrap();
     let mut losses = Vec::new();
     for _ in 0..300 {
         losses.push(trainer.step(&batch.feeds(), &lr).unwrap().loss());
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
-    eprintln!("overfit: loss {first:.4} -> {last:.4} ({:.1}% lower)", 100.0 * (1.0 - last / first));
-    assert!(last <= 0.1 * first, "loss {first} -> {last}: less than a 90% drop");
+    eprintln!(
+        "overfit: loss {first:.4} -> {last:.4} ({:.1}% lower)",
+        100.0 * (1.0 - last / first)
+    );
+    assert!(
+        last <= 0.1 * first,
+        "loss {first} -> {last}: less than a 90% drop"
+    );
 
     let mut again = Trainer::new(&o, &train, &params, None).unwrap();
     for (i, want) in losses.iter().take(5).enumerate() {
         let got = again.step(&batch.feeds(), &lr).unwrap().loss();
-        assert_eq!(got.to_bits(), want.to_bits(), "step {} differs between identical runs", i + 1);
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "step {} differs between identical runs",
+            i + 1
+        );
     }
 }
 
@@ -210,14 +264,25 @@ fn train_step_overfits_a_fixed_batch_of_real_flows() {
 fn checkpoint_resume_continues_the_same_run() {
     let cfg = tiny();
     let flows = &real_flows()[..4];
-    let batches: Vec<Batch> = (0..6).map(|i| batch_of(&cfg, flows, DType::F32, 100 + i)).collect();
+    let batches: Vec<Batch> = (0..6)
+        .map(|i| batch_of(&cfg, flows, DType::F32, 100 + i))
+        .collect();
     let params = init_params(&param_specs(&cfg).unwrap(), 2, DType::F32);
-    let train = train_step_graph(&cfg, &spec(DType::F32, Schedule::Cosine)).unwrap().to_bytes();
+    let train = train_step_graph(&cfg, &spec(DType::F32, Schedule::Cosine))
+        .unwrap()
+        .to_bytes();
     let o = opts(OptimizationLevel::All, 1);
-    let lr = LrSchedule { peak: 1e-3, warmup_steps: 2, total_steps: 6 };
+    let lr = LrSchedule {
+        peak: 1e-3,
+        warmup_steps: 2,
+        total_steps: 6,
+    };
 
     let mut whole = Trainer::new(&o, &train, &params, None).unwrap();
-    let full: Vec<f64> = batches.iter().map(|b| whole.step(&b.feeds(), &lr).unwrap().loss()).collect();
+    let full: Vec<f64> = batches
+        .iter()
+        .map(|b| whole.step(&b.feeds(), &lr).unwrap().loss())
+        .collect();
 
     let mut first = Trainer::new(&o, &train, &params, None).unwrap();
     for b in &batches[..3] {
@@ -233,12 +298,21 @@ fn checkpoint_resume_continues_the_same_run() {
         adam_v: state.v,
     };
     let ck = Checkpoint::from_bytes(&ck.to_bytes()).unwrap();
-    let state = netfm::runtime::trainer::OptimizerState { m: ck.adam_m, v: ck.adam_v, step: ck.step };
+    let state = netfm::runtime::trainer::OptimizerState {
+        m: ck.adam_m,
+        v: ck.adam_v,
+        step: ck.step,
+    };
     let mut resumed = Trainer::new(&o, &train, &ck.params, Some(&state)).unwrap();
     for (i, b) in batches[3..].iter().enumerate() {
         let got = resumed.step(&b.feeds(), &lr).unwrap();
         assert_eq!(got.step, 4 + i as u64);
-        assert_eq!(got.loss().to_bits(), full[3 + i].to_bits(), "step {} after resume", 4 + i);
+        assert_eq!(
+            got.loss().to_bits(),
+            full[3 + i].to_bits(),
+            "step {} after resume",
+            4 + i
+        );
     }
     let (a, b) = (resumed.params().unwrap(), whole.params().unwrap());
     for (k, t) in &a {
@@ -251,12 +325,22 @@ fn wrong_parameters_and_vocabularies_are_clear_errors() {
     let cfg = tiny();
     let specs = param_specs(&cfg).unwrap();
     let mut params = init_params(&specs, 1, DType::F32);
-    let train = train_step_graph(&cfg, &spec(DType::F32, Schedule::Cosine)).unwrap().to_bytes();
+    let train = train_step_graph(&cfg, &spec(DType::F32, Schedule::Cosine))
+        .unwrap()
+        .to_bytes();
     let o = opts(OptimizationLevel::All, 1);
     params.get_mut("head.swap.w").unwrap().dims = vec![1, 32];
     params.remove("embed.ln.gamma");
-    let err = format!("{:#}", Trainer::new(&o, &train, &params, None).err().expect("must fail"));
-    assert!(err.contains("head.swap.w") && err.contains("embed.ln.gamma"), "{err}");
+    let err = format!(
+        "{:#}",
+        Trainer::new(&o, &train, &params, None)
+            .err()
+            .expect("must fail")
+    );
+    assert!(
+        err.contains("head.swap.w") && err.contains("embed.ln.gamma"),
+        "{err}"
+    );
 
     // An inference model built for another vocabulary.
     let mut other = cfg.clone();
@@ -264,16 +348,24 @@ fn wrong_parameters_and_vocabularies_are_clear_errors() {
     other.vocab.mask = 66000;
     let p = init_params(&param_specs(&other).unwrap(), 1, DType::F32);
     let inf = inference_graph(&other, &p, DType::F32).unwrap().to_bytes();
-    let err = format!("{:#}", Encoder::from_bytes(&o, &inf).err().expect("must fail"));
+    let err = format!(
+        "{:#}",
+        Encoder::from_bytes(&o, &inf).err().expect("must fail")
+    );
     assert!(err.contains("vocabulary"), "{err}");
     // A train-step model where an inference model is expected, and garbage.
-    let err = format!("{:#}", Encoder::from_bytes(&o, &train).err().expect("must fail"));
+    let err = format!(
+        "{:#}",
+        Encoder::from_bytes(&o, &train).err().expect("must fail")
+    );
     assert!(err.contains("not a netfm inference model"), "{err}");
     assert!(Encoder::from_bytes(&o, b"\x08\x07garbage").is_err());
     // Inference export with a missing parameter.
     let mut p2 = init_params(&specs, 1, DType::F32);
     p2.remove("head.meta.b");
-    let err = inference_graph(&cfg, &p2, DType::F32).err().expect("must fail").to_string();
+    let err = inference_graph(&cfg, &p2, DType::F32)
+        .expect_err("must fail")
+        .to_string();
     assert!(err.contains("head.meta.b"), "{err}");
 }
 
@@ -288,7 +380,10 @@ fn write_npy_json(path: &Path, batch: &Batch) {
                 DType::Bool => "bool",
                 DType::F32 => "float32",
             };
-            (n.clone(), serde_json::json!({"dims": t.dims, "dtype": dtype, "values": values(t)}))
+            (
+                n.clone(),
+                serde_json::json!({"dims": t.dims, "dtype": dtype, "values": values(t)}),
+            )
         })
         .collect();
     std::fs::write(path, serde_json::to_vec(&obj).unwrap()).unwrap();
@@ -307,11 +402,17 @@ fn python_onnx_and_onnxruntime_accept_the_exported_models() {
     let o = opts(OptimizationLevel::All, 2);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let inf = inference_graph(&cfg, &params, DType::F32).unwrap().to_bytes();
+    let inf = inference_graph(&cfg, &params, DType::F32)
+        .unwrap()
+        .to_bytes();
     let train = train_step_graph(&cfg, &sp).unwrap().to_bytes();
     std::fs::write(d.join("inference.onnx"), &inf).unwrap();
     std::fs::write(d.join("train_step.onnx"), &train).unwrap();
-    std::fs::write(d.join("eval.onnx"), eval_graph(&cfg, &sp).unwrap().to_bytes()).unwrap();
+    std::fs::write(
+        d.join("eval.onnx"),
+        eval_graph(&cfg, &sp).unwrap().to_bytes(),
+    )
+    .unwrap();
     let ck = Checkpoint {
         config: cfg.clone(),
         dtype: DType::F32,
@@ -326,7 +427,11 @@ fn python_onnx_and_onnxruntime_accept_the_exported_models() {
     let mut enc = Encoder::from_bytes(&o, &inf).unwrap();
     let out = enc.run_batch(&batch.feeds()).unwrap();
     let mut trainer = Trainer::new(&o, &train, &params, None).unwrap();
-    let lr = LrSchedule { peak: 1e-3, warmup_steps: 0, total_steps: 100 };
+    let lr = LrSchedule {
+        peak: 1e-3,
+        warmup_steps: 0,
+        total_steps: 100,
+    };
     let report = trainer.step(&batch.feeds(), &lr).unwrap();
     let new_params = trainer.params().unwrap();
     let expect = serde_json::json!({
@@ -342,7 +447,11 @@ fn python_onnx_and_onnxruntime_accept_the_exported_models() {
         .arg(d)
         .output()
         .expect("run python3");
-    let text = format!("{}{}", String::from_utf8_lossy(&py.stdout), String::from_utf8_lossy(&py.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&py.stdout),
+        String::from_utf8_lossy(&py.stderr)
+    );
     assert!(py.status.success(), "python check failed:\n{text}");
     assert!(text.contains("all checks passed"), "{text}");
 }
@@ -355,15 +464,32 @@ fn model_export_writes_loadable_models() {
     let out = dir.path().join("tiny");
     let bin = env!("CARGO_BIN_EXE_netfm");
     let run = |args: &[&str]| Command::new(bin).args(args).output().expect("run netfm");
-    let o = run(&["model", "export", "--size", "tiny", "--classes", "3", "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "model",
+        "export",
+        "--size",
+        "tiny",
+        "--classes",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for f in ["inference.onnx", "train_step.onnx", "eval.onnx", "config.json", "checkpoint.safetensors"] {
+    for f in [
+        "inference.onnx",
+        "train_step.onnx",
+        "eval.onnx",
+        "config.json",
+        "checkpoint.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let ck = Checkpoint::from_bytes(&std::fs::read(out.join("checkpoint.safetensors")).unwrap()).unwrap();
+    let ck = Checkpoint::from_bytes(&std::fs::read(out.join("checkpoint.safetensors")).unwrap())
+        .unwrap();
     assert_eq!(ck.config.num_classes, 3);
     let ro = opts(OptimizationLevel::All, 1);
-    let mut enc = Encoder::from_bytes(&ro, &std::fs::read(out.join("inference.onnx")).unwrap()).unwrap();
+    let mut enc =
+        Encoder::from_bytes(&ro, &std::fs::read(out.join("inference.onnx")).unwrap()).unwrap();
     let flows: Vec<&TokenizedFlow> = real_flows()[..2].iter().map(|f| &f.flow).collect();
     let res = enc.run(&flows).unwrap();
     assert_eq!(res["class_logits"].dims, vec![2, 3]);
@@ -371,16 +497,41 @@ fn model_export_writes_loadable_models() {
 
     // Re-export from the checkpoint: same inference outputs.
     let again = dir.path().join("again");
-    let o = run(&["model", "export", "--checkpoint", out.join("checkpoint.safetensors").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    let o = run(&[
+        "model",
+        "export",
+        "--checkpoint",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut enc2 = Encoder::from_bytes(&ro, &std::fs::read(again.join("inference.onnx")).unwrap()).unwrap();
-    assert_eq!(max_abs_diff(&enc2.run(&flows).unwrap()["embedding"], &res["embedding"]), 0.0);
+    let mut enc2 =
+        Encoder::from_bytes(&ro, &std::fs::read(again.join("inference.onnx")).unwrap()).unwrap();
+    assert_eq!(
+        max_abs_diff(&enc2.run(&flows).unwrap()["embedding"], &res["embedding"]),
+        0.0
+    );
 
-    let o = run(&["model", "export", "--size", "huge", "--out", dir.path().join("x").to_str().unwrap()]);
+    let o = run(&[
+        "model",
+        "export",
+        "--size",
+        "huge",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown model size"));
     std::fs::write(dir.path().join("bad.safetensors"), b"not a checkpoint").unwrap();
-    let o = run(&["model", "export", "--checkpoint", dir.path().join("bad.safetensors").to_str().unwrap(), "--out", dir.path().join("y").to_str().unwrap()]);
+    let o = run(&[
+        "model",
+        "export",
+        "--checkpoint",
+        dir.path().join("bad.safetensors").to_str().unwrap(),
+        "--out",
+        dir.path().join("y").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.safetensors"));
 }

@@ -3,13 +3,17 @@
 //! per operator; `tests` in the netfm package check each against central finite differences
 //! run by ONNX Runtime.
 
-use crate::graph::{Graph, Op, V, GELU_A, GELU_C};
+use crate::graph::{Graph, Op, GELU_A, GELU_C, V};
 use std::collections::HashMap;
 
 /// Gradients of the rank-0 `loss` with respect to each of `wrt`, appended to `g`. A value in
 /// `wrt` that the loss does not depend on gets a zero gradient.
 pub fn gradients(g: &mut Graph, loss: V, wrt: &[V]) -> Vec<V> {
-    assert!(g.rank(loss) == 0, "loss must be a scalar, got rank {}", g.rank(loss));
+    assert!(
+        g.rank(loss) == 0,
+        "loss must be a scalar, got rank {}",
+        g.rank(loss)
+    );
     assert!(g.dtype(loss).is_float(), "loss must be a float");
     let n_nodes = g.nodes().len();
 
@@ -33,7 +37,8 @@ pub fn gradients(g: &mut Graph, loss: V, wrt: &[V]) -> Vec<V> {
     grads.insert(loss, one);
     for i in (0..n_nodes).rev() {
         let node = g.nodes()[i].clone();
-        let out_grads: Vec<Option<V>> = node.outputs.iter().map(|o| grads.get(o).copied()).collect();
+        let out_grads: Vec<Option<V>> =
+            node.outputs.iter().map(|o| grads.get(o).copied()).collect();
         if out_grads[0].is_none() {
             continue;
         }
@@ -82,7 +87,11 @@ pub fn unbroadcast(g: &mut Graph, grad: V, target: V) -> V {
             axes.push((lead + i) as i64);
         }
     }
-    let mut r = if axes.is_empty() { grad } else { g.reduce_sum(grad, &axes, true) };
+    let mut r = if axes.is_empty() {
+        grad
+    } else {
+        g.reduce_sum(grad, &axes, true)
+    };
     if lead > 0 {
         let lead_axes: Vec<i64> = (0..lead as i64).collect();
         r = g.squeeze(r, &lead_axes);
@@ -166,14 +175,21 @@ fn rule(g: &mut Graph, op: &Op, x: &[V], y: &[V], gy: V, need: &[bool]) -> Vec<O
             vec![Some(g.mul(gy, s))]
         }
         Op::PowConst(p) => {
-            let d = if *p == 2.0 { x[0] } else { g.pow_const(x[0], p - 1.0) };
+            let d = if *p == 2.0 {
+                x[0]
+            } else {
+                g.pow_const(x[0], p - 1.0)
+            };
             let d = g.mul_scalar(d, *p);
             vec![Some(g.mul(gy, d)), None]
         }
         Op::Max | Op::Min => {
             // Ties go to the first operand.
-            let other_wins =
-                if *op == Op::Max { g.less(x[0], x[1]) } else { g.greater(x[0], x[1]) };
+            let other_wins = if *op == Op::Max {
+                g.less(x[0], x[1])
+            } else {
+                g.greater(x[0], x[1])
+            };
             let zero = g.scalar_of(g.dtype(gy), 0.0);
             let a = when(0).then(|| {
                 let t = g.where_(other_wins, zero, gy);
@@ -249,7 +265,10 @@ fn rule(g: &mut Graph, op: &Op, x: &[V], y: &[V], gy: V, need: &[bool]) -> Vec<O
             vec![d, None, u]
         }
         Op::ScatterNdAdd => {
-            assert!(!when(2), "no gradient rule for ScatterND's updates (not used by any model)");
+            assert!(
+                !when(2),
+                "no gradient rule for ScatterND's updates (not used by any model)"
+            );
             vec![Some(gy), None, None]
         }
         Op::Softmax(axis) => {
@@ -351,7 +370,14 @@ fn matmul_rule(g: &mut Graph, a: V, b: V, gy: V, need_a: bool, need_b: bool) -> 
     vec![ga, gb]
 }
 
-fn layer_norm_rule(g: &mut Graph, x: &[V], y: &[V], gy: V, eps: f64, need: &[bool]) -> Vec<Option<V>> {
+fn layer_norm_rule(
+    g: &mut Graph,
+    x: &[V],
+    y: &[V],
+    gy: V,
+    eps: f64,
+    need: &[bool],
+) -> Vec<Option<V>> {
     let (xv, gamma) = (x[0], x[1]);
     // x̂ and 1/σ: from the forward node's Mean/InvStdDev outputs in float32, recomputed in
     // float64 (ORT's LayerNormalization returns its statistics in float32 only).
@@ -382,12 +408,18 @@ fn layer_norm_rule(g: &mut Graph, x: &[V], y: &[V], gy: V, eps: f64, need: &[boo
     });
     let ggamma = need[1].then(|| {
         let t = g.mul(gy, xhat);
-        if lead.is_empty() { t } else { g.reduce_sum(t, &lead, false) }
+        if lead.is_empty() {
+            t
+        } else {
+            g.reduce_sum(t, &lead, false)
+        }
     });
-    let gbeta = need
-        .get(2)
-        .copied()
-        .unwrap_or(false)
-        .then(|| if lead.is_empty() { gy } else { g.reduce_sum(gy, &lead, false) });
+    let gbeta = need.get(2).copied().unwrap_or(false).then(|| {
+        if lead.is_empty() {
+            gy
+        } else {
+            g.reduce_sum(gy, &lead, false)
+        }
+    });
     vec![gx, ggamma, gbeta]
 }

@@ -48,7 +48,11 @@ fn dtype_name(d: DType) -> &'static str {
 impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut tensors: BTreeMap<String, &Tensor> = BTreeMap::new();
-        for (prefix, map) in [("param", &self.params), ("adam_m", &self.adam_m), ("adam_v", &self.adam_v)] {
+        for (prefix, map) in [
+            ("param", &self.params),
+            ("adam_m", &self.adam_m),
+            ("adam_v", &self.adam_v),
+        ] {
             for (k, t) in map {
                 tensors.insert(format!("{prefix}.{k}"), t);
             }
@@ -74,7 +78,7 @@ impl Checkpoint {
             );
         }
         let mut h = serde_json::to_vec(&Value::Object(header)).expect("header serializes");
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + h.len() + data.len());
@@ -88,19 +92,28 @@ impl Checkpoint {
         let fmt = |m: &str| CheckpointError::Format(m.to_string());
         let len = bytes.get(..8).ok_or_else(|| fmt("shorter than 8 bytes"))?;
         let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-        let end = 8usize.checked_add(len).filter(|&e| e <= bytes.len()).ok_or_else(|| fmt("header runs past the end"))?;
-        let header: Map<String, Value> =
-            serde_json::from_slice(&bytes[8..end]).map_err(|e| fmt(&format!("header JSON: {e}")))?;
+        let end = 8usize
+            .checked_add(len)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| fmt("header runs past the end"))?;
+        let header: Map<String, Value> = serde_json::from_slice(&bytes[8..end])
+            .map_err(|e| fmt(&format!("header JSON: {e}")))?;
         let data = &bytes[end..];
         let meta = header.get("__metadata__").and_then(Value::as_object);
-        let get = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_string);
+        let get = |k: &str| {
+            meta.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         if get("format").as_deref() != Some(FORMAT) {
             return Err(CheckpointError::NotNetfm(get("format")));
         }
         let md = |m: &str| CheckpointError::Metadata(m.to_string());
         let config = ModelConfig::from_json(&get("config").ok_or_else(|| md("no config"))?)
             .map_err(|e| md(&format!("config: {e}")))?;
-        let step = get("step").and_then(|s| s.parse().ok()).ok_or_else(|| md("no step"))?;
+        let step = get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| md("no step"))?;
         let dtype = match get("dtype").as_deref() {
             Some("F32") => DType::F32,
             Some("F64") => DType::F64,
@@ -119,34 +132,62 @@ impl Checkpoint {
                 continue;
             }
             let bad = |m: &str| fmt(&format!("tensor {name}: {m}"));
-            let dt = info.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("no dtype"))?;
+            let dt = info
+                .get("dtype")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("no dtype"))?;
             let dims: Vec<i64> = info
                 .get("shape")
                 .and_then(Value::as_array)
                 .ok_or_else(|| bad("no shape"))?
                 .iter()
-                .map(|d| d.as_i64().filter(|&d| d >= 0).ok_or_else(|| bad("bad shape")))
+                .map(|d| {
+                    d.as_i64()
+                        .filter(|&d| d >= 0)
+                        .ok_or_else(|| bad("bad shape"))
+                })
                 .collect::<Result<_, _>>()?;
-            let off = info.get("data_offsets").and_then(Value::as_array).ok_or_else(|| bad("no offsets"))?;
+            let off = info
+                .get("data_offsets")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("no offsets"))?;
             let (s, e) = match off.as_slice() {
-                [s, e] => (s.as_u64().unwrap_or(u64::MAX) as usize, e.as_u64().unwrap_or(0) as usize),
+                [s, e] => (
+                    s.as_u64().unwrap_or(u64::MAX) as usize,
+                    e.as_u64().unwrap_or(0) as usize,
+                ),
                 _ => return Err(bad("bad offsets")),
             };
             if s > e || e > data.len() {
                 return Err(bad("offsets outside the file"));
             }
             let raw = &data[s..e];
-            let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize)).ok_or_else(|| bad("too large"))?;
+            let n = dims
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+                .ok_or_else(|| bad("too large"))?;
             let tensor_data = match dt {
-                "F32" if raw.len() == 4 * n => {
-                    Data::F32(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect())
+                "F32" if raw.len() == 4 * n => Data::F32(
+                    raw.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                        .collect(),
+                ),
+                "F64" if raw.len() == 8 * n => Data::F64(
+                    raw.chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                        .collect(),
+                ),
+                _ => {
+                    return Err(bad(&format!(
+                        "{dt} with {} bytes for {n} values",
+                        raw.len()
+                    )))
                 }
-                "F64" if raw.len() == 8 * n => {
-                    Data::F64(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect())
-                }
-                _ => return Err(bad(&format!("{dt} with {} bytes for {n} values", raw.len()))),
             };
-            let t = Tensor { dims, data: tensor_data };
+            let t = Tensor {
+                dims,
+                data: tensor_data,
+            };
             if let Some(k) = name.strip_prefix("param.") {
                 ck.params.insert(k.to_string(), t);
             } else if let Some(k) = name.strip_prefix("adam_m.") {
@@ -180,11 +221,23 @@ mod tests {
         };
         let bytes = ck.to_bytes();
         assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), ck);
-        assert!(matches!(Checkpoint::from_bytes(&bytes[..bytes.len() - 1]), Err(CheckpointError::Format(_))));
-        assert!(matches!(Checkpoint::from_bytes(b"PK\x03\x04"), Err(CheckpointError::Format(_))));
+        assert!(matches!(
+            Checkpoint::from_bytes(&bytes[..bytes.len() - 1]),
+            Err(CheckpointError::Format(_))
+        ));
+        assert!(matches!(
+            Checkpoint::from_bytes(b"PK\x03\x04"),
+            Err(CheckpointError::Format(_))
+        ));
         let mut other = bytes.clone();
-        let at = other.windows(FORMAT.len()).position(|w| w == FORMAT.as_bytes()).unwrap();
+        let at = other
+            .windows(FORMAT.len())
+            .position(|w| w == FORMAT.as_bytes())
+            .unwrap();
         other[at] = b'X';
-        assert!(matches!(Checkpoint::from_bytes(&other), Err(CheckpointError::NotNetfm(_))));
+        assert!(matches!(
+            Checkpoint::from_bytes(&other),
+            Err(CheckpointError::NotNetfm(_))
+        ));
     }
 }

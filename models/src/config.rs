@@ -66,8 +66,15 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("burst_len {0} leaves no room for tokens after the CLS token")]
     BurstLen(usize),
-    #[error("vocabulary size {size} does not hold the special ids (CLS {cls}, MASK {mask}, EOS {eos})")]
-    Vocab { size: u32, cls: u32, mask: u32, eos: u32 },
+    #[error(
+        "vocabulary size {size} does not hold the special ids (CLS {cls}, MASK {mask}, EOS {eos})"
+    )]
+    Vocab {
+        size: u32,
+        cls: u32,
+        mask: u32,
+        eos: u32,
+    },
 }
 
 /// Tokens per burst for netfm's default tokenization (TCP: IP 5 + TCP 7 + payload 6 = 18
@@ -111,15 +118,23 @@ impl ModelConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if self.hidden % self.heads != 0 {
-            return Err(ConfigError::Heads { hidden: self.hidden, heads: self.heads });
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err(ConfigError::Heads {
+                hidden: self.hidden,
+                heads: self.heads,
+            });
         }
         if self.burst_len < 2 {
             return Err(ConfigError::BurstLen(self.burst_len));
         }
         let v = &self.vocab;
         if v.cls >= v.size || v.mask >= v.size || v.eos >= v.size {
-            return Err(ConfigError::Vocab { size: v.size, cls: v.cls, mask: v.mask, eos: v.eos });
+            return Err(ConfigError::Vocab {
+                size: v.size,
+                cls: v.cls,
+                mask: v.mask,
+                eos: v.eos,
+            });
         }
         Ok(())
     }
@@ -148,7 +163,10 @@ mod tests {
             c.validate().unwrap();
             assert_eq!(ModelConfig::from_json(&c.to_json()).unwrap(), c);
         }
-        assert_eq!(ModelConfig::named("huge"), Err(ConfigError::UnknownSize("huge".into())));
+        assert_eq!(
+            ModelConfig::named("huge"),
+            Err(ConfigError::UnknownSize("huge".into()))
+        );
         let mut c = ModelConfig::named("tiny").unwrap();
         c.heads = 3;
         assert!(matches!(c.validate(), Err(ConfigError::Heads { .. })));

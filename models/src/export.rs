@@ -34,7 +34,12 @@ pub struct PretrainWeights {
 
 impl Default for PretrainWeights {
     fn default() -> Self {
-        PretrainWeights { mlm: 1.0, swap: 1.0, meta: 1.0, direction: 1.0 }
+        PretrainWeights {
+            mlm: 1.0,
+            swap: 1.0,
+            meta: 1.0,
+            direction: 1.0,
+        }
     }
 }
 
@@ -52,7 +57,13 @@ impl Objective {
     /// Names of the loss outputs, total first.
     pub fn loss_names(&self) -> Vec<&'static str> {
         match self {
-            Objective::Pretrain(_) => vec!["loss", "loss_mlm", "loss_swap", "loss_meta", "loss_direction"],
+            Objective::Pretrain(_) => vec![
+                "loss",
+                "loss_mlm",
+                "loss_swap",
+                "loss_meta",
+                "loss_direction",
+            ],
             Objective::Classify => vec!["loss", "loss_class"],
         }
     }
@@ -94,7 +105,10 @@ pub fn param_specs(cfg: &ModelConfig) -> Result<Vec<ParamSpec>, ExportError> {
     let mut g = Graph::new(DType::F32);
     let mut store = InputParams::default();
     let inp = BatchInputs::declare(&mut g, cfg);
-    let mut model = Model { cfg, store: &mut store };
+    let mut model = Model {
+        cfg,
+        store: &mut store,
+    };
     let enc = model.encode(&mut g, &inp);
     model.heads(&mut g, &enc);
     let idx = g.input("mlm_index", DType::I64, vec![Dim::sym("masked")]);
@@ -119,16 +133,33 @@ fn metadata(
     let mut m = vec![
         (meta_keys::KIND.to_string(), kind.to_string()),
         (meta_keys::CONFIG.to_string(), cfg.to_json()),
-        (meta_keys::VOCAB.to_string(), serde_json::to_string(&cfg.vocab).expect("vocab")),
-        (meta_keys::DTYPE.to_string(), serde_json::to_string(&dtype).expect("dtype")),
+        (
+            meta_keys::VOCAB.to_string(),
+            serde_json::to_string(&cfg.vocab).expect("vocab"),
+        ),
+        (
+            meta_keys::DTYPE.to_string(),
+            serde_json::to_string(&dtype).expect("dtype"),
+        ),
     ];
     if let Some(o) = objective {
-        m.push((meta_keys::OBJECTIVE.to_string(), serde_json::to_string(o).expect("objective")));
+        m.push((
+            meta_keys::OBJECTIVE.to_string(),
+            serde_json::to_string(o).expect("objective"),
+        ));
     }
     if let Some(ps) = params {
-        let entries: Vec<ParamEntry> =
-            ps.iter().map(|p| ParamEntry { name: p.name.clone(), dims: p.dims.clone() }).collect();
-        m.push((meta_keys::PARAMS.to_string(), serde_json::to_string(&entries).expect("params")));
+        let entries: Vec<ParamEntry> = ps
+            .iter()
+            .map(|p| ParamEntry {
+                name: p.name.clone(),
+                dims: p.dims.clone(),
+            })
+            .collect();
+        m.push((
+            meta_keys::PARAMS.to_string(),
+            serde_json::to_string(&entries).expect("params"),
+        ));
     }
     m
 }
@@ -151,8 +182,15 @@ pub fn inference_graph(
     cfg.validate()?;
     let mut g = Graph::new(dtype);
     let inp = BatchInputs::declare(&mut g, cfg);
-    let mut store = InitializerParams { values: params, missing: Vec::new(), wrong_shape: Vec::new() };
-    let mut model = Model { cfg, store: &mut store };
+    let mut store = InitializerParams {
+        values: params,
+        missing: Vec::new(),
+        wrong_shape: Vec::new(),
+    };
+    let mut model = Model {
+        cfg,
+        store: &mut store,
+    };
     let enc = model.encode(&mut g, &inp);
     let heads = model.heads(&mut g, &enc);
     if !store.missing.is_empty() {
@@ -164,7 +202,10 @@ pub fn inference_graph(
     g.output(enc.flow, "embedding");
     g.output(enc.bursts, "burst_embeddings");
     output_heads(&mut g, &heads);
-    Ok(g.to_model("netfm_inference", &metadata("inference", cfg, None, None, dtype)))
+    Ok(g.to_model(
+        "netfm_inference",
+        &metadata("inference", cfg, None, None, dtype),
+    ))
 }
 
 /// Targets of the pretraining objectives (inputs of train-step and eval graphs).
@@ -177,13 +218,16 @@ struct PretrainTargets {
     direction_labels: V,
 }
 
+/// Loss outputs and their names, the total first.
+type LossTerms = Vec<(V, &'static str)>;
+
 /// Builds forward and losses; returns (loss terms with names, heads).
 fn forward_with_losses(
     g: &mut Graph,
     cfg: &ModelConfig,
     objective: &Objective,
     store: &mut InputParams,
-) -> Result<(Vec<(V, &'static str)>, HeadOutputs), ExportError> {
+) -> Result<(LossTerms, HeadOutputs), ExportError> {
     if matches!(objective, Objective::Classify) && cfg.num_classes == 0 {
         return Err(ExportError::NoClasses);
     }
@@ -261,7 +305,13 @@ pub fn eval_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, Exp
         g.output(v, name);
     }
     output_heads(&mut g, &heads);
-    let meta = metadata("eval", cfg, Some(&spec.objective), Some(&store.specs), spec.dtype);
+    let meta = metadata(
+        "eval",
+        cfg,
+        Some(&spec.objective),
+        Some(&store.specs),
+        spec.dtype,
+    );
     Ok(g.to_model("netfm_eval", &meta))
 }
 
@@ -279,7 +329,13 @@ pub fn gradient_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto,
     for (s, gr) in store.specs.iter().zip(grads) {
         g.output(gr, &format!("grad.{}", s.name));
     }
-    let meta = metadata("gradient", cfg, Some(&spec.objective), Some(&store.specs), spec.dtype);
+    let meta = metadata(
+        "gradient",
+        cfg,
+        Some(&spec.objective),
+        Some(&store.specs),
+        spec.dtype,
+    );
     Ok(g.to_model("netfm_gradient", &meta))
 }
 
@@ -301,7 +357,10 @@ impl TrainStepGraph {
     }
 }
 
-pub fn build_train_step(cfg: &ModelConfig, spec: &TrainSpec) -> Result<TrainStepGraph, ExportError> {
+pub fn build_train_step(
+    cfg: &ModelConfig,
+    spec: &TrainSpec,
+) -> Result<TrainStepGraph, ExportError> {
     cfg.validate()?;
     let mut g = Graph::new(spec.dtype);
     let mut store = InputParams::default();
@@ -335,6 +394,16 @@ pub fn build_train_step(cfg: &ModelConfig, spec: &TrainSpec) -> Result<TrainStep
         g.output(upd.m[i], &format!("new.m.{}", s.name));
         g.output(upd.v[i], &format!("new.v.{}", s.name));
     }
-    let meta = metadata("train_step", cfg, Some(&spec.objective), Some(&store.specs), spec.dtype);
-    Ok(TrainStepGraph { graph: g, params: store.specs, meta })
+    let meta = metadata(
+        "train_step",
+        cfg,
+        Some(&spec.objective),
+        Some(&store.specs),
+        spec.dtype,
+    );
+    Ok(TrainStepGraph {
+        graph: g,
+        params: store.specs,
+        meta,
+    })
 }

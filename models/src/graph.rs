@@ -64,11 +64,17 @@ pub struct Dim {
 
 impl Dim {
     pub fn fixed(n: i64) -> Dim {
-        Dim { coef: n, syms: Vec::new() }
+        Dim {
+            coef: n,
+            syms: Vec::new(),
+        }
     }
 
     pub fn sym(name: &str) -> Dim {
-        Dim { coef: 1, syms: vec![name.to_string()] }
+        Dim {
+            coef: 1,
+            syms: vec![name.to_string()],
+        }
     }
 
     pub fn as_fixed(&self) -> Option<i64> {
@@ -82,7 +88,10 @@ impl Dim {
     pub fn mul(&self, other: &Dim) -> Dim {
         let mut syms: Vec<String> = self.syms.iter().chain(&other.syms).cloned().collect();
         syms.sort();
-        Dim { coef: self.coef * other.coef, syms }
+        Dim {
+            coef: self.coef * other.coef,
+            syms,
+        }
     }
 
     /// `self / other` when it is again a monomial.
@@ -95,7 +104,10 @@ impl Dim {
             let at = syms.iter().position(|x| x == s)?;
             syms.remove(at);
         }
-        Some(Dim { coef: self.coef / other.coef, syms })
+        Some(Dim {
+            coef: self.coef / other.coef,
+            syms,
+        })
     }
 }
 
@@ -237,7 +249,11 @@ pub enum Op {
     Transpose(Vec<i64>),
     Concat(i64),
     /// Static slice along one axis.
-    Slice { axis: i64, start: i64, end: i64 },
+    Slice {
+        axis: i64,
+        start: i64,
+        end: i64,
+    },
     /// Rows of a table (axis 0) by integer indices: the embedding lookup.
     Gather,
     GatherElements(i64),
@@ -246,10 +262,18 @@ pub enum Op {
     LogSoftmaxPick(i64),
     Softmax(i64),
     LogSoftmax(i64),
-    ReduceSum { axes: Vec<i64>, keepdims: bool },
-    ReduceMean { axes: Vec<i64>, keepdims: bool },
+    ReduceSum {
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
+    ReduceMean {
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
     /// LayerNormalization over the last axis; in float32 it also outputs Mean and InvStdDev.
-    LayerNorm { eps: f64 },
+    LayerNorm {
+        eps: f64,
+    },
     /// tanh-approximated GELU, written as primitive nodes.
     Gelu,
     Where,
@@ -337,7 +361,12 @@ impl Graph {
     // ---- values -------------------------------------------------------------------------
 
     fn new_value(&mut self, dtype: DType, shape: Shape) -> V {
-        self.values.push(ValueDef { name: None, dtype, shape, producer: None });
+        self.values.push(ValueDef {
+            name: None,
+            dtype,
+            shape,
+            producer: None,
+        });
         V((self.values.len() - 1) as u32)
     }
 
@@ -356,9 +385,9 @@ impl Graph {
     /// Static size of axis `axis` (negative counts from the end); panics if symbolic.
     pub fn dim(&self, v: V, axis: i64) -> i64 {
         let ax = norm_axis(axis, self.rank(v));
-        self.shape(v)[ax].as_fixed().unwrap_or_else(|| {
-            panic!("axis {axis} of {} must be static", show(self.shape(v)))
-        })
+        self.shape(v)[ax]
+            .as_fixed()
+            .unwrap_or_else(|| panic!("axis {axis} of {} must be static", show(self.shape(v))))
     }
 
     pub fn producer(&self, v: V) -> Option<&Node> {
@@ -382,7 +411,10 @@ impl Graph {
     }
 
     pub fn name_of(&self, v: V) -> String {
-        self.values[v.index()].name.clone().unwrap_or_else(|| format!("t{}", v.0))
+        self.values[v.index()]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("t{}", v.0))
     }
 
     pub fn by_name(&self, name: &str) -> Option<V> {
@@ -394,7 +426,11 @@ impl Graph {
             !self.names.contains_key(name),
             "graph value name {name:?} used twice"
         );
-        assert!(self.values[v.index()].name.is_none(), "value {} already named", self.name_of(v));
+        assert!(
+            self.values[v.index()].name.is_none(),
+            "value {} already named",
+            self.name_of(v)
+        );
         self.values[v.index()].name = Some(name.to_string());
         self.names.insert(name.to_string(), v);
     }
@@ -421,7 +457,10 @@ impl Graph {
     }
 
     fn initializer_of(&self, v: V) -> Option<&Tensor> {
-        self.initializers.iter().find(|(w, _)| *w == v).map(|(_, t)| t)
+        self.initializers
+            .iter()
+            .find(|(w, _)| *w == v)
+            .map(|(_, t)| t)
     }
 
     /// A named initializer (e.g. a parameter baked into an inference graph).
@@ -434,7 +473,11 @@ impl Graph {
 
     /// An unnamed constant; identical small constants are shared.
     pub fn constant(&mut self, tensor: Tensor) -> V {
-        let key = (tensor.data.dtype(), tensor.dims.clone(), tensor.data.raw_le());
+        let key = (
+            tensor.data.dtype(),
+            tensor.dims.clone(),
+            tensor.data.raw_le(),
+        );
         if let Some(&v) = self.const_cache.get(&key) {
             return v;
         }
@@ -452,12 +495,18 @@ impl Graph {
 
     /// A rank-0 constant of `dtype`.
     pub fn scalar_of(&mut self, dtype: DType, x: f64) -> V {
-        self.constant(Tensor { dims: vec![], data: Data::scalar(dtype, x) })
+        self.constant(Tensor {
+            dims: vec![],
+            data: Data::scalar(dtype, x),
+        })
     }
 
     /// A 1-D int64 constant.
     pub fn i64s(&mut self, xs: &[i64]) -> V {
-        self.constant(Tensor { dims: vec![xs.len() as i64], data: Data::I64(xs.to_vec()) })
+        self.constant(Tensor {
+            dims: vec![xs.len() as i64],
+            data: Data::I64(xs.to_vec()),
+        })
     }
 
     /// The constant data of `v`, if it is a constant or initializer.
@@ -475,7 +524,11 @@ impl Graph {
                 v
             })
             .collect();
-        self.nodes.push(Node { op, inputs, outputs: outputs.clone() });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            outputs: outputs.clone(),
+        });
         outputs
     }
 
@@ -492,12 +545,20 @@ impl Graph {
 
     fn broadcast(&self, a: V, b: V) -> Shape {
         broadcast_shapes(self.shape(a), self.shape(b)).unwrap_or_else(|| {
-            panic!("shapes {} and {} do not broadcast", show(self.shape(a)), show(self.shape(b)))
+            panic!(
+                "shapes {} and {} do not broadcast",
+                show(self.shape(a)),
+                show(self.shape(b))
+            )
         })
     }
 
     fn binary(&mut self, op: Op, a: V, b: V) -> V {
-        assert_eq!(self.dtype(a), self.dtype(b), "{op:?}: operand dtypes differ");
+        assert_eq!(
+            self.dtype(a),
+            self.dtype(b),
+            "{op:?}: operand dtypes differ"
+        );
         let sh = self.broadcast(a, b);
         let dt = self.dtype(a);
         self.push1(op, vec![a, b], dt, sh)
@@ -578,7 +639,11 @@ impl Graph {
     }
 
     fn compare(&mut self, op: Op, a: V, b: V) -> V {
-        assert_eq!(self.dtype(a), self.dtype(b), "{op:?}: operand dtypes differ");
+        assert_eq!(
+            self.dtype(a),
+            self.dtype(b),
+            "{op:?}: operand dtypes differ"
+        );
         let sh = self.broadcast(a, b);
         self.push1(op, vec![a, b], DType::Bool, sh)
     }
@@ -602,7 +667,11 @@ impl Graph {
 
     /// `cond ? a : b`, broadcasting all three.
     pub fn where_(&mut self, cond: V, a: V, b: V) -> V {
-        assert_eq!(self.dtype(cond), DType::Bool, "Where: condition must be bool");
+        assert_eq!(
+            self.dtype(cond),
+            DType::Bool,
+            "Where: condition must be bool"
+        );
         assert_eq!(self.dtype(a), self.dtype(b), "Where: branch dtypes differ");
         let ab = self.broadcast(a, b);
         let sh = broadcast_shapes(self.shape(cond), &ab)
@@ -622,12 +691,27 @@ impl Graph {
     pub fn matmul(&mut self, a: V, b: V) -> V {
         assert_eq!(self.dtype(a), self.dtype(b), "MatMul: dtypes differ");
         let (sa, sb) = (self.shape(a).clone(), self.shape(b).clone());
-        assert!(sa.len() >= 2 && sb.len() >= 2, "MatMul: operands must have rank >= 2");
+        assert!(
+            sa.len() >= 2 && sb.len() >= 2,
+            "MatMul: operands must have rank >= 2"
+        );
         let (m, ka) = (&sa[sa.len() - 2], &sa[sa.len() - 1]);
         let (kb, n) = (&sb[sb.len() - 2], &sb[sb.len() - 1]);
-        assert_eq!(ka, kb, "MatMul: inner sizes differ: {} vs {}", show(&sa), show(&sb));
-        let batch = broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2])
-            .unwrap_or_else(|| panic!("MatMul: batch axes of {} and {} differ", show(&sa), show(&sb)));
+        assert_eq!(
+            ka,
+            kb,
+            "MatMul: inner sizes differ: {} vs {}",
+            show(&sa),
+            show(&sb)
+        );
+        let batch =
+            broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).unwrap_or_else(|| {
+                panic!(
+                    "MatMul: batch axes of {} and {} differ",
+                    show(&sa),
+                    show(&sb)
+                )
+            });
         let mut out = batch;
         out.push(m.clone());
         out.push(n.clone());
@@ -652,12 +736,15 @@ impl Graph {
             .collect();
         let holes = out.iter().filter(|d| d.is_none()).count();
         assert!(holes <= 1, "Reshape: more than one -1");
-        let known = out.iter().flatten().fold(Dim::fixed(1), |acc, d| acc.mul(d));
+        let known = out
+            .iter()
+            .flatten()
+            .fold(Dim::fixed(1), |acc, d| acc.mul(d));
         let total = numel(&sx);
         if holes == 1 {
-            let rest = total.div(&known).unwrap_or_else(|| {
-                panic!("Reshape: {} into {spec:?} does not divide", show(&sx))
-            });
+            let rest = total
+                .div(&known)
+                .unwrap_or_else(|| panic!("Reshape: {} into {spec:?} does not divide", show(&sx)));
             for d in out.iter_mut() {
                 if d.is_none() {
                     *d = Some(rest.clone());
@@ -665,7 +752,12 @@ impl Graph {
             }
         }
         let out: Shape = out.into_iter().map(|d| d.expect("filled")).collect();
-        assert_eq!(numel(&out), total, "Reshape: {} into {spec:?} changes the size", show(&sx));
+        assert_eq!(
+            numel(&out),
+            total,
+            "Reshape: {} into {spec:?} changes the size",
+            show(&sx)
+        );
         let s = self.i64s(spec);
         let dt = self.dtype(x);
         self.push1(Op::Reshape, vec![x, s], dt, out)
@@ -674,7 +766,11 @@ impl Graph {
     /// Reshape to the runtime shape of `like` (whose static shape `x` must match in size).
     pub fn reshape_like(&mut self, x: V, like: V) -> V {
         let target = self.shape(like).clone();
-        assert_eq!(numel(self.shape(x)), numel(&target), "reshape_like: sizes differ");
+        assert_eq!(
+            numel(self.shape(x)),
+            numel(&target),
+            "reshape_like: sizes differ"
+        );
         let s = self.shape_of(like);
         let dt = self.dtype(x);
         self.push1(Op::Reshape, vec![x, s], dt, target)
@@ -721,12 +817,28 @@ impl Graph {
         let rank = self.rank(x);
         let ax = norm_axis(axis, rank);
         let n = self.dim(x, ax as i64);
-        assert!(0 <= start && start < end && end <= n, "Slice {start}..{end} of {n}");
+        assert!(
+            0 <= start && start < end && end <= n,
+            "Slice {start}..{end} of {n}"
+        );
         let mut out = self.shape(x).clone();
         out[ax] = Dim::fixed(end - start);
-        let (s, e, a) = (self.i64s(&[start]), self.i64s(&[end]), self.i64s(&[ax as i64]));
+        let (s, e, a) = (
+            self.i64s(&[start]),
+            self.i64s(&[end]),
+            self.i64s(&[ax as i64]),
+        );
         let dt = self.dtype(x);
-        self.push1(Op::Slice { axis: ax as i64, start, end }, vec![x, s, e, a], dt, out)
+        self.push1(
+            Op::Slice {
+                axis: ax as i64,
+                start,
+                end,
+            },
+            vec![x, s, e, a],
+            dt,
+            out,
+        )
     }
 
     pub fn unsqueeze(&mut self, x: V, axes: &[i64]) -> V {
@@ -767,7 +879,13 @@ impl Graph {
         let target = self.shape(like).clone();
         let sh = broadcast_shapes(self.shape(x), &target)
             .unwrap_or_else(|| panic!("Expand: {} to {}", show(self.shape(x)), show(&target)));
-        assert_eq!(sh, target, "Expand: {} to {}", show(self.shape(x)), show(&target));
+        assert_eq!(
+            sh,
+            target,
+            "Expand: {} to {}",
+            show(self.shape(x)),
+            show(&target)
+        );
         let s = self.shape_of(like);
         let dt = self.dtype(x);
         self.push1(Op::Expand, vec![x, s], dt, target)
@@ -777,7 +895,10 @@ impl Graph {
     pub fn full_like(&mut self, like: V, dtype: DType, value: f64) -> V {
         let target = self.shape(like).clone();
         let s = self.shape_of(like);
-        let t = Tensor { dims: vec![1], data: Data::scalar(dtype, value) };
+        let t = Tensor {
+            dims: vec![1],
+            data: Data::scalar(dtype, value),
+        };
         self.push1(Op::ConstantOfShape(t), vec![s], dtype, target)
     }
 
@@ -830,7 +951,11 @@ impl Graph {
         let ax = norm_axis(axis, self.rank(x)) as i64;
         let dt = self.dtype(x);
         let (picked, full) = (self.shape(idx).clone(), self.shape(x).clone());
-        self.push(Op::LogSoftmaxPick(ax), vec![x, idx], vec![(dt, picked), (dt, full)])[0]
+        self.push(
+            Op::LogSoftmaxPick(ax),
+            vec![x, idx],
+            vec![(dt, picked), (dt, full)],
+        )[0]
     }
 
     /// `data` with `updates` added at `idx` (ScatterND, reduction add).
@@ -902,8 +1027,16 @@ impl Graph {
     /// LayerNormalization over the last axis with scale `gamma` and bias `beta` (both of
     /// the last axis' size).
     pub fn layer_norm(&mut self, x: V, gamma: V, beta: V, eps: f64) -> V {
-        let h = self.shape(x).last().cloned().expect("LayerNorm of a scalar");
-        assert_eq!(self.shape(gamma), &vec![h.clone()], "LayerNorm: gamma shape");
+        let h = self
+            .shape(x)
+            .last()
+            .cloned()
+            .expect("LayerNorm of a scalar");
+        assert_eq!(
+            self.shape(gamma),
+            &vec![h.clone()],
+            "LayerNorm: gamma shape"
+        );
         assert_eq!(self.shape(beta), &vec![h], "LayerNorm: beta shape");
         let dt = self.dtype(x);
         let sh = self.shape(x).clone();
@@ -985,7 +1118,10 @@ impl Graph {
             .collect();
         ModelProto {
             ir_version: IR_VERSION,
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
             producer_name: "netfm-models".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(GraphProto {
@@ -998,7 +1134,10 @@ impl Graph {
             }),
             metadata_props: metadata
                 .iter()
-                .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone() })
+                .map(|(k, v)| StringStringEntryProto {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
                 .collect(),
             ..Default::default()
         }
@@ -1069,7 +1208,11 @@ impl Graph {
             }
             Op::LayerNorm { eps } => simple(
                 "LayerNormalization",
-                vec![attr_int("axis", -1), attr_float("epsilon", *eps as f32), attr_int("stash_type", 1)],
+                vec![
+                    attr_int("axis", -1),
+                    attr_float("epsilon", *eps as f32),
+                    attr_int("stash_type", 1),
+                ],
             ),
             Op::Gelu => {
                 self.emit_gelu(&ins[0], &outs[0], &name, node.outputs[0], out);
@@ -1106,7 +1249,13 @@ impl Graph {
             output: vec![cname.clone()],
             name: cname,
             op_type: "Constant".into(),
-            attribute: vec![attr_tensor("value", &Tensor { dims: vec![], data: Data::scalar(dt, value) })],
+            attribute: vec![attr_tensor(
+                "value",
+                &Tensor {
+                    dims: vec![],
+                    data: Data::scalar(dt, value),
+                },
+            )],
             ..Default::default()
         };
         let op = |op: &str, ins: &[&str], o: String| NodeProto {
@@ -1145,7 +1294,10 @@ fn d_fixed(s: &[Dim], ax: usize) -> Option<i64> {
 pub fn norm_axis(axis: i64, rank: usize) -> usize {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
-    assert!((0..r.max(1)).contains(&a), "axis {axis} out of range for rank {rank}");
+    assert!(
+        (0..r.max(1)).contains(&a),
+        "axis {axis} out of range for rank {rank}"
+    );
     a as usize
 }
 
@@ -1169,11 +1321,21 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Option<Shape> {
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::INT, i, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i,
+        ..Default::default()
+    }
 }
 
 fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: attribute_type::FLOAT, f, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::FLOAT,
+        f,
+        ..Default::default()
+    }
 }
 
 fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {

@@ -127,7 +127,11 @@ impl<S: ParamStore> Model<'_, S> {
     /// Multi-head self-attention over the second-to-last axis of `x: [..., S, H]`, with an
     /// additive `mask` that broadcasts to `[..., heads, S, S]`.
     fn attention(&mut self, g: &mut Graph, x: V, mask: V, name: &str) -> V {
-        let (h, nh, dh) = (self.cfg.hidden, self.cfg.heads as i64, self.cfg.head_dim() as i64);
+        let (h, nh, dh) = (
+            self.cfg.hidden,
+            self.cfg.heads as i64,
+            self.cfg.head_dim() as i64,
+        );
         let r = g.rank(x);
         let q = self.linear(g, x, &format!("{name}.q"), h, h);
         let k = self.linear(g, x, &format!("{name}.k"), h, h);
@@ -196,8 +200,12 @@ impl<S: ParamStore> Model<'_, S> {
         let tok_table = self.param(g, "embed.token", &[vocab, h], Init::Normal(INIT_STD));
         let tok = g.gather(tok_table, inp.input_ids); // [B,N,L,H]
         let tok = self.linear(g, tok, "embed.proj_token", h, h);
-        let proto_table =
-            self.param(g, "embed.protocol", &[PROTOCOL_VOCAB, h], Init::Normal(INIT_STD));
+        let proto_table = self.param(
+            g,
+            "embed.protocol",
+            &[PROTOCOL_VOCAB, h],
+            Init::Normal(INIT_STD),
+        );
         let proto = g.gather(proto_table, inp.protocol); // [B,H]
         let w_proto = self.param(g, "embed.proj_protocol.w", &[h, h], Init::Normal(INIT_STD));
         let proto = g.matmul(proto, w_proto);
@@ -239,7 +247,12 @@ impl<S: ParamStore> Model<'_, S> {
         let count = g.reduce_sum(burst_present, &[1], true); // [B,1]
         let count = g.max(count, one);
         let flow = g.div(sum, count);
-        Encoded { tokens, bursts, flow, burst_present }
+        Encoded {
+            tokens,
+            bursts,
+            flow,
+            burst_present,
+        }
     }
 
     /// The burst and flow heads.
@@ -256,7 +269,12 @@ impl<S: ParamStore> Model<'_, S> {
             let p = g.tanh(p);
             self.linear(g, p, "head.class", h, c)
         });
-        HeadOutputs { swap_logits, direction_logits, meta_pred, class_logits }
+        HeadOutputs {
+            swap_logits,
+            direction_logits,
+            meta_pred,
+            class_logits,
+        }
     }
 
     /// Masked-token logits `[T, vocab]` at flat positions `index: [T]` into `B·N·L`; the
@@ -301,7 +319,11 @@ pub fn weighted_mean(g: &mut Graph, x: V, w: V, scale: f64) -> V {
     let one = g.scalar(1.0);
     let den = g.max(den, one);
     let r = g.div(num, den);
-    if scale == 1.0 { r } else { g.mul_scalar(r, scale) }
+    if scale == 1.0 {
+        r
+    } else {
+        g.mul_scalar(r, scale)
+    }
 }
 
 /// Binary cross-entropy with logits, elementwise: `max(z,0) − z·y + ln(1 + e^{−|z|})`.

@@ -21,5 +21,7 @@ pub mod params;
 pub mod proto;
 
 pub use config::{ModelConfig, VocabSpec};
-pub use export::{eval_graph, inference_graph, param_specs, train_step_graph, Objective, TrainSpec};
+pub use export::{
+    eval_graph, inference_graph, param_specs, train_step_graph, Objective, TrainSpec,
+};
 pub use graph::{DType, Data, Dim, Graph, Tensor, V};

@@ -67,7 +67,11 @@ impl ParamStore for InitializerParams<'_> {
             found => {
                 match found {
                     None => self.missing.push(spec.name.clone()),
-                    Some(t) => self.wrong_shape.push((spec.name.clone(), spec.dims.clone(), t.dims.clone())),
+                    Some(t) => self.wrong_shape.push((
+                        spec.name.clone(),
+                        spec.dims.clone(),
+                        t.dims.clone(),
+                    )),
                 }
                 // Keep building so that every problem is reported at once.
                 g.input(&spec.name, g.float, fixed(&spec.dims))
@@ -104,7 +108,9 @@ impl SplitMix64 {
 
 /// FNV-1a of a name, to give each parameter its own stream.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Initial values of `specs` from `seed`; each parameter's values depend only on the seed and
@@ -124,7 +130,13 @@ pub fn init_params(specs: &[ParamSpec], seed: u64, dtype: DType) -> HashMap<Stri
                 DType::F64 => Data::F64(vals),
                 _ => Data::F32(vals.into_iter().map(|x| x as f32).collect()),
             };
-            (s.name.clone(), Tensor { dims: s.dims.clone(), data })
+            (
+                s.name.clone(),
+                Tensor {
+                    dims: s.dims.clone(),
+                    data,
+                },
+            )
         })
         .collect()
 }

@@ -204,6 +204,9 @@ impl ModelProto {
 
     /// The value of a `metadata_props` entry.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata_props.iter().find(|e| e.key == key).map(|e| e.value.as_str())
+        self.metadata_props
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
     }
 }

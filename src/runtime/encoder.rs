@@ -15,13 +15,24 @@ use std::collections::HashMap;
 pub fn model_config(model: &ModelProto, kind: &str) -> anyhow::Result<(ModelConfig, DType)> {
     let found = model.metadata(meta_keys::KIND);
     if found != Some(kind) {
-        bail!("not a netfm {kind} model (its {} is {found:?})", meta_keys::KIND);
+        bail!(
+            "not a netfm {kind} model (its {} is {found:?})",
+            meta_keys::KIND
+        );
     }
-    let cfg = ModelConfig::from_json(model.metadata(meta_keys::CONFIG).context("model without a config")?)
-        .context("reading the model's config")?;
+    let cfg = ModelConfig::from_json(
+        model
+            .metadata(meta_keys::CONFIG)
+            .context("model without a config")?,
+    )
+    .context("reading the model's config")?;
     cfg.validate().context("the model's config")?;
-    let vocab: VocabSpec = serde_json::from_str(model.metadata(meta_keys::VOCAB).context("model without a vocabulary")?)
-        .context("reading the model's vocabulary")?;
+    let vocab: VocabSpec = serde_json::from_str(
+        model
+            .metadata(meta_keys::VOCAB)
+            .context("model without a vocabulary")?,
+    )
+    .context("reading the model's vocabulary")?;
     let ours = VocabSpec::netfound();
     if vocab != ours || cfg.vocab != ours {
         bail!(
@@ -46,7 +57,11 @@ impl Encoder {
         let (config, dtype) = model_config(&model, "inference")?;
         let session = session_from_bytes(opts, bytes)?;
         let layout = Layout::of(&config, dtype);
-        Ok(Encoder { session, config, layout })
+        Ok(Encoder {
+            session,
+            config,
+            layout,
+        })
     }
 
     /// Embeddings and head outputs for `flows`, by output name.
@@ -56,9 +71,16 @@ impl Encoder {
     }
 
     /// Runs prepared input tensors (`input_ids`, `protocol`, `burst_meta`).
-    pub fn run_batch(&mut self, feeds: &[(&str, &Tensor)]) -> anyhow::Result<HashMap<String, Tensor>> {
+    pub fn run_batch(
+        &mut self,
+        feeds: &[(&str, &Tensor)],
+    ) -> anyhow::Result<HashMap<String, Tensor>> {
         let wanted = ["input_ids", "protocol", "burst_meta"];
-        let feeds: Vec<(&str, &Tensor)> = feeds.iter().copied().filter(|(n, _)| wanted.contains(n)).collect();
+        let feeds: Vec<(&str, &Tensor)> = feeds
+            .iter()
+            .copied()
+            .filter(|(n, _)| wanted.contains(n))
+            .collect();
         host::run(&mut self.session, &feeds)
     }
 }

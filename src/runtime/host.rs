@@ -4,7 +4,9 @@
 use anyhow::{bail, Context};
 use netfm_models::{Data, Tensor};
 use ort::session::Session;
-use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, TensorValueTypeMarker, Value, ValueType};
+use ort::value::{
+    DynValue, Tensor as OrtTensor, TensorElementType, TensorValueTypeMarker, Value, ValueType,
+};
 use std::collections::HashMap;
 
 /// An ONNX Runtime value holding a copy of `t`.
@@ -24,7 +26,10 @@ pub fn from_value<K: TensorValueTypeMarker + ?Sized>(v: &Value<K>) -> anyhow::Re
     let ValueType::Tensor { ty, .. } = v.dtype() else {
         bail!("expected a tensor, got {:?}", v.dtype());
     };
-    fn grab<T: ort::value::PrimitiveTensorElementType + Clone, K: TensorValueTypeMarker + ?Sized>(
+    fn grab<
+        T: ort::value::PrimitiveTensorElementType + Clone,
+        K: TensorValueTypeMarker + ?Sized,
+    >(
         v: &Value<K>,
     ) -> anyhow::Result<(Vec<i64>, Vec<T>)> {
         let (shape, data) = v.try_extract_tensor::<T>()?;
@@ -53,15 +58,24 @@ pub fn from_value<K: TensorValueTypeMarker + ?Sized>(v: &Value<K>) -> anyhow::Re
 }
 
 /// Runs `session` on `feeds` and copies every output back, by name.
-pub fn run(session: &mut Session, feeds: &[(&str, &Tensor)]) -> anyhow::Result<HashMap<String, Tensor>> {
+pub fn run(
+    session: &mut Session,
+    feeds: &[(&str, &Tensor)],
+) -> anyhow::Result<HashMap<String, Tensor>> {
     let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(feeds.len());
     for (name, t) in feeds {
-        inputs.push((name.to_string(), to_value(t).with_context(|| format!("input {name}"))?));
+        inputs.push((
+            name.to_string(),
+            to_value(t).with_context(|| format!("input {name}"))?,
+        ));
     }
     let outputs = session.run(inputs).context("running the ONNX model")?;
     let mut out = HashMap::new();
     for (name, value) in &outputs {
-        out.insert(name.to_string(), from_value(&value).with_context(|| format!("output {name}"))?);
+        out.insert(
+            name.to_string(),
+            from_value(&value).with_context(|| format!("output {name}"))?,
+        );
     }
     Ok(out)
 }
@@ -76,7 +90,10 @@ pub fn scalar(t: &Tensor) -> anyhow::Result<f64> {
 }
 
 /// Copies `t` into the existing CPU tensor `dst` of the same dtype and element count.
-pub fn write_into<K: TensorValueTypeMarker + ?Sized>(dst: &mut Value<K>, t: &Tensor) -> anyhow::Result<()> {
+pub fn write_into<K: TensorValueTypeMarker + ?Sized>(
+    dst: &mut Value<K>,
+    t: &Tensor,
+) -> anyhow::Result<()> {
     fn put<T: ort::value::PrimitiveTensorElementType + Copy, K: TensorValueTypeMarker + ?Sized>(
         dst: &mut Value<K>,
         src: &[T],

@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use netfm_models::export::{meta_keys, ParamEntry};
 use netfm_models::proto::ModelProto;
 use netfm_models::{DType, Data, Tensor};
-use ort::session::IoBinding;
 use ort::memory::{AllocationDevice, Allocator};
+use ort::session::IoBinding;
 use ort::session::Session;
 use ort::value::{DynTensor, TensorElementType};
 use std::collections::HashMap;
@@ -66,19 +66,29 @@ impl TrainGraphInfo {
             );
         }
         let params: Vec<ParamEntry> = serde_json::from_str(
-            model.metadata(meta_keys::PARAMS).context("train_step model without a parameter list")?,
+            model
+                .metadata(meta_keys::PARAMS)
+                .context("train_step model without a parameter list")?,
         )
         .context("reading the train_step model's parameter list")?;
-        let dtype: DType = serde_json::from_str(model.metadata(meta_keys::DTYPE).unwrap_or("\"f32\""))
-            .context("reading the train_step model's dtype")?;
-        let graph = model.graph.as_ref().context("train_step model without a graph")?;
+        let dtype: DType =
+            serde_json::from_str(model.metadata(meta_keys::DTYPE).unwrap_or("\"f32\""))
+                .context("reading the train_step model's dtype")?;
+        let graph = model
+            .graph
+            .as_ref()
+            .context("train_step model without a graph")?;
         let loss_names = graph
             .output
             .iter()
             .map(|o| o.name.clone())
             .filter(|n| n == "loss" || n.starts_with("loss_"))
             .collect();
-        Ok(TrainGraphInfo { params, dtype, loss_names })
+        Ok(TrainGraphInfo {
+            params,
+            dtype,
+            loss_names,
+        })
     }
 }
 
@@ -110,7 +120,10 @@ fn zeros(dtype: DType, dims: &[i64]) -> Tensor {
         DType::F64 => Data::F64(vec![0.0; n as usize]),
         _ => Data::F32(vec![0.0; n as usize]),
     };
-    Tensor { dims: dims.to_vec(), data }
+    Tensor {
+        dims: dims.to_vec(),
+        data,
+    }
 }
 
 impl Trainer {
@@ -130,15 +143,20 @@ impl Trainer {
         let mut problems = Vec::new();
         for p in &info.params {
             let check = |t: Option<&Tensor>| -> Option<Tensor> {
-                t.filter(|t| t.dims == p.dims && t.data.dtype() == info.dtype).cloned()
+                t.filter(|t| t.dims == p.dims && t.data.dtype() == info.dtype)
+                    .cloned()
             };
             let value = check(params.get(&p.name));
             let (m, v) = match state {
                 Some(s) => (check(s.m.get(&p.name)), check(s.v.get(&p.name))),
-                None => (Some(zeros(info.dtype, &p.dims)), Some(zeros(info.dtype, &p.dims))),
+                None => (
+                    Some(zeros(info.dtype, &p.dims)),
+                    Some(zeros(info.dtype, &p.dims)),
+                ),
             };
             let found = |t: Option<&Tensor>| {
-                t.map(|t| format!("{:?} {:?}", t.data.dtype(), t.dims)).unwrap_or_else(|| "nothing".into())
+                t.map(|t| format!("{:?} {:?}", t.data.dtype(), t.dims))
+                    .unwrap_or_else(|| "nothing".into())
             };
             let (Some(value), Some(m), Some(v)) = (value, m, v) else {
                 problems.push(format!(
@@ -152,8 +170,9 @@ impl Trainer {
             };
             for t in [&value, &m, &v] {
                 for set in sets.iter_mut() {
-                    let mut buf = DynTensor::new(&allocator, element_type(info.dtype), t.dims.clone())
-                        .with_context(|| format!("allocating {}", p.name))?;
+                    let mut buf =
+                        DynTensor::new(&allocator, element_type(info.dtype), t.dims.clone())
+                            .with_context(|| format!("allocating {}", p.name))?;
                     host::write_into(&mut buf, t)?;
                     set.push(buf);
                 }
@@ -182,7 +201,11 @@ impl Trainer {
         for (dir, binding) in bindings.iter_mut().enumerate() {
             let (src, dst) = (dir, 1 - dir);
             for (i, p) in info.params.iter().enumerate() {
-                let names = [p.name.clone(), format!("m.{}", p.name), format!("v.{}", p.name)];
+                let names = [
+                    p.name.clone(),
+                    format!("m.{}", p.name),
+                    format!("v.{}", p.name),
+                ];
                 for (k, name) in names.iter().enumerate() {
                     binding
                         .bind_input(name.as_str(), &sets[src][3 * i + k])
@@ -193,11 +216,22 @@ impl Trainer {
                 }
             }
             for (name, t) in scalars.iter_mut() {
-                binding.bind_output(name.as_str(), &mut *t).with_context(|| format!("binding output {name}"))?;
+                binding
+                    .bind_output(name.as_str(), &mut *t)
+                    .with_context(|| format!("binding output {name}"))?;
             }
         }
         let step = state.map_or(0, |s| s.step);
-        Ok(Trainer { session, bindings, sets, scalars, info, device: opts.device, cur: 0, step })
+        Ok(Trainer {
+            session,
+            bindings,
+            sets,
+            scalars,
+            info,
+            device: opts.device,
+            cur: 0,
+            step,
+        })
     }
 
     /// Updates done so far.
@@ -210,11 +244,21 @@ impl Trainer {
     }
 
     /// One update on `batch` (named tensors matching the graph's batch inputs).
-    pub fn step(&mut self, batch: &[(&str, &Tensor)], lr: &LrSchedule) -> anyhow::Result<StepReport> {
+    pub fn step(
+        &mut self,
+        batch: &[(&str, &Tensor)],
+        lr: &LrSchedule,
+    ) -> anyhow::Result<StepReport> {
         let next = self.step + 1;
         let dtype = self.info.dtype;
-        let scalar = |x: f64| Tensor { dims: vec![], data: Data::scalar(dtype, x) };
-        let step_t = Tensor { dims: vec![], data: Data::I64(vec![next as i64]) };
+        let scalar = |x: f64| Tensor {
+            dims: vec![],
+            data: Data::scalar(dtype, x),
+        };
+        let step_t = Tensor {
+            dims: vec![],
+            data: Data::I64(vec![next as i64]),
+        };
         let sched = [
             ("step", step_t),
             ("lr", scalar(lr.peak)),
@@ -222,9 +266,15 @@ impl Trainer {
             ("total_steps", scalar(lr.total_steps as f64)),
         ];
         let binding = &mut self.bindings[self.cur];
-        for (name, t) in batch.iter().copied().chain(sched.iter().map(|(n, t)| (*n, t))) {
+        for (name, t) in batch
+            .iter()
+            .copied()
+            .chain(sched.iter().map(|(n, t)| (*n, t)))
+        {
             let v = host::to_value(t).with_context(|| format!("batch input {name}"))?;
-            binding.bind_input(name, &v).with_context(|| format!("binding batch input {name}"))?;
+            binding
+                .bind_input(name, &v)
+                .with_context(|| format!("binding batch input {name}"))?;
         }
         let outputs = self
             .session
@@ -236,10 +286,17 @@ impl Trainer {
             let x = host::scalar(&host::from_value(t)?)?;
             read.insert(name.clone(), x);
         }
-        let losses: Vec<(String, f64)> =
-            self.info.loss_names.iter().map(|n| (n.clone(), read[n])).collect();
+        let losses: Vec<(String, f64)> = self
+            .info
+            .loss_names
+            .iter()
+            .map(|n| (n.clone(), read[n]))
+            .collect();
         if !losses[0].1.is_finite() {
-            bail!("train step {next}: the loss is {} (lower the learning rate?)", losses[0].1);
+            bail!(
+                "train step {next}: the loss is {} (lower the learning rate?)",
+                losses[0].1
+            );
         }
         self.cur = 1 - self.cur;
         self.step = next;
@@ -272,16 +329,28 @@ impl Trainer {
 
     /// The current optimizer state (copied out).
     pub fn optimizer_state(&self) -> anyhow::Result<OptimizerState> {
-        Ok(OptimizerState { m: self.read_set(1)?, v: self.read_set(2)?, step: self.step })
+        Ok(OptimizerState {
+            m: self.read_set(1)?,
+            v: self.read_set(2)?,
+            step: self.step,
+        })
     }
 }
 
-fn move_to_device(sets: [Vec<DynTensor>; 2], device: Device) -> anyhow::Result<[Vec<DynTensor>; 2]> {
-    let Device::Cuda(id) = device else { return Ok(sets) };
+fn move_to_device(
+    sets: [Vec<DynTensor>; 2],
+    device: Device,
+) -> anyhow::Result<[Vec<DynTensor>; 2]> {
+    let Device::Cuda(id) = device else {
+        return Ok(sets);
+    };
     let [a, b] = sets;
     let mv = |set: Vec<DynTensor>| -> anyhow::Result<Vec<DynTensor>> {
         set.iter()
-            .map(|t| t.to(AllocationDevice::CUDA, id as i32).context("copying training state to the GPU"))
+            .map(|t| {
+                t.to(AllocationDevice::CUDA, id as i32)
+                    .context("copying training state to the GPU")
+            })
             .collect()
     };
     Ok([mv(a)?, mv(b)?])

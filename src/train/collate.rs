@@ -57,7 +57,13 @@ pub struct Masking {
 
 impl Default for Masking {
     fn default() -> Self {
-        Masking { mlm_prob: 0.3, mask_replace: 0.8, random_replace: 0.1, swap_prob: 0.1, meta_mask_prob: 0.15 }
+        Masking {
+            mlm_prob: 0.3,
+            mask_replace: 0.8,
+            random_replace: 0.1,
+            swap_prob: 0.1,
+            meta_mask_prob: 0.15,
+        }
     }
 }
 
@@ -149,17 +155,39 @@ fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
 fn base_tensors(e: &Encoded, b: usize, lay: &Layout) -> Vec<(String, Tensor)> {
     let (n, l) = (lay.max_bursts as i64, lay.burst_len as i64);
     vec![
-        ("input_ids".into(), Tensor { dims: vec![b as i64, n, l], data: Data::I64(e.ids.clone()) }),
-        ("protocol".into(), Tensor { dims: vec![b as i64], data: Data::I64(e.protocol.clone()) }),
+        (
+            "input_ids".into(),
+            Tensor {
+                dims: vec![b as i64, n, l],
+                data: Data::I64(e.ids.clone()),
+            },
+        ),
+        (
+            "protocol".into(),
+            Tensor {
+                dims: vec![b as i64],
+                data: Data::I64(e.protocol.clone()),
+            },
+        ),
         (
             "burst_meta".into(),
-            float(lay.dtype, vec![b as i64, n, META_FEATURES as i64], e.meta.clone()),
+            float(
+                lay.dtype,
+                vec![b as i64, n, META_FEATURES as i64],
+                e.meta.clone(),
+            ),
         ),
     ]
 }
 
 fn batch(e: &Encoded, tensors: Vec<(String, Tensor)>, flows: usize) -> Batch {
-    Batch { tensors, flows, tokens: e.tokens, cut_tokens: e.cut_tokens, cut_bursts: e.cut_bursts }
+    Batch {
+        tensors,
+        flows,
+        tokens: e.tokens,
+        cut_tokens: e.cut_tokens,
+        cut_bursts: e.cut_bursts,
+    }
 }
 
 /// The model inputs only (inference).
@@ -176,7 +204,10 @@ pub fn classify_batch(flows: &[&TokenizedFlow], labels: &[i64], lay: &Layout) ->
     let mut t = base_tensors(&e, flows.len(), lay);
     t.push((
         "class_labels".into(),
-        Tensor { dims: vec![labels.len() as i64], data: Data::I64(labels.to_vec()) },
+        Tensor {
+            dims: vec![labels.len() as i64],
+            data: Data::I64(labels.to_vec()),
+        },
     ));
     batch(&e, t, flows.len())
 }
@@ -195,8 +226,9 @@ pub fn pretrain_batch(
     // 1. Swapped bursts.
     let mut swap = vec![0.0; b * n];
     if b > 1 {
-        let present_of: Vec<Vec<usize>> =
-            (0..b).map(|f| (0..n).filter(|&k| e.present[f * n + k]).collect()).collect();
+        let present_of: Vec<Vec<usize>> = (0..b)
+            .map(|f| (0..n).filter(|&k| e.present[f * n + k]).collect())
+            .collect();
         let (orig_ids, orig_meta) = (e.ids.clone(), e.meta.clone());
         for f in 0..b {
             for k in 0..n {
@@ -211,7 +243,10 @@ pub fn pretrain_batch(
                 let src = choices[(rng.next_u64() % choices.len() as u64) as usize];
                 let (dst_row, src_row) = ((f * n + k) * l, (other * n + src) * l);
                 e.ids[dst_row..dst_row + l].copy_from_slice(&orig_ids[src_row..src_row + l]);
-                let (dm, sm) = ((f * n + k) * META_FEATURES, (other * n + src) * META_FEATURES);
+                let (dm, sm) = (
+                    (f * n + k) * META_FEATURES,
+                    (other * n + src) * META_FEATURES,
+                );
                 e.meta[dm..dm + META_FEATURES].copy_from_slice(&orig_meta[sm..sm + META_FEATURES]);
                 swap[f * n + k] = 1.0;
             }
@@ -272,15 +307,30 @@ pub fn pretrain_batch(
     let (bi, ni) = (b as i64, n as i64);
     let mut t = base_tensors(&e, b, lay);
     let tn = index.len() as i64;
-    t.push(("mlm_index".into(), Tensor { dims: vec![tn], data: Data::I64(index) }));
-    t.push(("mlm_labels".into(), Tensor { dims: vec![tn], data: Data::I64(labels) }));
+    t.push((
+        "mlm_index".into(),
+        Tensor {
+            dims: vec![tn],
+            data: Data::I64(index),
+        },
+    ));
+    t.push((
+        "mlm_labels".into(),
+        Tensor {
+            dims: vec![tn],
+            data: Data::I64(labels),
+        },
+    ));
     t.push(("swap_labels".into(), float(dt, vec![bi, ni], swap)));
     t.push((
         "meta_targets".into(),
         float(dt, vec![bi, ni, META_TARGETS as i64], meta_targets),
     ));
     t.push(("meta_weight".into(), float(dt, vec![bi, ni], meta_weight)));
-    t.push(("direction_labels".into(), float(dt, vec![bi, ni], direction)));
+    t.push((
+        "direction_labels".into(),
+        float(dt, vec![bi, ni], direction),
+    ));
     batch(&e, t, b)
 }
 
@@ -322,13 +372,17 @@ mod tests {
         let lay = layout();
         let f = flow(&[(2, true), (6, false), (1, true), (1, false)]);
         let b = inference_batch(&[&f], &lay);
-        let Data::I64(ids) = &b.get("input_ids").unwrap().data else { panic!() };
+        let Data::I64(ids) = &b.get("input_ids").unwrap().data else {
+            panic!()
+        };
         let cls = lay.vocab.cls as i64;
         assert_eq!(&ids[0..5], &[cls, 1, 2, 0, 0]);
         assert_eq!(&ids[5..10], &[cls, 101, 102, 103, 104]);
         assert_eq!(&ids[10..15], &[cls, 201, 0, 0, 0]);
         assert_eq!((b.tokens, b.cut_tokens, b.cut_bursts), (7, 2, 1));
-        let Data::F32(meta) = &b.get("burst_meta").unwrap().data else { panic!() };
+        let Data::F32(meta) = &b.get("burst_meta").unwrap().data else {
+            panic!()
+        };
         assert_eq!(meta[0], 1.0);
         assert_eq!(meta[4], -1.0);
         assert!((meta[1] - (120f32).ln_1p()).abs() < 1e-6);
@@ -338,37 +392,61 @@ mod tests {
     #[test]
     fn pretraining_targets_are_consistent_and_seeded() {
         let lay = layout();
-        let flows: Vec<TokenizedFlow> =
-            (0..6).map(|i| flow(&[(4, true), (3 + i % 2, false), (2, true)])).collect();
+        let flows: Vec<TokenizedFlow> = (0..6)
+            .map(|i| flow(&[(4, true), (3 + i % 2, false), (2, true)]))
+            .collect();
         let refs: Vec<&TokenizedFlow> = flows.iter().collect();
-        let masking = Masking { swap_prob: 0.3, meta_mask_prob: 0.3, ..Default::default() };
+        let masking = Masking {
+            swap_prob: 0.3,
+            meta_mask_prob: 0.3,
+            ..Default::default()
+        };
         let a = pretrain_batch(&refs, &lay, &masking, &mut SplitMix64(7));
         let b = pretrain_batch(&refs, &lay, &masking, &mut SplitMix64(7));
         assert_eq!(a, b, "same seed, same batch");
         let plain = inference_batch(&refs, &lay);
-        let Data::I64(ids) = &a.get("input_ids").unwrap().data else { panic!() };
-        let Data::I64(orig) = &plain.get("input_ids").unwrap().data else { panic!() };
-        let Data::I64(index) = &a.get("mlm_index").unwrap().data else { panic!() };
-        let Data::I64(labels) = &a.get("mlm_labels").unwrap().data else { panic!() };
-        let Data::F32(swap) = &a.get("swap_labels").unwrap().data else { panic!() };
+        let Data::I64(ids) = &a.get("input_ids").unwrap().data else {
+            panic!()
+        };
+        let Data::I64(orig) = &plain.get("input_ids").unwrap().data else {
+            panic!()
+        };
+        let Data::I64(index) = &a.get("mlm_index").unwrap().data else {
+            panic!()
+        };
+        let Data::I64(labels) = &a.get("mlm_labels").unwrap().data else {
+            panic!()
+        };
+        let Data::F32(swap) = &a.get("swap_labels").unwrap().data else {
+            panic!()
+        };
         assert!(!index.is_empty());
         let mask = lay.vocab.mask as i64;
         let mut masked = 0;
         for (&at, &label) in index.iter().zip(labels) {
             let at = at as usize;
-            assert!(at % lay.burst_len != 0, "never the CLS slot");
+            assert!(!at.is_multiple_of(lay.burst_len), "never the CLS slot");
             if swap[at / lay.burst_len] == 0.0 {
                 assert_eq!(label, orig[at], "label is the original token");
             }
             masked += (ids[at] == mask) as usize;
         }
         assert!(masked * 2 > index.len(), "most selected tokens become MASK");
-        assert!(swap.iter().any(|&s| s == 1.0), "some bursts swapped at 30%");
+        assert!(swap.contains(&1.0), "some bursts swapped at 30%");
         // Masked metadata is zeroed in the input and kept as a target.
-        let Data::F32(w) = &a.get("meta_weight").unwrap().data else { panic!() };
-        let Data::F32(meta) = &a.get("burst_meta").unwrap().data else { panic!() };
-        let Data::F32(targets) = &a.get("meta_targets").unwrap().data else { panic!() };
-        let s = w.iter().position(|&x| x == 1.0).expect("some metadata masked");
+        let Data::F32(w) = &a.get("meta_weight").unwrap().data else {
+            panic!()
+        };
+        let Data::F32(meta) = &a.get("burst_meta").unwrap().data else {
+            panic!()
+        };
+        let Data::F32(targets) = &a.get("meta_targets").unwrap().data else {
+            panic!()
+        };
+        let s = w
+            .iter()
+            .position(|&x| x == 1.0)
+            .expect("some metadata masked");
         assert!(meta[s * 4..s * 4 + 4].iter().all(|&x| x == 0.0));
         assert!(targets[s * 3] > 0.0);
     }
