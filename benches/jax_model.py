@@ -90,7 +90,8 @@ def losses(p, b, cfg):
     tok = linear(p, "embed.proj_token", p["embed.token"][ids])
     proto = (p["embed.protocol"][b["protocol"]] @ p["embed.proj_protocol.w"])[:, None, None, :]
     meta = linear(p, "embed.meta2", gelu(linear(p, "embed.meta1", b["burst_meta"]))) @ p["embed.proj_meta.w"]
-    x = tok + (meta[:, :, None, :] + proto) + p["embed.position"] + p["embed.burst_position"][:, None, :]
+    n, l = ids.shape[1], ids.shape[2]  # this batch's bursts and tokens per burst
+    x = tok + (meta[:, :, None, :] + proto) + p["embed.position"][:l] + p["embed.burst_position"][:n, None, :]
     x = layer_norm(p, "embed.ln", x, eps)
     for i in range(cfg["layers"]):
         x = block(p, f"layer{i}.burst", x, tok_mask, cfg)

@@ -97,12 +97,12 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Whole-model gradient check at `tiny` size in float64 (tolerance argued in
-/// tests/gradients.rs): for every parameter, its two largest-gradient entries and one more
+/// tests/gradients.rs): for every parameter, its largest-gradient entry and its middle entry
 /// against central differences of the total pretraining loss.
 #[test]
 fn whole_model_gradients_match_finite_differences() {
     let cfg = tiny();
-    let flows = &real_flows()[..3];
+    let flows = &real_flows()[..2];
     let batch = batch_of(&cfg, flows, DType::F64, 11);
     let sp = spec(DType::F64, Schedule::Constant);
     let o = opts(OptimizationLevel::Disabled, 2);
@@ -136,7 +136,7 @@ fn whole_model_gradients_match_finite_differences() {
         let scale = an.iter().fold(1.0f64, |m, x| m.max(x.abs()));
         let mut order: Vec<usize> = (0..an.len()).collect();
         order.sort_by(|&a, &b| an[b].abs().total_cmp(&an[a].abs()));
-        let picks = [order[0], order[1.min(order.len() - 1)], an.len() / 2];
+        let picks = [order[0], an.len() / 2];
         for &j in &picks {
             let orig = values(&params[name])[j];
             let mut at = |x: f64| {
@@ -156,7 +156,7 @@ fn whole_model_gradients_match_finite_differences() {
             checked += 1;
         }
     }
-    assert!(checked >= 3 * 60, "checked {checked} entries");
+    assert!(checked >= 2 * 60, "checked {checked} entries");
 }
 
 /// The inference graph (parameters baked in), the eval graph and the first train step

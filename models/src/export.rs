@@ -233,7 +233,7 @@ fn forward_with_losses(
     }
     let f = g.float;
     let b = Dim::sym("batch");
-    let n = Dim::fixed(cfg.max_bursts as i64);
+    let n = Dim::sym("bursts");
     let inp = BatchInputs::declare(g, cfg);
     let targets = match objective {
         Objective::Pretrain(_) => Some(PretrainTargets {

@@ -248,6 +248,9 @@ pub enum Op {
     Reshape,
     Transpose(Vec<i64>),
     Concat(i64),
+    /// `[0, 1, …, limit − 1]` for a rank-0 int64 `limit` (input 0), with the constants 0 and
+    /// 1 as inputs 1 and 2 (emitted as `Range(start, limit, delta)`).
+    Range,
     /// Static slice along one axis.
     Slice {
         axis: i64,
@@ -308,6 +311,7 @@ impl Op {
                 | Op::Not
                 | Op::And
                 | Op::Shape
+                | Op::Range
                 | Op::ConstantOfShape(_)
         )
     }
@@ -816,7 +820,9 @@ impl Graph {
     pub fn slice(&mut self, x: V, axis: i64, start: i64, end: i64) -> V {
         let rank = self.rank(x);
         let ax = norm_axis(axis, rank);
-        let n = self.dim(x, ax as i64);
+        // Along a symbolic axis the bounds are the caller's promise (ONNX clamps them); the
+        // backward pass needs the axis static.
+        let n = self.shape(x)[ax].as_fixed().unwrap_or(i64::MAX);
         assert!(
             0 <= start && start < end && end <= n,
             "Slice {start}..{end} of {n}"
@@ -839,6 +845,19 @@ impl Graph {
             dt,
             out,
         )
+    }
+
+    /// `0..n` where `n` is the runtime size of axis `axis` of `x`: an int64 vector whose one
+    /// dimension is that axis' (possibly symbolic) size.
+    pub fn arange_of_axis(&mut self, x: V, axis: i64) -> V {
+        let ax = norm_axis(axis, self.rank(x));
+        let dim = self.shape(x)[ax].clone();
+        let shape = self.shape_of(x);
+        let n = self.slice(shape, 0, ax as i64, ax as i64 + 1);
+        let n = self.squeeze(n, &[0]);
+        let zero = self.scalar_of(DType::I64, 0.0);
+        let one = self.scalar_of(DType::I64, 1.0);
+        self.push1(Op::Range, vec![n, zero, one], DType::I64, vec![dim])
     }
 
     pub fn unsqueeze(&mut self, x: V, axes: &[i64]) -> V {
@@ -1178,6 +1197,13 @@ impl Graph {
             Op::Transpose(perm) => simple("Transpose", vec![attr_ints("perm", perm)]),
             Op::Concat(axis) => simple("Concat", vec![attr_int("axis", *axis)]),
             Op::Slice { .. } => simple("Slice", vec![]),
+            Op::Range => NodeProto {
+                input: vec![ins[1].clone(), ins[0].clone(), ins[2].clone()],
+                output: outs.clone(),
+                name: name.clone(),
+                op_type: "Range".into(),
+                ..Default::default()
+            },
             Op::Gather => simple("Gather", vec![attr_int("axis", 0)]),
             Op::GatherElements(axis) => simple("GatherElements", vec![attr_int("axis", *axis)]),
             Op::LogSoftmaxPick(axis) => {

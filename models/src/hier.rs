@@ -18,7 +18,7 @@
 //!   tied to the token embedding); flow classification on the mean of the present bursts.
 
 use crate::config::{ModelConfig, META_FEATURES, META_TARGETS, PROTOCOL_VOCAB};
-use crate::graph::{DType, Graph, V};
+use crate::graph::{DType, Dim, Graph, V};
 use crate::params::{Init, ParamSpec, ParamStore};
 
 /// Labels that cross-entropy ignores.
@@ -41,24 +41,20 @@ pub struct BatchInputs {
 
 impl BatchInputs {
     pub fn declare(g: &mut Graph, cfg: &ModelConfig) -> BatchInputs {
-        let b = crate::graph::Dim::sym("batch");
-        let (n, l) = (cfg.max_bursts as i64, cfg.burst_len as i64);
+        let _ = cfg;
+        let (b, n, l) = (Dim::sym("batch"), Dim::sym("bursts"), Dim::sym("tokens"));
         let f = g.float;
         BatchInputs {
-            input_ids: g.input("input_ids", DType::I64, vec![b.clone(), n.into(), l.into()]),
+            input_ids: g.input("input_ids", DType::I64, vec![b.clone(), n.clone(), l]),
             protocol: g.input("protocol", DType::I64, vec![b.clone()]),
-            burst_meta: g.input(
-                "burst_meta",
-                f,
-                vec![b, n.into(), (META_FEATURES as i64).into()],
-            ),
+            burst_meta: g.input("burst_meta", f, vec![b, n, (META_FEATURES as i64).into()]),
         }
     }
 }
 
-impl From<i64> for crate::graph::Dim {
+impl From<i64> for Dim {
     fn from(n: i64) -> Self {
-        crate::graph::Dim::fixed(n)
+        Dim::fixed(n)
     }
 }
 
@@ -178,7 +174,13 @@ impl<S: ParamStore> Model<'_, S> {
     pub fn encode(&mut self, g: &mut Graph, inp: &BatchInputs) -> Encoded {
         let cfg = self.cfg.clone();
         let (h, n, l) = (cfg.hidden, cfg.max_bursts, cfg.burst_len);
-        let (hi, ni, li) = (h as i64, n as i64, l as i64);
+        let hi = h as i64;
+        // The batch's bursts (N ≤ max_bursts) and tokens per burst (L ≤ burst_len) are
+        // runtime sizes: a batch of short flows costs what its tokens cost.
+        let token_pos = g.arange_of_axis(inp.input_ids, 2); // [L]
+        let burst_pos = g.arange_of_axis(inp.input_ids, 1); // [N]
+        let first = g.scalar_of(DType::I64, 0.0);
+        let is_first = g.equal(token_pos, first);
 
         // Masks from the ids: padding tokens, and bursts whose CLS slot is padding.
         let pad = g.scalar_of(DType::I64, cfg.vocab.pad as f64);
@@ -191,6 +193,8 @@ impl<S: ParamStore> Model<'_, S> {
         let cls_ids = g.squeeze(cls_ids, &[2]); // [B,N]
         let burst_absent = g.equal(cls_ids, pad);
         let one = g.scalar(1.0);
+        let is_cls = g.where_(is_first, one, zero);
+        let is_cls = g.unsqueeze(is_cls, &[1]); // [L,1]: 1 at the CLS slot
         let burst_present = g.where_(burst_absent, zero, one); // [B,N]
         let flow_mask = g.where_(burst_absent, neg, zero);
         let flow_mask = g.unsqueeze(flow_mask, &[1, 2]); // [B,1,1,N]
@@ -217,9 +221,11 @@ impl<S: ParamStore> Model<'_, S> {
         let meta = g.matmul(meta, w_meta); // [B,N,H]
         let per_burst = g.unsqueeze(meta, &[2]); // [B,N,1,H]
         let per_burst = g.add(per_burst, proto);
-        let pos = self.param(g, "embed.position", &[l, h], Init::Normal(INIT_STD)); // [L,H]
-        let bpos = self.param(g, "embed.burst_position", &[n, h], Init::Normal(INIT_STD));
-        let bpos = g.reshape(bpos, &[ni, 1, hi]); // [N,1,H]
+        let pos_table = self.param(g, "embed.position", &[l, h], Init::Normal(INIT_STD));
+        let pos = g.gather(pos_table, token_pos); // [L,H]
+        let bpos_table = self.param(g, "embed.burst_position", &[n, h], Init::Normal(INIT_STD));
+        let bpos = g.gather(bpos_table, burst_pos);
+        let bpos = g.unsqueeze(bpos, &[1]); // [N,1,H]
         let x = g.add(tok, per_burst);
         let x = g.add(x, pos);
         let x = g.add(x, bpos);
@@ -229,16 +235,15 @@ impl<S: ParamStore> Model<'_, S> {
             // Inside each burst.
             x = self.block(g, x, tok_mask, &format!("layer{layer}.burst"));
             // Across the bursts' CLS tokens, written back into the CLS slots.
-            let cls = g.slice(x, 2, 0, 1);
-            let cls = g.reshape(cls, &[0, ni, hi]); // [B,N,H]
-            let cls = self.block(g, cls, flow_mask, &format!("layer{layer}.flow"));
-            let cls = g.reshape(cls, &[0, ni, 1, hi]);
-            let rest = g.slice(x, 2, 1, li);
-            x = g.concat(&[cls, rest], 2);
+            let cls = select_cls(g, x, is_cls); // [B,N,H]
+            let updated = self.block(g, cls, flow_mask, &format!("layer{layer}.flow"));
+            let delta = g.sub(updated, cls);
+            let delta = g.unsqueeze(delta, &[2]); // [B,N,1,H]
+            let delta = g.mul(delta, is_cls); // [B,N,L,H], zero off the CLS slots
+            x = g.add(x, delta);
         }
         let tokens = self.layer_norm(g, x, "final_ln");
-        let bursts = g.slice(tokens, 2, 0, 1);
-        let bursts = g.reshape(bursts, &[0, ni, hi]);
+        let bursts = select_cls(g, tokens, is_cls);
 
         // Flow embedding: mean over present bursts.
         let w = g.unsqueeze(burst_present, &[2]); // [B,N,1]
@@ -293,6 +298,13 @@ impl<S: ParamStore> Model<'_, S> {
         let bias = self.param(g, "head.mlm.bias", &[vocab], Init::Zeros);
         g.add(logits, bias)
     }
+}
+
+/// The CLS slot of every burst: `x: [B,N,L,H]` → `[B,N,H]` (a masked sum over the token
+/// axis, whose size is known only at run time).
+fn select_cls(g: &mut Graph, x: V, is_cls: V) -> V {
+    let t = g.mul(x, is_cls);
+    g.reduce_sum(t, &[2], false)
 }
 
 /// Mean cross-entropy of `logits: [T, C]` against int64 `labels: [T]`, skipping

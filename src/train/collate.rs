@@ -3,7 +3,9 @@
 //!
 //! Layout: `input_ids[b, n, l]` is burst `n` of flow `b`; slot 0 is the burst's CLS token,
 //! then the burst's raw tokens shifted into model ids (netfm-tokenizer's vocabulary), then
-//! padding. Tokens past `burst_len − 1` and bursts past `max_bursts` are cut and counted.
+//! padding. A batch is padded only to its own longest flow (bursts) and longest burst
+//! (tokens + 1); tokens past the model's `burst_len − 1` and bursts past its `max_bursts` are
+//! cut and counted.
 //!
 //! Burst metadata features: direction (+1 forward, −1 backward), ln(1+bytes), ln(1+packets),
 //! ln(1+inter-arrival ms). The logarithms keep byte counts and gaps, which span six orders
@@ -100,6 +102,9 @@ struct Encoded {
     tokens: usize,
     cut_tokens: usize,
     cut_bursts: usize,
+    /// Bursts per flow and tokens per burst of this batch.
+    n: usize,
+    l: usize,
 }
 
 fn meta_features(forward: bool, bytes: u32, count: u32, iat_us: u64) -> [f64; META_FEATURES] {
@@ -112,7 +117,16 @@ fn meta_features(forward: bool, bytes: u32, count: u32, iat_us: u64) -> [f64; ME
 }
 
 fn encode(flows: &[&TokenizedFlow], lay: &Layout) -> Encoded {
-    let (n, l) = (lay.max_bursts, lay.burst_len);
+    // Pad to this batch's longest flow and burst, capped by the model's sizes.
+    let most_bursts = flows.iter().map(|f| f.bursts.len()).max().unwrap_or(0);
+    let longest = flows
+        .iter()
+        .flat_map(|f| &f.bursts)
+        .map(|b| b.tokens.len())
+        .max()
+        .unwrap_or(0);
+    let n = most_bursts.clamp(1, lay.max_bursts);
+    let l = (longest + 1).clamp(1, lay.burst_len);
     let b = flows.len();
     let mut e = Encoded {
         ids: vec![lay.vocab.pad as i64; b * n * l],
@@ -122,6 +136,8 @@ fn encode(flows: &[&TokenizedFlow], lay: &Layout) -> Encoded {
         tokens: 0,
         cut_tokens: 0,
         cut_bursts: 0,
+        n,
+        l,
     };
     for (fi, flow) in flows.iter().enumerate() {
         e.protocol.push(flow.protocol as i64);
@@ -153,7 +169,7 @@ fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
 }
 
 fn base_tensors(e: &Encoded, b: usize, lay: &Layout) -> Vec<(String, Tensor)> {
-    let (n, l) = (lay.max_bursts as i64, lay.burst_len as i64);
+    let (n, l) = (e.n as i64, e.l as i64);
     vec![
         (
             "input_ids".into(),
@@ -220,7 +236,7 @@ pub fn pretrain_batch(
     rng: &mut SplitMix64,
 ) -> Batch {
     let mut e = encode(flows, lay);
-    let (b, n, l) = (flows.len(), lay.max_bursts, lay.burst_len);
+    let (b, n, l) = (flows.len(), e.n, e.l);
     let pad = lay.vocab.pad as i64;
 
     // 1. Swapped bursts.
@@ -425,8 +441,9 @@ mod tests {
         let mut masked = 0;
         for (&at, &label) in index.iter().zip(labels) {
             let at = at as usize;
-            assert!(!at.is_multiple_of(lay.burst_len), "never the CLS slot");
-            if swap[at / lay.burst_len] == 0.0 {
+            let l = a.get("input_ids").unwrap().dims[2] as usize;
+            assert!(!at.is_multiple_of(l), "never the CLS slot");
+            if swap[at / l] == 0.0 {
                 assert_eq!(label, orig[at], "label is the original token");
             }
             masked += (ids[at] == mask) as usize;

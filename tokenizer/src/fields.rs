@@ -17,6 +17,8 @@ pub const PAYLOAD_BYTES: usize = 12;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+/// ICMPv6: laid out like ICMP (type and code).
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// Transport-specific fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +124,8 @@ pub mod table {
 }
 
 impl TokenLayout {
-    /// Tokens per packet of the given IP protocol (18 TCP / 38 with options, 12 UDP, 13 ICMP).
+    /// Tokens per packet of the given IP protocol (18 TCP / 38 with options, 12 UDP, 13 ICMP
+    /// and ICMPv6).
     pub fn tokens_per_packet(&self, protocol: u8) -> usize {
         use table::*;
         let l4 = match protocol {
@@ -135,7 +138,7 @@ impl TokenLayout {
                     }
             }
             PROTO_UDP => width(UDP),
-            PROTO_ICMP => width(ICMP),
+            PROTO_ICMP | PROTO_ICMPV6 => width(ICMP),
             _ => 0,
         };
         width(IP) + l4 + if self.payload { width(PAYLOAD) } else { 0 }
@@ -238,5 +241,6 @@ mod tests {
         assert_eq!(opts.tokens_per_packet(PROTO_TCP), 38);
         assert_eq!(plain.tokens_per_packet(PROTO_UDP), 12);
         assert_eq!(plain.tokens_per_packet(PROTO_ICMP), 13);
+        assert_eq!(plain.tokens_per_packet(PROTO_ICMPV6), 13);
     }
 }
