@@ -71,6 +71,7 @@ fn bench_model(c: &mut Criterion) {
         .to_bytes();
     let mut enc = Encoder::from_bytes(&opts, &inf).unwrap();
     let mut g = c.benchmark_group("inference_small");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
     for bs in [1usize, 64] {
         let sel: Vec<&TokenizedFlow> = flows.iter().cycle().take(bs).map(|f| &f.flow).collect();
         let b = inference_batch(&sel, &lay);
