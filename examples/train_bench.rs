@@ -14,7 +14,7 @@ use netfm_models::checkpoint::Checkpoint;
 use netfm_models::export::{param_specs, train_step_graph, Objective, TrainSpec};
 use netfm_models::optim::AdamWConfig;
 use netfm_models::params::{init_params, SplitMix64};
-use netfm_models::{DType, Data, ModelConfig};
+use netfm_models::{DType, ModelConfig};
 use netfm_tokenizer::TokenizedFlow;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,23 +77,7 @@ fn main() -> anyhow::Result<()> {
         adam_v: HashMap::new(),
     };
     std::fs::write(out.join("params.safetensors"), ck.to_bytes())?;
-    let json: serde_json::Map<String, serde_json::Value> = batch
-        .tensors
-        .iter()
-        .map(|(n, t)| {
-            let (dtype, values): (&str, serde_json::Value) = match &t.data {
-                Data::I64(v) => ("int64", serde_json::json!(v)),
-                Data::F32(v) => ("float32", serde_json::json!(v)),
-                Data::F64(v) => ("float64", serde_json::json!(v)),
-                Data::Bool(v) => ("bool", serde_json::json!(v)),
-            };
-            (
-                n.clone(),
-                serde_json::json!({"dims": t.dims, "dtype": dtype, "values": values}),
-            )
-        })
-        .collect();
-    std::fs::write(out.join("batch.json"), serde_json::to_vec(&json)?)?;
+    std::fs::write(out.join("batch.json"), batch.to_json().to_string())?;
 
     let spec = TrainSpec {
         objective: Objective::Pretrain(Default::default()),

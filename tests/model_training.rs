@@ -18,7 +18,7 @@ use netfm_models::params::{init_params, SplitMix64};
 use netfm_models::{DType, Data, ModelConfig, Tensor};
 use netfm_tokenizer::TokenizedFlow;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -369,26 +369,6 @@ fn wrong_parameters_and_vocabularies_are_clear_errors() {
     assert!(err.contains("head.meta.b"), "{err}");
 }
 
-fn write_npy_json(path: &Path, batch: &Batch) {
-    let obj: serde_json::Map<String, serde_json::Value> = batch
-        .tensors
-        .iter()
-        .map(|(n, t)| {
-            let dtype = match t.data.dtype() {
-                DType::I64 => "int64",
-                DType::F64 => "float64",
-                DType::Bool => "bool",
-                DType::F32 => "float32",
-            };
-            (
-                n.clone(),
-                serde_json::json!({"dims": t.dims, "dtype": dtype, "values": values(t)}),
-            )
-        })
-        .collect();
-    std::fs::write(path, serde_json::to_vec(&obj).unwrap()).unwrap();
-}
-
 /// Python's `onnx.checker` (full check) accepts all three graphs, and Python's
 /// `onnxruntime` reproduces netfm's inference outputs and first train step.
 #[test]
@@ -422,7 +402,7 @@ fn python_onnx_and_onnxruntime_accept_the_exported_models() {
         adam_v: HashMap::new(),
     };
     std::fs::write(d.join("params.safetensors"), ck.to_bytes()).unwrap();
-    write_npy_json(&d.join("batch.json"), &batch);
+    std::fs::write(d.join("batch.json"), batch.to_json().to_string()).unwrap();
 
     let mut enc = Encoder::from_bytes(&o, &inf).unwrap();
     let out = enc.run_batch(&batch.feeds()).unwrap();

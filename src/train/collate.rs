@@ -87,6 +87,28 @@ impl Batch {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
+    /// The tensors as JSON, `{name: {"dims", "dtype" (numpy's name), "values"}}`, for
+    /// Python consumers (`np.array(values, dtype).reshape(dims)`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let obj: serde_json::Map<String, serde_json::Value> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                let (dtype, values) = match &t.data {
+                    Data::I64(v) => ("int64", serde_json::json!(v)),
+                    Data::F32(v) => ("float32", serde_json::json!(v)),
+                    Data::F64(v) => ("float64", serde_json::json!(v)),
+                    Data::Bool(v) => ("bool", serde_json::json!(v)),
+                };
+                (
+                    n.clone(),
+                    serde_json::json!({"dims": t.dims, "dtype": dtype, "values": values}),
+                )
+            })
+            .collect();
+        serde_json::Value::Object(obj)
+    }
+
     /// `(name, tensor)` pairs as [`crate::runtime::host::run`] takes them.
     pub fn feeds(&self) -> Vec<(&str, &Tensor)> {
         self.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect()
