@@ -13,19 +13,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-fn conformance_dir() -> PathBuf {
-    let dir = std::env::var_os("NETFM_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/netfound")
-        });
-    assert!(
-        dir.is_dir(),
-        "conformance set not found at {} (set NETFM_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::conformance_dir;
 
 fn conformance_pcap(name: &str) -> PathBuf {
     conformance_dir().join("pcaps").join(name)

@@ -4,24 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{pcaps, run_ok};
+
 fn netfm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_netfm"))
-}
-
-fn pcaps() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/pcaps")
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("netfm runs");
-    assert!(
-        out.status.success(),
-        "netfm failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn summary_json(out: &Output) -> serde_json::Value {

@@ -28,18 +28,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn conformance_dir() -> PathBuf {
-    let dir = match std::env::var_os("NETFM_CONFORMANCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/netfound"),
-    };
-    assert!(
-        dir.join("summary.json").is_file(),
-        "netFound conformance data not found at {} (set NETFM_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::conformance_dir;
 
 /// One golden row, in the schema's field order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -6,39 +6,13 @@ use netfm::dataset::reader::{read_all, DatasetReader, FlowExample};
 use netfm_tokenizer::{Burst, TokenLayout, TokenizedFlow};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod common;
+use common::{conformance_dir, pcaps, run_ok};
 
 fn netfm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_netfm"))
-}
-
-fn pcaps() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/pcaps")
-}
-
-fn conformance_dir() -> PathBuf {
-    let dir = match std::env::var_os("NETFM_CONFORMANCE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/netfound"),
-    };
-    assert!(
-        dir.join("summary.json").is_file(),
-        "netFound conformance data not found at {} (set NETFM_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    dir
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("netfm runs");
-    assert!(
-        out.status.success(),
-        "netfm failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// `netfm tokenize INPUT --out OUT --json -q ARGS`; returns the summary's `flows`.

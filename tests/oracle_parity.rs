@@ -16,6 +16,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::conformance_dir;
+
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -34,18 +37,6 @@ fn datasets_dir() -> PathBuf {
         shared.display()
     );
     shared
-}
-
-fn conformance_dir() -> PathBuf {
-    let dir = std::env::var_os("NETFM_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("../shared/conformance/netfound"));
-    assert!(
-        dir.is_dir(),
-        "conformance set not found at {} (set NETFM_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    dir
 }
 
 fn is_capture_name(p: &Path) -> bool {

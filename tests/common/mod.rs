@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests (each test file includes this with `mod common;`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The bundled captures.
+pub fn pcaps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/pcaps")
+}
+
+/// netFound's conformance set: `../shared/conformance/netfound`, or `NETFM_CONFORMANCE_DIR`.
+pub fn conformance_dir() -> PathBuf {
+    let dir = match std::env::var_os("NETFM_CONFORMANCE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/netfound"),
+    };
+    assert!(
+        dir.join("summary.json").is_file(),
+        "netFound conformance data not found at {} (set NETFM_CONFORMANCE_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs `cmd` and fails the test, showing its output, unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("netfm runs");
+    assert!(
+        out.status.success(),
+        "netfm failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
