@@ -68,14 +68,7 @@ fn main() -> anyhow::Result<()> {
     let params = init_params(&param_specs(&cfg)?, 1, DType::F32);
 
     std::fs::create_dir_all(&out)?;
-    let ck = Checkpoint {
-        config: cfg.clone(),
-        dtype: DType::F32,
-        step: 0,
-        params: params.clone(),
-        adam_m: HashMap::new(),
-        adam_v: HashMap::new(),
-    };
+    let ck = Checkpoint::new_model(cfg.clone(), DType::F32, params.clone());
     std::fs::write(out.join("params.safetensors"), ck.to_bytes())?;
     std::fs::write(out.join("batch.json"), batch.to_json().to_string())?;
 

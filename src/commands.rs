@@ -313,14 +313,7 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&cfg)?.as_bytes(),
     )?;
     if fresh {
-        let ck = Checkpoint {
-            config: cfg.clone(),
-            dtype,
-            step: 0,
-            params,
-            adam_m: Default::default(),
-            adam_v: Default::default(),
-        };
+        let ck = Checkpoint::new_model(cfg.clone(), dtype, params);
         let bytes = ck.to_bytes();
         write_atomic(&args.out, "checkpoint.safetensors", &bytes)?;
         written.push(format!(

@@ -393,14 +393,7 @@ fn python_onnx_and_onnxruntime_accept_the_exported_models() {
         eval_graph(&cfg, &sp).unwrap().to_bytes(),
     )
     .unwrap();
-    let ck = Checkpoint {
-        config: cfg.clone(),
-        dtype: DType::F32,
-        step: 0,
-        params: params.clone(),
-        adam_m: HashMap::new(),
-        adam_v: HashMap::new(),
-    };
+    let ck = Checkpoint::new_model(cfg.clone(), DType::F32, params.clone());
     std::fs::write(d.join("params.safetensors"), ck.to_bytes()).unwrap();
     std::fs::write(d.join("batch.json"), batch.to_json().to_string()).unwrap();
 

@@ -339,7 +339,6 @@ fn rule(g: &mut Graph, op: &Op, x: &[V], y: &[V], gy: V, need: &[bool]) -> Vec<O
         | Op::Less
         | Op::Greater
         | Op::Not
-        | Op::And
         | Op::Shape
         | Op::Range
         | Op::ConstantOfShape(_) => vec![None; x.len()],

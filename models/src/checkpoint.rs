@@ -46,6 +46,22 @@ fn dtype_name(d: DType) -> &'static str {
 }
 
 impl Checkpoint {
+    /// A model before its first step: parameters only, no optimizer state.
+    pub fn new_model(
+        config: ModelConfig,
+        dtype: DType,
+        params: HashMap<String, Tensor>,
+    ) -> Checkpoint {
+        Checkpoint {
+            config,
+            dtype,
+            step: 0,
+            params,
+            adam_m: HashMap::new(),
+            adam_v: HashMap::new(),
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut tensors: BTreeMap<String, &Tensor> = BTreeMap::new();
         for (prefix, map) in [

@@ -284,7 +284,6 @@ pub enum Op {
     Less,
     Greater,
     Not,
-    And,
     Cast(DType),
     Unsqueeze(Vec<i64>),
     Squeeze(Vec<i64>),
@@ -309,7 +308,6 @@ impl Op {
                 | Op::Less
                 | Op::Greater
                 | Op::Not
-                | Op::And
                 | Op::Shape
                 | Op::Range
                 | Op::ConstantOfShape(_)
@@ -329,8 +327,6 @@ pub struct ValueDef {
     pub name: Option<String>,
     pub dtype: DType,
     pub shape: Shape,
-    /// Index of the producing node, if any.
-    pub producer: Option<usize>,
 }
 
 /// A graph under construction.
@@ -369,7 +365,6 @@ impl Graph {
             name: None,
             dtype,
             shape,
-            producer: None,
         });
         V((self.values.len() - 1) as u32)
     }
@@ -392,10 +387,6 @@ impl Graph {
         self.shape(v)[ax]
             .as_fixed()
             .unwrap_or_else(|| panic!("axis {axis} of {} must be static", show(self.shape(v))))
-    }
-
-    pub fn producer(&self, v: V) -> Option<&Node> {
-        self.values[v.index()].producer.map(|i| &self.nodes[i])
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -513,20 +504,10 @@ impl Graph {
         })
     }
 
-    /// The constant data of `v`, if it is a constant or initializer.
-    pub fn constant_data(&self, v: V) -> Option<&Tensor> {
-        self.initializer_of(v)
-    }
-
     fn push(&mut self, op: Op, inputs: Vec<V>, outs: Vec<(DType, Shape)>) -> Vec<V> {
-        let idx = self.nodes.len();
         let outputs: Vec<V> = outs
             .into_iter()
-            .map(|(dt, sh)| {
-                let v = self.new_value(dt, sh);
-                self.values[v.index()].producer = Some(idx);
-                v
-            })
+            .map(|(dt, sh)| self.new_value(dt, sh))
             .collect();
         self.nodes.push(Node {
             op,
@@ -664,9 +645,6 @@ impl Graph {
     pub fn not(&mut self, x: V) -> V {
         assert_eq!(self.dtype(x), DType::Bool);
         self.unary(Op::Not, x)
-    }
-    pub fn and(&mut self, a: V, b: V) -> V {
-        self.compare(Op::And, a, b)
     }
 
     /// `cond ? a : b`, broadcasting all three.
@@ -1091,11 +1069,6 @@ impl Graph {
         (value_live, node_live)
     }
 
-    /// Number of ONNX nodes the outputs need (composite ops count once).
-    pub fn live_node_count(&self) -> usize {
-        self.live().1.iter().filter(|&&l| l).count()
-    }
-
     fn value_info(&self, v: V) -> ValueInfoProto {
         let def = &self.values[v.index()];
         let dims = def
@@ -1249,7 +1222,6 @@ impl Graph {
             Op::Less => simple("Less", vec![]),
             Op::Greater => simple("Greater", vec![]),
             Op::Not => simple("Not", vec![]),
-            Op::And => simple("And", vec![]),
             Op::Cast(to) => simple("Cast", vec![attr_int("to", to.onnx() as i64)]),
             Op::Unsqueeze(_) => simple("Unsqueeze", vec![]),
             Op::Squeeze(_) => simple("Squeeze", vec![]),

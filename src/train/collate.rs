@@ -190,21 +190,22 @@ fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
     Tensor { dims, data }
 }
 
-fn base_tensors(e: &Encoded, b: usize, lay: &Layout) -> Vec<(String, Tensor)> {
+/// The input tensors, moved out of `e` (its counters stay for [`batch`]).
+fn base_tensors(e: &mut Encoded, b: usize, lay: &Layout) -> Vec<(String, Tensor)> {
     let (n, l) = (e.n as i64, e.l as i64);
     vec![
         (
             "input_ids".into(),
             Tensor {
                 dims: vec![b as i64, n, l],
-                data: Data::I64(e.ids.clone()),
+                data: Data::I64(std::mem::take(&mut e.ids)),
             },
         ),
         (
             "protocol".into(),
             Tensor {
                 dims: vec![b as i64],
-                data: Data::I64(e.protocol.clone()),
+                data: Data::I64(std::mem::take(&mut e.protocol)),
             },
         ),
         (
@@ -212,7 +213,7 @@ fn base_tensors(e: &Encoded, b: usize, lay: &Layout) -> Vec<(String, Tensor)> {
             float(
                 lay.dtype,
                 vec![b as i64, n, META_FEATURES as i64],
-                e.meta.clone(),
+                std::mem::take(&mut e.meta),
             ),
         ),
     ]
@@ -230,16 +231,16 @@ fn batch(e: &Encoded, tensors: Vec<(String, Tensor)>, flows: usize) -> Batch {
 
 /// The model inputs only (inference).
 pub fn inference_batch(flows: &[&TokenizedFlow], lay: &Layout) -> Batch {
-    let e = encode(flows, lay);
-    let t = base_tensors(&e, flows.len(), lay);
+    let mut e = encode(flows, lay);
+    let t = base_tensors(&mut e, flows.len(), lay);
     batch(&e, t, flows.len())
 }
 
 /// Inputs plus `class_labels` (−100 = no label) for the classification objective.
 pub fn classify_batch(flows: &[&TokenizedFlow], labels: &[i64], lay: &Layout) -> Batch {
     assert_eq!(flows.len(), labels.len(), "one label per flow");
-    let e = encode(flows, lay);
-    let mut t = base_tensors(&e, flows.len(), lay);
+    let mut e = encode(flows, lay);
+    let mut t = base_tensors(&mut e, flows.len(), lay);
     t.push((
         "class_labels".into(),
         Tensor {
@@ -343,7 +344,7 @@ pub fn pretrain_batch(
 
     let dt = lay.dtype;
     let (bi, ni) = (b as i64, n as i64);
-    let mut t = base_tensors(&e, b, lay);
+    let mut t = base_tensors(&mut e, b, lay);
     let tn = index.len() as i64;
     t.push((
         "mlm_index".into(),
