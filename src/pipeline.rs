@@ -209,13 +209,14 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
 
     let label_from_dir = opts.label_from_dir;
     let (pkt_tx, pkt_rx) = sync_channel::<ReadMsg>(CHANNEL_DEPTH);
-    let (recycle_tx, recycle_rx) = sync_channel::<Vec<DecodedPacket>>(CHANNEL_DEPTH + 2);
+    let (recycle_tx, recycle_rx) = sync_channel::<PacketBatch>(CHANNEL_DEPTH + 2);
+    let hasher = assembler.key_hasher();
     let (flow_tx, flow_rx) = sync_channel::<SinkMsg>(CHANNEL_DEPTH);
     let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<PathBuf>> {
         let reader = std::thread::Builder::new()
             .name("netfm-read".into())
             .spawn_scoped(scope, move || {
-                read_inputs(&inputs, label_from_dir, pkt_tx, recycle_rx, bar)
+                read_inputs(&inputs, label_from_dir, hasher, pkt_tx, recycle_rx, bar)
             })
             .context("starting the capture reader thread")?;
         let writer = std::thread::Builder::new()
@@ -316,9 +317,31 @@ enum ReadMsg {
         source: Arc<str>,
         label: Option<Arc<str>>,
     },
-    Packets(Vec<DecodedPacket>),
+    Packets(PacketBatch),
     /// The current file is done.
     End,
+}
+
+/// Decoded packets in capture order and, when the flow stage takes them, their key hashes
+/// (computed here on the reader thread, off the flow stage's critical path).
+#[derive(Default)]
+struct PacketBatch {
+    packets: Vec<DecodedPacket>,
+    hashes: Vec<u64>,
+}
+
+impl PacketBatch {
+    fn with_capacity(n: usize) -> Self {
+        PacketBatch {
+            packets: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.packets.clear();
+        self.hashes.clear();
+    }
 }
 
 struct SinkMsg {
@@ -332,8 +355,9 @@ struct SinkMsg {
 fn read_inputs(
     inputs: &[Input],
     label_from_dir: bool,
+    hasher: Option<fn(&DecodedPacket) -> u64>,
     tx: SyncSender<ReadMsg>,
-    recycled: Receiver<Vec<DecodedPacket>>,
+    recycled: Receiver<PacketBatch>,
     bar: Option<ProgressBar>,
 ) -> (Vec<FileRead>, [u64; SkipReason::ALL.len()]) {
     let mut reads = Vec::with_capacity(inputs.len());
@@ -369,7 +393,7 @@ fn read_inputs(
         }
         let mut batch = recycled
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
+            .unwrap_or_else(|_| PacketBatch::with_capacity(PACKET_BATCH));
         let mut last_offset = 0u64;
         while let Some(frame) = reader.next_frame() {
             r.packets_read += 1;
@@ -377,11 +401,14 @@ fn read_inputs(
             match decode(frame.linktype, frame.data, frame.ts_ns, frame.orig_len) {
                 Ok(pkt) => {
                     r.packets_decoded += 1;
-                    batch.push(pkt);
-                    if batch.len() == PACKET_BATCH {
+                    if let Some(hash) = hasher {
+                        batch.hashes.push(hash(&pkt));
+                    }
+                    batch.packets.push(pkt);
+                    if batch.packets.len() == PACKET_BATCH {
                         let next = recycled
                             .try_recv()
-                            .unwrap_or_else(|_| Vec::with_capacity(PACKET_BATCH));
+                            .unwrap_or_else(|_| PacketBatch::with_capacity(PACKET_BATCH));
                         if tx
                             .send(ReadMsg::Packets(std::mem::replace(&mut batch, next)))
                             .is_err()
@@ -403,7 +430,7 @@ fn read_inputs(
                 }
             }
         }
-        if !batch.is_empty() && tx.send(ReadMsg::Packets(batch)).is_err() {
+        if !batch.packets.is_empty() && tx.send(ReadMsg::Packets(batch)).is_err() {
             break;
         }
         if tx.send(ReadMsg::End).is_err() {
@@ -430,7 +457,7 @@ fn assemble(
     assembler: &mut dyn FlowAssembler,
     summary: &mut RunSummary,
     rx: Receiver<ReadMsg>,
-    recycle: SyncSender<Vec<DecodedPacket>>,
+    recycle: SyncSender<PacketBatch>,
     tx: SyncSender<SinkMsg>,
 ) -> anyhow::Result<()> {
     let mut flows: Vec<FlowRecord> = Vec::with_capacity(FLUSH_FLOWS);
@@ -466,9 +493,7 @@ fn assemble(
                 flow_index = 0;
             }
             ReadMsg::Packets(mut batch) => {
-                for pkt in &batch {
-                    assembler.push(pkt, &mut flows);
-                }
+                assembler.push_batch(&batch.packets, &batch.hashes, &mut flows);
                 batch.clear();
                 let _ = recycle.try_send(batch);
                 if flows.len() >= FLUSH_FLOWS {

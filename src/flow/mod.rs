@@ -76,6 +76,18 @@ pub struct FlowStats {
 /// capture order, then `end_of_file`. Finished flows are appended to `out`.
 pub trait FlowAssembler {
     fn push(&mut self, pkt: &DecodedPacket, out: &mut Vec<FlowRecord>);
+    /// Pushes a batch of packets in order. `hashes` is empty, or holds each packet's key
+    /// hash from [`FlowAssembler::key_hasher`], computed ahead on another thread.
+    fn push_batch(&mut self, pkts: &[DecodedPacket], hashes: &[u64], out: &mut Vec<FlowRecord>) {
+        let _ = hashes;
+        for p in pkts {
+            self.push(p, out);
+        }
+    }
+    /// The key hash this stage can take precomputed in [`FlowAssembler::push_batch`], if any.
+    fn key_hasher(&self) -> Option<fn(&DecodedPacket) -> u64> {
+        None
+    }
     fn end_of_file(&mut self, out: &mut Vec<FlowRecord>);
     fn stats(&self) -> &FlowStats;
 }

@@ -30,8 +30,10 @@ use netfm_tokenizer::direction::{native_forward_is_first_src, InternalNetworks};
 use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
 use netfm_tokenizer::RelativeSeqAck;
 use netfm_tokenizer::{BurstConfig, FlowTokenizer};
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 /// Configuration of the native flow table.
@@ -66,14 +68,26 @@ impl Default for NativeFlowConfig {
 /// Direction-free identity of a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
-    lo: (IpAddr, u16),
-    hi: (IpAddr, u16),
+    /// The two endpoints as (address bits, port), the lower first.
+    lo: (u128, u16),
+    hi: (u128, u16),
     protocol: u8,
+    /// IPv6 addresses (the bits alone cannot tell `::a.b.c.d` from `a.b.c.d`).
+    v6: bool,
     /// Disambiguates ICMP groups (quoted protocol / echo / type) and is 0 otherwise.
     sub: u32,
 }
 
-fn ordered(a: (IpAddr, u16), b: (IpAddr, u16)) -> ((IpAddr, u16), (IpAddr, u16)) {
+/// An address as a number: compares and hashes in a few instructions, and orders the
+/// addresses of one family as `IpAddr` does.
+fn addr_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn ordered(a: (u128, u16), b: (u128, u16)) -> ((u128, u16), (u128, u16)) {
     if a <= b {
         (a, b)
     } else {
@@ -83,10 +97,11 @@ fn ordered(a: (IpAddr, u16), b: (IpAddr, u16)) -> ((IpAddr, u16), (IpAddr, u16))
 
 impl FlowKey {
     fn of(p: &DecodedPacket) -> FlowKey {
+        let (src, dst) = (addr_bits(p.src), addr_bits(p.dst));
         let (a, b, sub) = match p.icmp {
-            None => ((p.src, p.src_port), (p.dst, p.dst_port), 0),
+            None => ((src, p.src_port), (dst, p.dst_port), 0),
             Some(IcmpKind::Echo { identifier, .. }) => {
-                ((p.src, identifier), (p.dst, identifier), 1 << 16)
+                ((src, identifier), (dst, identifier), 1 << 16)
             }
             Some(IcmpKind::Error {
                 protocol,
@@ -101,14 +116,14 @@ impl FlowKey {
                 } else {
                     (dst_port, src_port)
                 };
-                ((p.src, qp_lo), (p.dst, qp_hi), (2 << 16) | protocol as u32)
+                ((src, qp_lo), (dst, qp_hi), (2 << 16) | protocol as u32)
             }
             Some(IcmpKind::Other) => {
                 let icmp_type = match p.fields.l4 {
                     L4Fields::Icmp { icmp_type, .. } => icmp_type,
                     _ => 0,
                 };
-                ((p.src, 0), (p.dst, 0), (3 << 16) | icmp_type as u32)
+                ((src, 0), (dst, 0), (3 << 16) | icmp_type as u32)
             }
         };
         let (lo, hi) = ordered(a, b);
@@ -116,13 +131,57 @@ impl FlowKey {
             lo,
             hi,
             protocol: p.protocol,
+            v6: p.src.is_ipv6(),
             sub,
         }
     }
+
+    fn hash64(&self) -> u64 {
+        let mut h = FxHasher::default();
+        self.hash(&mut h);
+        // FxHash leaves the high bits weak; a splitmix finalizer spreads every key bit over
+        // all 64, so both the table's low 32 bits and a shard's top bit are uniform.
+        let mut z = h.finish();
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
+
+/// Hash of a packet's native flow key: equal for every packet of a flow, whichever
+/// direction. The pipeline computes it on the reader thread and hands it to
+/// [`NativeFlowTable::push_hashed`], so the flow stage does not hash. Well mixed: the table
+/// uses its low 32 bits; a caller may shard flows on its top bit.
+pub fn flow_hash(p: &DecodedPacket) -> u64 {
+    FlowKey::of(p).hash64()
+}
+
+/// The 64-bit hash the index is probed with, rebuilt from the 32 bits an entry stores:
+/// hashbrown takes buckets from the low bits and its tag from the top 7.
+fn table_hash(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
+}
+
+/// Asks the CPU to start loading the cache line at `p` (no effect where unsupported).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching never faults and reads nothing into the program: any address,
+    // even a dangling one, is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// How many packets ahead of the current one [`NativeFlowTable::push_batch`] prefetches.
+const PREFETCH_AHEAD: usize = 8;
 
 struct Flow {
     key: FlowKey,
+    /// Low 32 bits of the key's hash (what the index stores).
+    hash: u32,
     /// Forward endpoint (address, port) as decided on the first packet.
     fwd: (IpAddr, u16),
     bwd: (IpAddr, u16),
@@ -160,7 +219,9 @@ impl Flow {
 /// The native flow table. See the module docs for its semantics.
 pub struct NativeFlowTable {
     cfg: NativeFlowConfig,
-    index: FxHashMap<FlowKey, u32>,
+    /// (low 32 bits of the key hash, slot) per live flow: 8 bytes an entry, so the index of
+    /// the default 262,144 flows stays within a core's L2 cache; keys live in the slots.
+    index: HashTable<(u32, u32)>,
     slots: Vec<Option<Flow>>,
     free: Vec<u32>,
     /// Generation of the next flow per slot.
@@ -177,7 +238,7 @@ impl NativeFlowTable {
         // Start small and grow: most captures hold far fewer flows than the bound.
         let cap = cfg.max_flows.min(1024);
         NativeFlowTable {
-            index: FxHashMap::with_capacity_and_hasher(cap, Default::default()),
+            index: HashTable::with_capacity(cap),
             slots: Vec::with_capacity(cap),
             free: Vec::new(),
             generations: Vec::with_capacity(cap),
@@ -207,7 +268,12 @@ impl NativeFlowTable {
         let Some(f) = self.slots[i as usize].take() else {
             return;
         };
-        self.index.remove(&f.key);
+        if let Ok(entry) = self
+            .index
+            .find_entry(table_hash(f.hash), |&(_, s)| s == i)
+        {
+            entry.remove();
+        }
         self.free.push(i);
         if reason == EndReason::Evicted {
             self.stats.flows_evicted += 1;
@@ -291,7 +357,60 @@ impl NativeFlowTable {
         None
     }
 
-    fn open(&mut self, key: FlowKey, p: &DecodedPacket, out: &mut Vec<FlowRecord>) -> u32 {
+    /// The slot of the live flow with this key, if any.
+    fn lookup(&self, hash: u32, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(table_hash(hash), |&(h, s)| {
+                h == hash && slots[s as usize].as_ref().is_some_and(|f| f.key == *key)
+            })
+            .map(|&(_, s)| s)
+    }
+
+    /// Starts loading the flow a later packet with this key hash will update.
+    fn prefetch_flow(&self, hash: u32) {
+        if let Some(&(_, s)) = self.index.find(table_hash(hash), |&(h, _)| h == hash) {
+            let flow = self.slots.as_ptr().wrapping_add(s as usize).cast::<u8>();
+            let mut line = 0;
+            while line < std::mem::size_of::<Option<Flow>>() {
+                prefetch(flow.wrapping_add(line));
+                line += 64;
+            }
+        }
+    }
+
+    /// [`FlowAssembler::push`] with the packet's [`flow_hash`] already computed.
+    pub fn push_hashed(&mut self, p: &DecodedPacket, hash: u64, out: &mut Vec<FlowRecord>) {
+        if p.ts_ns > self.now {
+            self.now = p.ts_ns;
+            self.expire(self.now, out);
+        }
+        let key = FlowKey::of(p);
+        let hash = hash as u32;
+        let mut slot = self.lookup(hash, &key);
+        if let Some(i) = slot {
+            if let Some(reason) = self.why_ended(self.flow(i), p) {
+                self.remove(i, reason, out);
+                slot = None;
+            }
+        }
+        let i = match slot {
+            Some(i) => i,
+            None => self.open(key, hash, p, out),
+        };
+        let Some(f) = self.slots[i as usize].as_mut() else {
+            return;
+        };
+        update(f, p);
+    }
+
+    fn open(
+        &mut self,
+        key: FlowKey,
+        hash: u32,
+        p: &DecodedPacket,
+        out: &mut Vec<FlowRecord>,
+    ) -> u32 {
         if self.index.len() >= self.cfg.max_flows.max(1) {
             if let Some(e) = self.oldest() {
                 self.recency.pop_front();
@@ -307,6 +426,7 @@ impl NativeFlowTable {
         };
         let flow = Flow {
             key,
+            hash,
             fwd,
             bwd,
             first_ts: p.ts_ns,
@@ -334,7 +454,8 @@ impl NativeFlowTable {
         let generation = self.generations[i as usize];
         self.generations[i as usize] = generation.wrapping_add(1);
         self.slots[i as usize] = Some(Flow { generation, ..flow });
-        self.index.insert(key, i);
+        self.index
+            .insert_unique(table_hash(hash), (hash, i), |&(h, _)| table_hash(h));
         self.recency.push_back(Recency {
             ts: p.ts_ns,
             slot: i,
@@ -347,40 +468,8 @@ impl NativeFlowTable {
     }
 }
 
-/// The port an endpoint is reported with: the real port for TCP/UDP, the echo identifier
-/// for echo flows, the quoted ports for ICMP errors, 0 otherwise.
-fn key_port(key: &FlowKey, p: &DecodedPacket, source: bool) -> u16 {
-    if p.icmp.is_none() {
-        return if source { p.src_port } else { p.dst_port };
-    }
-    if (key.lo.0 == p.src) == source {
-        key.lo.1
-    } else {
-        key.hi.1
-    }
-}
-
-impl FlowAssembler for NativeFlowTable {
-    fn push(&mut self, p: &DecodedPacket, out: &mut Vec<FlowRecord>) {
-        if p.ts_ns > self.now {
-            self.now = p.ts_ns;
-            self.expire(self.now, out);
-        }
-        let key = FlowKey::of(p);
-        let mut slot = self.index.get(&key).copied();
-        if let Some(i) = slot {
-            if let Some(reason) = self.why_ended(self.flow(i), p) {
-                self.remove(i, reason, out);
-                slot = None;
-            }
-        }
-        let i = match slot {
-            Some(i) => i,
-            None => self.open(key, p, out),
-        };
-        let Some(f) = self.slots[i as usize].as_mut() else {
-            return;
-        };
+/// Adds packet `p` to flow `f` (counters, TCP state, tokens).
+fn update(f: &mut Flow, p: &DecodedPacket) {
         let forward = p.src == f.fwd.0 && (p.icmp.is_some() || p.src_port == f.fwd.1);
         let ip_bytes = p.fields.total_len as u64;
         if forward {
@@ -418,6 +507,45 @@ impl FlowAssembler for NativeFlowTable {
         }
         debug_assert!(p.protocol != PROTO_TCP || matches!(fields.l4, L4Fields::Tcp { .. }));
         f.tokens.push(p.ts_ns, forward, &fields);
+}
+
+/// The port an endpoint is reported with: the real port for TCP/UDP, the echo identifier
+/// for echo flows, the quoted ports for ICMP errors, 0 otherwise.
+fn key_port(key: &FlowKey, p: &DecodedPacket, source: bool) -> u16 {
+    if p.icmp.is_none() {
+        return if source { p.src_port } else { p.dst_port };
+    }
+    if (key.lo.0 == addr_bits(p.src)) == source {
+        key.lo.1
+    } else {
+        key.hi.1
+    }
+}
+
+impl FlowAssembler for NativeFlowTable {
+    fn push(&mut self, p: &DecodedPacket, out: &mut Vec<FlowRecord>) {
+        self.push_hashed(p, flow_hash(p), out);
+    }
+
+    fn push_batch(&mut self, pkts: &[DecodedPacket], hashes: &[u64], out: &mut Vec<FlowRecord>) {
+        if hashes.len() != pkts.len() {
+            for p in pkts {
+                self.push(p, out);
+            }
+            return;
+        }
+        // Flows of a busy capture are far apart in memory: look up the flow of the packet
+        // PREFETCH_AHEAD ahead and start loading it while this one is processed.
+        for (k, (p, &h)) in pkts.iter().zip(hashes).enumerate() {
+            if let Some(&ahead) = hashes.get(k + PREFETCH_AHEAD) {
+                self.prefetch_flow(ahead as u32);
+            }
+            self.push_hashed(p, h, out);
+        }
+    }
+
+    fn key_hasher(&self) -> Option<fn(&DecodedPacket) -> u64> {
+        Some(flow_hash)
     }
 
     fn end_of_file(&mut self, out: &mut Vec<FlowRecord>) {
