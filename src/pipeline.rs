@@ -112,8 +112,10 @@ impl Sink {
     }
 }
 
-/// Flows buffered before they are handed to the sink.
+/// Flows buffered before they are handed to a writer, and the most one message holds.
 const FLUSH_FLOWS: usize = 4096;
+/// Parquet writer threads (native mode).
+const PARQUET_WRITERS: usize = 2;
 
 /// Size of a file input on disk (0 for stdin or when unknown), for the progress bar.
 fn input_size(input: &Input) -> u64 {
@@ -176,20 +178,26 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             opts.native.max_flows,
         )),
     };
-    let mut sink = match opts.format {
-        OutputFormat::Parquet => {
-            let mut cfg = ParquetSinkConfig::new(&opts.out_dir);
-            cfg.part_rows = opts.part_rows;
-            cfg.shard_tag = opts.shard.tag();
-            Sink::Parquet(Box::new(ParquetSink::new(cfg)?))
-        }
+    // Native mode encodes Parquet on PARQUET_WRITERS threads, each writing its own parts
+    // (the encoder is the costliest stage, and a capture's end hands it every live flow at
+    // once); netFound mode writes its single Arrow file on one.
+    let sinks: Vec<Sink> = match opts.format {
+        OutputFormat::Parquet => (0..PARQUET_WRITERS)
+            .map(|w| -> anyhow::Result<Sink> {
+                let mut cfg = ParquetSinkConfig::new(&opts.out_dir);
+                cfg.part_rows = opts.part_rows;
+                cfg.shard_tag = opts.shard.tag();
+                cfg.part_seq = (w as u32, PARQUET_WRITERS as u32);
+                Ok(Sink::Parquet(Box::new(ParquetSink::new(cfg)?)))
+            })
+            .collect::<anyhow::Result<_>>()?,
         OutputFormat::Netfound => {
             std::fs::create_dir_all(&opts.out_dir)
                 .with_context(|| format!("creating {}", opts.out_dir.display()))?;
             let path = opts
                 .out_dir
                 .join(format!("netfound-{}.arrow", opts.shard.tag()));
-            Sink::Netfound(NetfoundIpcWriter::create(&path)?)
+            vec![Sink::Netfound(NetfoundIpcWriter::create(&path)?)]
         }
     };
 
@@ -211,7 +219,6 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let (pkt_tx, pkt_rx) = sync_channel::<ReadMsg>(CHANNEL_DEPTH);
     let (recycle_tx, recycle_rx) = sync_channel::<PacketBatch>(CHANNEL_DEPTH + 2);
     let hasher = assembler.key_hasher();
-    let (flow_tx, flow_rx) = sync_channel::<SinkMsg>(CHANNEL_DEPTH);
     let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<PathBuf>> {
         let reader = std::thread::Builder::new()
             .name("netfm-read".into())
@@ -219,30 +226,52 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
                 read_inputs(&inputs, label_from_dir, hasher, pkt_tx, recycle_rx, bar)
             })
             .context("starting the capture reader thread")?;
-        let writer = std::thread::Builder::new()
-            .name("netfm-write".into())
-            .spawn_scoped(scope, move || -> anyhow::Result<Vec<PathBuf>> {
-                for msg in flow_rx {
-                    sink.write(
-                        &msg.source,
-                        msg.label.as_deref(),
-                        msg.first_index,
-                        &msg.flows,
-                    )?;
-                }
-                sink.finish()
-            })
-            .context("starting the dataset writer thread")?;
-        let flowed = assemble(&mut *assembler, &mut summary, pkt_rx, recycle_tx, flow_tx);
+        let depth = CHANNEL_DEPTH.div_ceil(sinks.len()).max(1);
+        let mut flow_txs = Vec::with_capacity(sinks.len());
+        let mut writers = Vec::with_capacity(sinks.len());
+        for mut sink in sinks {
+            let (flow_tx, flow_rx) = sync_channel::<SinkMsg>(depth);
+            flow_txs.push(flow_tx);
+            let writer = std::thread::Builder::new()
+                .name("netfm-write".into())
+                .spawn_scoped(scope, move || -> anyhow::Result<Vec<PathBuf>> {
+                    for msg in flow_rx {
+                        sink.write(
+                            &msg.source,
+                            msg.label.as_deref(),
+                            msg.first_index,
+                            &msg.flows,
+                        )?;
+                    }
+                    sink.finish()
+                })
+                .context("starting a dataset writer thread")?;
+            writers.push(writer);
+        }
+        let flowed = assemble(&mut *assembler, &mut summary, pkt_rx, recycle_tx, flow_txs);
         let read = reader
             .join()
             .map_err(|_| anyhow::anyhow!("capture reader thread panicked"))?;
-        let written = writer
-            .join()
-            .map_err(|_| anyhow::anyhow!("dataset writer thread panicked"))?;
-        // The writer's error explains a stopped flow stage; report it first.
-        let outputs = written?;
+        let mut outputs = Vec::new();
+        let mut first_error = None;
+        for writer in writers {
+            match writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("dataset writer thread panicked"))
+                .and_then(|r| r)
+            {
+                Ok(paths) => outputs.extend(paths),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // A writer's error explains a stopped flow stage; report it first.
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         flowed?;
+        outputs.sort();
         let (reads, skipped) = read;
         for r in reads {
             summary.add_file(r);
@@ -452,35 +481,51 @@ fn read_inputs(
     (reads, skipped)
 }
 
-/// Stage 2 (calling thread): group packets into flows and hand finished flows to the sink.
+/// Stage 2 (calling thread): group packets into flows and hand finished flows to the
+/// writers, in messages of at most FLUSH_FLOWS flows, round robin (so which writer, and
+/// so which part file, a flow lands in depends on the input alone).
 fn assemble(
     assembler: &mut dyn FlowAssembler,
     summary: &mut RunSummary,
     rx: Receiver<ReadMsg>,
     recycle: SyncSender<PacketBatch>,
-    tx: SyncSender<SinkMsg>,
+    txs: Vec<SyncSender<SinkMsg>>,
 ) -> anyhow::Result<()> {
     let mut flows: Vec<FlowRecord> = Vec::with_capacity(FLUSH_FLOWS);
     let mut source: Arc<str> = Arc::from("");
     let mut label: Option<Arc<str>> = None;
     let mut flow_index = 0u64;
-    let send = |flows: &mut Vec<FlowRecord>,
-                summary: &mut RunSummary,
-                source: &Arc<str>,
-                label: &Option<Arc<str>>,
-                index: &mut u64| {
+    let mut sent = 0usize;
+    let mut send = |flows: &mut Vec<FlowRecord>,
+                    summary: &mut RunSummary,
+                    source: &Arc<str>,
+                    label: &Option<Arc<str>>,
+                    index: &mut u64|
+     -> anyhow::Result<()> {
         tally(summary, flows);
-        let n = flows.len() as u64;
-        let msg = SinkMsg {
-            source: source.clone(),
-            label: label.clone(),
-            first_index: *index,
-            flows: std::mem::take(flows),
-        };
-        *index += n;
+        let mut rest = std::mem::take(flows);
+        while !rest.is_empty() {
+            let tail = if rest.len() > FLUSH_FLOWS {
+                rest.split_off(FLUSH_FLOWS)
+            } else {
+                Vec::new()
+            };
+            let chunk = std::mem::replace(&mut rest, tail);
+            let n = chunk.len() as u64;
+            let msg = SinkMsg {
+                source: source.clone(),
+                label: label.clone(),
+                first_index: *index,
+                flows: chunk,
+            };
+            *index += n;
+            txs[sent % txs.len()]
+                .send(msg)
+                .map_err(|_| anyhow::anyhow!("dataset writer stopped"))?;
+            sent += 1;
+        }
         *flows = Vec::with_capacity(FLUSH_FLOWS);
-        tx.send(msg)
-            .map_err(|_| anyhow::anyhow!("dataset writer stopped"))
+        Ok(())
     };
     for msg in rx {
         match msg {

@@ -58,6 +58,9 @@ pub struct ParquetSinkConfig {
     pub zstd_level: i32,
     /// Shard tag written into part names (`s0of1`), so shards never collide.
     pub shard_tag: String,
+    /// Part sequence numbers this sink uses: `first`, `first + step`, ... Sinks that write
+    /// into one directory side by side (the pipeline's parallel writers) take disjoint ones.
+    pub part_seq: (u32, u32),
 }
 
 impl ParquetSinkConfig {
@@ -69,6 +72,7 @@ impl ParquetSinkConfig {
             batch_rows: 8_192,
             zstd_level: 3,
             shard_tag: "s0of1".to_string(),
+            part_seq: (0, 1),
         }
     }
 }
@@ -316,7 +320,7 @@ impl ParquetSink {
     fn open_part(&mut self, proto: u8) -> Result<(), ParquetSinkError> {
         let part = self.partitions.entry(proto).or_insert(Partition {
             name: partition_name(proto),
-            next_seq: 0,
+            next_seq: self.cfg.part_seq.0,
             open: None,
         });
         let dir = self.cfg.out_dir.join(format!("proto={}", part.name));
@@ -325,7 +329,7 @@ impl ParquetSink {
             source,
         })?;
         let base = format!("part-{}-{:05}.parquet", self.cfg.shard_tag, part.next_seq);
-        part.next_seq += 1;
+        part.next_seq += self.cfg.part_seq.1.max(1);
         let final_path = dir.join(&base);
         let tmp_path = dir.join(format!(".{base}.tmp"));
         let file = File::create(&tmp_path).map_err(|source| ParquetSinkError::Io {
