@@ -26,11 +26,11 @@
 
 use super::{EndReason, FlowAssembler, FlowRecord, FlowStats};
 use crate::decode::{DecodedPacket, IcmpKind};
+use hashbrown::HashTable;
 use netfm_tokenizer::direction::{native_forward_is_first_src, InternalNetworks};
 use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
 use netfm_tokenizer::RelativeSeqAck;
 use netfm_tokenizer::{BurstConfig, FlowTokenizer};
-use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -268,10 +268,7 @@ impl NativeFlowTable {
         let Some(f) = self.slots[i as usize].take() else {
             return;
         };
-        if let Ok(entry) = self
-            .index
-            .find_entry(table_hash(f.hash), |&(_, s)| s == i)
-        {
+        if let Ok(entry) = self.index.find_entry(table_hash(f.hash), |&(_, s)| s == i) {
             entry.remove();
         }
         self.free.push(i);
@@ -470,43 +467,43 @@ impl NativeFlowTable {
 
 /// Adds packet `p` to flow `f` (counters, TCP state, tokens).
 fn update(f: &mut Flow, p: &DecodedPacket) {
-        let forward = p.src == f.fwd.0 && (p.icmp.is_some() || p.src_port == f.fwd.1);
-        let ip_bytes = p.fields.total_len as u64;
-        if forward {
-            f.fwd_packets += 1;
-            f.fwd_bytes += ip_bytes;
-        } else {
-            f.bwd_packets += 1;
-            f.bwd_bytes += ip_bytes;
+    let forward = p.src == f.fwd.0 && (p.icmp.is_some() || p.src_port == f.fwd.1);
+    let ip_bytes = p.fields.total_len as u64;
+    if forward {
+        f.fwd_packets += 1;
+        f.fwd_bytes += ip_bytes;
+    } else {
+        f.bwd_packets += 1;
+        f.bwd_bytes += ip_bytes;
+    }
+    f.last_ts = f.last_ts.max(p.ts_ns);
+    let mut fields = p.fields;
+    if let L4Fields::Tcp {
+        flags,
+        ref mut seq,
+        ref mut ack,
+        ..
+    } = fields.l4
+    {
+        if flags & 0x04 != 0 {
+            f.rst = true;
         }
-        f.last_ts = f.last_ts.max(p.ts_ns);
-        let mut fields = p.fields;
-        if let L4Fields::Tcp {
-            flags,
-            ref mut seq,
-            ref mut ack,
-            ..
-        } = fields.l4
-        {
-            if flags & 0x04 != 0 {
-                f.rst = true;
+        if flags & 0x01 != 0 {
+            if forward {
+                f.fin_fwd = true;
+            } else {
+                f.fin_bwd = true;
             }
-            if flags & 0x01 != 0 {
-                if forward {
-                    f.fin_fwd = true;
-                } else {
-                    f.fin_bwd = true;
-                }
-            }
-            // The initiator is the first packet's endpoint (not just its address, so that a
-            // flow between two ports of one host still has two sides).
-            let side = u32::from(forward != f.first_is_fwd);
-            let (s, a) = f.relseq.apply(side, *seq, *ack);
-            *seq = s;
-            *ack = a;
         }
-        debug_assert!(p.protocol != PROTO_TCP || matches!(fields.l4, L4Fields::Tcp { .. }));
-        f.tokens.push(p.ts_ns, forward, &fields);
+        // The initiator is the first packet's endpoint (not just its address, so that a
+        // flow between two ports of one host still has two sides).
+        let side = u32::from(forward != f.first_is_fwd);
+        let (s, a) = f.relseq.apply(side, *seq, *ack);
+        *seq = s;
+        *ack = a;
+    }
+    debug_assert!(p.protocol != PROTO_TCP || matches!(fields.l4, L4Fields::Tcp { .. }));
+    f.tokens.push(p.ts_ns, forward, &fields);
 }
 
 /// The port an endpoint is reported with: the real port for TCP/UDP, the echo identifier
