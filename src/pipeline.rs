@@ -503,14 +503,12 @@ fn assemble(
                     index: &mut u64|
      -> anyhow::Result<()> {
         tally(summary, flows);
-        let mut rest = std::mem::take(flows);
-        while !rest.is_empty() {
-            let tail = if rest.len() > FLUSH_FLOWS {
-                rest.split_off(FLUSH_FLOWS)
-            } else {
-                Vec::new()
-            };
-            let chunk = std::mem::replace(&mut rest, tail);
+        let mut rest = std::mem::take(flows).into_iter();
+        loop {
+            let chunk: Vec<FlowRecord> = rest.by_ref().take(FLUSH_FLOWS).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let n = chunk.len() as u64;
             let msg = SinkMsg {
                 source: source.clone(),
