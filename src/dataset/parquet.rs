@@ -24,6 +24,7 @@ use parquet::schema::types::ColumnPath;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -129,6 +130,31 @@ fn partition_name(protocol: u8) -> &'static str {
     }
 }
 
+/// Appends `a` as text, exactly as its `Display` writes it. IPv4 (most addresses) takes a
+/// direct path: formatting through `fmt` cost about 2% of a tokenize run.
+fn write_ip(out: &mut String, a: IpAddr) {
+    match a {
+        IpAddr::V4(v4) => {
+            for (k, octet) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
 /// Builds one RecordBatch of the native schema from rows.
 pub fn native_batch(rows: &[NativeRow<'_>]) -> Result<RecordBatch, arrow::error::ArrowError> {
     let n = rows.len();
@@ -155,12 +181,11 @@ pub fn native_batch(rows: &[NativeRow<'_>]) -> Result<RecordBatch, arrow::error:
         let f = r.flow;
         flow_id.append_value(r.flow_id);
         source.append_value(r.source);
-        use std::fmt::Write;
         ip.clear();
-        let _ = write!(ip, "{}", f.src);
+        write_ip(&mut ip, f.src);
         src_ip.append_value(&ip);
         ip.clear();
-        let _ = write!(ip, "{}", f.dst);
+        write_ip(&mut ip, f.dst);
         dst_ip.append_value(&ip);
         src_port.append_value(f.src_port);
         dst_port.append_value(f.dst_port);
@@ -425,6 +450,32 @@ impl Drop for ParquetSink {
                 let _ = std::fs::remove_file(&open.tmp_path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod ip_text_tests {
+    use super::write_ip;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn ipv4_text_equals_display_for_every_octet_value() {
+        let mut s = String::new();
+        for o in 0..=255u8 {
+            for a in [
+                Ipv4Addr::new(o, 0, 9, 10),
+                Ipv4Addr::new(99, o, 100, 255),
+                Ipv4Addr::new(1, 2, o, o),
+            ] {
+                s.clear();
+                write_ip(&mut s, IpAddr::V4(a));
+                assert_eq!(s, a.to_string());
+            }
+        }
+        s.clear();
+        let v6: IpAddr = "2001:db8::ffff:1.2.3.4".parse().expect("v6");
+        write_ip(&mut s, v6);
+        assert_eq!(s, v6.to_string());
     }
 }
 
