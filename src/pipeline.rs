@@ -353,7 +353,6 @@ enum ReadMsg {
 
 /// Decoded packets in capture order and, when the flow stage takes them, their key hashes
 /// (computed here on the reader thread, off the flow stage's critical path).
-#[derive(Default)]
 struct PacketBatch {
     packets: Vec<DecodedPacket>,
     hashes: Vec<u64>,

@@ -151,30 +151,31 @@ fn flow_ids(dir: &Path) -> Vec<u64> {
     serde_json::from_str(&text).expect("ids")
 }
 
-#[test]
-fn shards_partition_the_input_list() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let full = tmp.path().join("full");
+/// `netfm tokenize` of the bundled captures into `dir/name` (quiet, with `extra` flags).
+fn tokenize_bundled(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name);
     run_ok(
         netfm()
             .arg("tokenize")
             .arg(pcaps())
             .arg("--out")
-            .arg(&full)
-            .arg("--quiet"),
+            .arg(&out)
+            .arg("-q")
+            .args(extra),
     );
+    out
+}
+
+#[test]
+fn shards_partition_the_input_list() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let full = tokenize_bundled(tmp.path(), "full", &[]);
     let mut union = Vec::new();
     for i in 0..3 {
-        let d = tmp.path().join(format!("s{i}"));
-        run_ok(
-            netfm()
-                .arg("tokenize")
-                .arg(pcaps())
-                .arg("--out")
-                .arg(&d)
-                .arg("--shard")
-                .arg(format!("{i}/3"))
-                .arg("-q"),
+        let d = tokenize_bundled(
+            tmp.path(),
+            &format!("s{i}"),
+            &["--shard", &format!("{i}/3")],
         );
         let ids = flow_ids(&d);
         assert!(!ids.is_empty(), "shard {i} got no flows");
@@ -202,21 +203,8 @@ fn parallel_writers_are_deterministic_and_respect_part_rows() {
     // Several capture files: each file's flows go out as at least one message, and
     // messages alternate between the two writer threads, so both write parts.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let run = |name: &str, extra: &[&str]| {
-        let d = tmp.path().join(name);
-        run_ok(
-            netfm()
-                .arg("tokenize")
-                .arg(pcaps())
-                .arg("--out")
-                .arg(&d)
-                .arg("-q")
-                .args(extra),
-        );
-        d
-    };
-    let a = run("a", &[]);
-    let b = run("b", &[]);
+    let a = tokenize_bundled(tmp.path(), "a", &[]);
+    let b = tokenize_bundled(tmp.path(), "b", &[]);
     let files = |d: &Path| {
         let mut v: Vec<(PathBuf, Vec<u8>)> = walk(d)
             .into_iter()
@@ -246,7 +234,7 @@ fn parallel_writers_are_deterministic_and_respect_part_rows() {
     );
 
     // Small parts: every part holds at most --part-rows flows, no flow is lost or doubled.
-    let small = run("small", &["--part-rows", "3"]);
+    let small = tokenize_bundled(tmp.path(), "small", &["--part-rows", "3"]);
     let parts = part_rows(&small);
     assert!(parts.len() > 4, "{parts:?}");
     let mut ids = Vec::new();

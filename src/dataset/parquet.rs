@@ -11,7 +11,7 @@
 //! `counts`), so code written against netFound's Arrow files reads these too.
 
 use super::burst_columns::{burst_fields, BurstColumnsBuilder};
-use crate::flow::FlowRecord;
+use crate::flow::{mix64, FlowRecord};
 use arrow::array::{
     ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
     UInt8Builder,
@@ -460,10 +460,7 @@ pub fn flow_id(source: &str, index: u64) -> u64 {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let mut z = h ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    mix64(h ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 #[cfg(test)]

@@ -72,6 +72,14 @@ pub struct FlowStats {
     pub packets_dropped: std::collections::BTreeMap<&'static str, u64>,
 }
 
+/// splitmix64's finalizer: spreads every bit of `z` over all 64 bits of the result (flow
+/// key hashes, flow ids).
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A flow stage. The driver calls `push` for each decoded packet of one capture file in
 /// capture order, then `end_of_file`. Finished flows are appended to `out`.
 pub trait FlowAssembler {

@@ -24,7 +24,7 @@
 //! This module never reorders packets of a flow and never drops a decoded packet: every
 //! packet pushed is counted in exactly one emitted flow.
 
-use super::{EndReason, FlowAssembler, FlowRecord, FlowStats};
+use super::{mix64, EndReason, FlowAssembler, FlowRecord, FlowStats};
 use crate::decode::{DecodedPacket, IcmpKind};
 use hashbrown::HashTable;
 use netfm_tokenizer::direction::{native_forward_is_first_src, InternalNetworks};
@@ -139,19 +139,16 @@ impl FlowKey {
     fn hash64(&self) -> u64 {
         let mut h = FxHasher::default();
         self.hash(&mut h);
-        // FxHash leaves the high bits weak; a splitmix finalizer spreads every key bit over
-        // all 64, so both the table's low 32 bits and a shard's top bit are uniform.
-        let mut z = h.finish();
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        // FxHash leaves some bits weak; the finalizer makes the low 32 bits the table
+        // keeps (and hashbrown's tag among them) uniform.
+        mix64(h.finish())
     }
 }
 
 /// Hash of a packet's native flow key: equal for every packet of a flow, whichever
 /// direction. The pipeline computes it on the reader thread and hands it to
-/// [`NativeFlowTable::push_hashed`], so the flow stage does not hash. Well mixed: the table
-/// uses its low 32 bits; a caller may shard flows on its top bit.
+/// [`NativeFlowTable::push_hashed`], so the flow stage does not hash. The table uses its
+/// low 32 bits.
 pub fn flow_hash(p: &DecodedPacket) -> u64 {
     FlowKey::of(p).hash64()
 }
