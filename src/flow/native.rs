@@ -68,14 +68,17 @@ impl Default for NativeFlowConfig {
 /// Direction-free identity of a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
-    /// The two endpoints as (address bits, port), the lower first.
-    lo: (u128, u16),
-    hi: (u128, u16),
+    /// The two endpoints as (address bits, port), the lower first; fields laid out apart
+    /// so that the key takes 48 bytes rather than 80.
+    lo_addr: u128,
+    hi_addr: u128,
+    lo_port: u16,
+    hi_port: u16,
+    /// Disambiguates ICMP groups (quoted protocol / echo / type) and is 0 otherwise.
+    sub: u32,
     protocol: u8,
     /// IPv6 addresses (the bits alone cannot tell `::a.b.c.d` from `a.b.c.d`).
     v6: bool,
-    /// Disambiguates ICMP groups (quoted protocol / echo / type) and is 0 otherwise.
-    sub: u32,
 }
 
 /// An address as a number: compares and hashes in a few instructions, and orders the
@@ -84,6 +87,15 @@ fn addr_bits(a: IpAddr) -> u128 {
     match a {
         IpAddr::V4(a) => u128::from(u32::from(a)),
         IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The address [`addr_bits`] made these bits of.
+fn bits_addr(bits: u128, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(bits.into())
+    } else {
+        IpAddr::V4((bits as u32).into())
     }
 }
 
@@ -128,11 +140,22 @@ impl FlowKey {
         };
         let (lo, hi) = ordered(a, b);
         FlowKey {
-            lo,
-            hi,
+            lo_addr: lo.0,
+            hi_addr: hi.0,
+            lo_port: lo.1,
+            hi_port: hi.1,
+            sub,
             protocol: p.protocol,
             v6: p.src.is_ipv6(),
-            sub,
+        }
+    }
+
+    /// One endpoint as (address bits, port): the lower one or the higher one.
+    fn endpoint(&self, lo: bool) -> (u128, u16) {
+        if lo {
+            (self.lo_addr, self.lo_port)
+        } else {
+            (self.hi_addr, self.hi_port)
         }
     }
 
@@ -172,6 +195,16 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Starts loading every cache line of slot `s`.
+fn prefetch_slot(slots: &[Option<Flow>], s: u32) {
+    let flow = slots.as_ptr().wrapping_add(s as usize).cast::<u8>();
+    let mut line = 0;
+    while line < std::mem::size_of::<Option<Flow>>() {
+        prefetch(flow.wrapping_add(line));
+        line += 64;
+    }
+}
+
 /// How many packets ahead of the current one [`NativeFlowTable::push_batch`] prefetches.
 const PREFETCH_AHEAD: usize = 8;
 
@@ -179,9 +212,6 @@ struct Flow {
     key: FlowKey,
     /// Low 32 bits of the key's hash (what the index stores).
     hash: u32,
-    /// Forward endpoint (address, port) as decided on the first packet.
-    fwd: (IpAddr, u16),
-    bwd: (IpAddr, u16),
     first_ts: u64,
     last_ts: u64,
     fwd_packets: u64,
@@ -196,6 +226,8 @@ struct Flow {
     generation: u32,
     /// The side of the flow's first packet (relative seq/ack initiator).
     first_is_fwd: bool,
+    /// The forward endpoint (decided on the first packet) is the key's lower one.
+    fwd_is_lo: bool,
     tokens: FlowTokenizer,
 }
 
@@ -262,7 +294,8 @@ impl NativeFlowTable {
     }
 
     fn remove(&mut self, i: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
-        let Some(f) = self.slots[i as usize].take() else {
+        // Finished where it lies: moving a flow out of its slot first costs a copy of it.
+        let Some(f) = self.slots[i as usize].as_mut() else {
             return;
         };
         if let Ok(entry) = self.index.find_entry(table_hash(f.hash), |&(_, s)| s == i) {
@@ -273,11 +306,12 @@ impl NativeFlowTable {
             self.stats.flows_evicted += 1;
         }
         self.stats.flows_emitted += 1;
+        let (fwd, bwd) = (f.key.endpoint(f.fwd_is_lo), f.key.endpoint(!f.fwd_is_lo));
         out.push(FlowRecord {
-            src: f.fwd.0,
-            dst: f.bwd.0,
-            src_port: f.fwd.1,
-            dst_port: f.bwd.1,
+            src: bits_addr(fwd.0, f.key.v6),
+            dst: bits_addr(bwd.0, f.key.v6),
+            src_port: fwd.1,
+            dst_port: bwd.1,
             protocol: f.key.protocol,
             first_ts_ns: f.first_ts,
             last_ts_ns: f.last_ts,
@@ -286,8 +320,9 @@ impl NativeFlowTable {
             fwd_bytes: f.fwd_bytes,
             bwd_bytes: f.bwd_bytes,
             end_reason: reason,
-            tokens: f.tokens.finish(),
+            tokens: f.tokens.take_finished(true),
         });
+        self.slots[i as usize] = None;
     }
 
     /// Pops the front of the recency FIFO until it names a live flow whose latest activity
@@ -312,6 +347,22 @@ impl NativeFlowTable {
         None
     }
 
+    /// Starts loading the flows next in line to be expired or evicted (long out of cache):
+    /// the slot of the second entry of the recency FIFO, and the bursts of the first, whose
+    /// slot the previous call loaded.
+    fn prefetch_victims(&self) {
+        if let Some(e) = self.recency.get(1) {
+            prefetch_slot(&self.slots, e.slot);
+        }
+        if let Some(Some(f)) = self
+            .recency
+            .front()
+            .and_then(|e| self.slots.get(e.slot as usize))
+        {
+            f.tokens.prefetch();
+        }
+    }
+
     /// Drops the entries of flows that have ended (by TCP close or timeout checks on
     /// arrival), which otherwise wait in the FIFO until they reach its front. Keeps the FIFO
     /// within twice the flow bound; amortized O(1) per flow.
@@ -326,6 +377,7 @@ impl NativeFlowTable {
         while let Some(e) = self.oldest() {
             if now.saturating_sub(e.ts) > self.cfg.idle_timeout_ns {
                 self.recency.pop_front();
+                self.prefetch_victims();
                 self.remove(e.slot, EndReason::Idle, out);
             } else {
                 break;
@@ -364,12 +416,7 @@ impl NativeFlowTable {
     /// Starts loading the flow a later packet with this key hash will update.
     fn prefetch_flow(&self, hash: u32) {
         if let Some(&(_, s)) = self.index.find(table_hash(hash), |&(h, _)| h == hash) {
-            let flow = self.slots.as_ptr().wrapping_add(s as usize).cast::<u8>();
-            let mut line = 0;
-            while line < std::mem::size_of::<Option<Flow>>() {
-                prefetch(flow.wrapping_add(line));
-                line += 64;
-            }
+            prefetch_slot(&self.slots, s);
         }
     }
 
@@ -408,21 +455,17 @@ impl NativeFlowTable {
         if self.index.len() >= self.cfg.max_flows.max(1) {
             if let Some(e) = self.oldest() {
                 self.recency.pop_front();
+                self.prefetch_victims();
                 self.remove(e.slot, EndReason::Evicted, out);
             }
         }
-        let s = (p.src, key_port(&key, p, true));
-        let d = (p.dst, key_port(&key, p, false));
-        let (fwd, bwd) = if native_forward_is_first_src(p.src, p.dst, &self.cfg.internal) {
-            (s, d)
-        } else {
-            (d, s)
-        };
+        let src = (addr_bits(p.src), key_port(&key, p, true));
+        let src_is_lo = src == key.endpoint(true);
+        let lo_is_hi = key.endpoint(true) == key.endpoint(false);
+        let first_src_fwd = native_forward_is_first_src(p.src, p.dst, &self.cfg.internal);
         let flow = Flow {
             key,
             hash,
-            fwd,
-            bwd,
             first_ts: p.ts_ns,
             last_ts: p.ts_ns,
             fwd_packets: 0,
@@ -434,7 +477,9 @@ impl NativeFlowTable {
             rst: false,
             relseq: RelativeSeqAck::new(),
             generation: 0,
-            first_is_fwd: fwd == s,
+            // (With both endpoints equal, every packet is forward.)
+            first_is_fwd: first_src_fwd || lo_is_hi,
+            fwd_is_lo: src_is_lo == first_src_fwd,
             tokens: FlowTokenizer::new(&self.cfg.bursts, p.fields.l4.protocol()),
         };
         let i = match self.free.pop() {
@@ -464,7 +509,8 @@ impl NativeFlowTable {
 
 /// Adds packet `p` to flow `f` (counters, TCP state, tokens).
 fn update(f: &mut Flow, p: &DecodedPacket) {
-    let forward = p.src == f.fwd.0 && (p.icmp.is_some() || p.src_port == f.fwd.1);
+    let fwd = f.key.endpoint(f.fwd_is_lo);
+    let forward = addr_bits(p.src) == fwd.0 && (p.icmp.is_some() || p.src_port == fwd.1);
     let ip_bytes = p.fields.total_len as u64;
     if forward {
         f.fwd_packets += 1;
@@ -509,10 +555,10 @@ fn key_port(key: &FlowKey, p: &DecodedPacket, source: bool) -> u16 {
     if p.icmp.is_none() {
         return if source { p.src_port } else { p.dst_port };
     }
-    if (key.lo.0 == addr_bits(p.src)) == source {
-        key.lo.1
+    if (key.lo_addr == addr_bits(p.src)) == source {
+        key.lo_port
     } else {
-        key.hi.1
+        key.hi_port
     }
 }
 
@@ -545,6 +591,7 @@ impl FlowAssembler for NativeFlowTable {
     fn end_of_file(&mut self, out: &mut Vec<FlowRecord>) {
         while let Some(e) = self.oldest() {
             self.recency.pop_front();
+            self.prefetch_victims();
             self.remove(e.slot, EndReason::EndOfCapture, out);
         }
         debug_assert!(self.index.is_empty());

@@ -40,7 +40,7 @@
 //!
 //! Pure: no IO, no clocks, no panics on any input.
 
-use crate::fields::{PacketFields, TokenLayout};
+use crate::fields::{PacketFields, TokenLayout, MAX_TOKENS_PER_PACKET};
 use serde::{Deserialize, Serialize};
 
 /// netFound's `flow_size_limit` (bursts kept per flow).
@@ -116,88 +116,25 @@ impl TokenizedFlow {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct KeptPacket {
-    ts: u64,
-    total_len: u16,
-}
+/// Words before a kept packet's tokens in its arena record: the timestamp (4 words) and the
+/// IP total length (1 word).
+const HEADER_WORDS: usize = 5;
 
-/// Kept packets held inline up to netFound's 6 per burst (no allocation per burst on the
-/// hot path), on the heap beyond.
-#[derive(Clone, Debug)]
-enum KeptList {
-    Inline {
-        len: usize,
-        items: [KeptPacket; NETFOUND_MAX_PACKETS_PER_BURST],
-    },
-    Heap(Vec<KeptPacket>),
-}
-
-impl KeptList {
-    fn one(k: KeptPacket) -> Self {
-        let mut items = [KeptPacket::default(); NETFOUND_MAX_PACKETS_PER_BURST];
-        items[0] = k;
-        KeptList::Inline { len: 1, items }
-    }
-
-    fn as_slice(&self) -> &[KeptPacket] {
-        match self {
-            KeptList::Inline { len, items } => &items[..*len],
-            KeptList::Heap(v) => v,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    fn push(&mut self, k: KeptPacket) {
-        let len = self.len();
-        self.insert(len, k);
-    }
-
-    /// Inserts at `pos` (at most the current length).
-    fn insert(&mut self, pos: usize, k: KeptPacket) {
-        match self {
-            KeptList::Inline { len, items } if *len < items.len() && pos <= *len => {
-                items.copy_within(pos..*len, pos + 1);
-                items[pos] = k;
-                *len += 1;
-            }
-            KeptList::Inline { len, items } => {
-                let mut v = items[..*len].to_vec();
-                v.insert(pos.min(v.len()), k);
-                *self = KeptList::Heap(v);
-            }
-            KeptList::Heap(v) => v.insert(pos.min(v.len()), k),
-        }
-    }
-
-    fn truncate(&mut self, n: usize) {
-        match self {
-            KeptList::Inline { len, .. } => *len = (*len).min(n),
-            KeptList::Heap(v) => v.truncate(n),
-        }
-    }
-
-    fn extend_from_slice(&mut self, more: &[KeptPacket]) {
-        for &k in more {
-            self.push(k);
-        }
-    }
-}
-
-/// A burst that may still be among the first `max_bursts`.
-#[derive(Clone, Debug)]
+/// A burst that may still be among the first `max_bursts`. Its kept packets are records in a
+/// region of the flow's arena (see [`FlowTokenizer`]).
+#[derive(Clone, Copy, Debug)]
 struct StoredBurst {
-    side: bool,
     first_ts: u64,
     /// Time of the burst's last packet, counting packets that were not kept.
     last_ts: u64,
-    /// Kept packets (at most `max_packets_per_burst`), in sorted order.
-    kept: KeptList,
-    /// Their tokens, `tokens_per_packet` each, same order.
-    tokens: Vec<u16>,
+    /// Arena offset (words) of the burst's region.
+    start: usize,
+    /// Kept packets (at most `max_packets_per_burst`): the region's first records, in
+    /// sorted order.
+    kept: u32,
+    /// Records the region has room for.
+    cap: u32,
+    side: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -208,26 +145,54 @@ struct SideState {
     /// it is known not to matter.
     discarded_from: Option<u64>,
     /// Index into `bursts` of this side's latest stored burst.
-    current: Option<usize>,
+    current: Option<u32>,
 }
 
 /// Streaming per-flow accumulator. See the module docs.
+///
+/// The kept packets of all stored bursts live in one arena per flow (one allocation per
+/// flow instead of one per burst): each burst owns a region of `cap` records of
+/// `HEADER_WORDS + tokens_per_packet` words, kept packets first, in sorted order. A region
+/// that must grow and is not at the arena's end moves there; the words it leaves, and those
+/// of dropped or merged bursts, are counted as garbage and compacted away once they
+/// outweigh the live words, so the arena stays within a small multiple of what the stored
+/// bursts hold.
 #[derive(Clone, Debug)]
 pub struct FlowTokenizer {
     cfg: BurstConfig,
-    protocol: u8,
-    tokens_per_packet: usize,
     bursts: Vec<StoredBurst>,
+    arena: Vec<u16>,
+    /// Arena words no stored burst's region covers.
+    garbage: usize,
     sides: [SideState; 2],
     min_ts: u64,
     max_ts: u64,
     packets: u64,
     inexact: u64,
-    scratch: Vec<u16>,
+    tokens_per_packet: u16,
+    protocol: u8,
 }
 
 fn side_index(side: bool) -> usize {
     usize::from(side)
+}
+
+/// Asks the CPU to start loading the cache line at `p` (no effect where unsupported).
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching never faults and reads nothing into the program: any address,
+    // even a dangling one, is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// A record's timestamp.
+fn record_ts(rec: &[u16]) -> u64 {
+    u64::from(rec[0]) | u64::from(rec[1]) << 16 | u64::from(rec[2]) << 32 | u64::from(rec[3]) << 48
 }
 
 impl FlowTokenizer {
@@ -236,15 +201,17 @@ impl FlowTokenizer {
     pub fn new(cfg: &BurstConfig, protocol: u8) -> Self {
         FlowTokenizer {
             cfg: *cfg,
-            protocol,
-            tokens_per_packet: cfg.layout.tokens_per_packet(protocol),
             bursts: Vec::new(),
+            arena: Vec::new(),
+            garbage: 0,
             sides: [SideState::default(); 2],
             min_ts: u64::MAX,
             max_ts: 0,
             packets: 0,
             inexact: 0,
-            scratch: Vec::new(),
+            // At most 38 (TCP with options and payload).
+            tokens_per_packet: cfg.layout.tokens_per_packet(protocol) as u16,
+            protocol,
         }
     }
 
@@ -263,6 +230,27 @@ impl FlowTokenizer {
         self.inexact
     }
 
+    /// Asks the CPU to start loading this flow's bursts and kept packets (a flow about to be
+    /// finished is usually long out of cache). No effect where unsupported.
+    pub fn prefetch(&self) {
+        let bursts = self.bursts.as_ptr().cast::<u8>();
+        let burst_bytes = self.bursts.len() * std::mem::size_of::<StoredBurst>();
+        let arena = self.arena.as_ptr().cast::<u8>();
+        let arena_bytes = self.arena.len() * 2;
+        for (p, n) in [(bursts, burst_bytes), (arena, arena_bytes)] {
+            let mut off = 0;
+            while off < n {
+                prefetch_line(p.wrapping_add(off));
+                off += 64;
+            }
+        }
+    }
+
+    /// Words of one kept packet's record.
+    fn stride(&self) -> usize {
+        HEADER_WORDS + usize::from(self.tokens_per_packet)
+    }
+
     /// Adds one packet. `side` is the packet's direction as the caller knows it (`true` =
     /// forward unless [`finish_with_forward_side`](Self::finish_with_forward_side) says
     /// otherwise); TCP seq/ack in `fields` must already be relative. Packets should come in
@@ -277,7 +265,9 @@ impl FlowTokenizer {
         self.packets += 1;
         self.min_ts = self.min_ts.min(ts_ns);
         self.max_ts = self.max_ts.max(ts_ns);
-        if self.cfg.layout.tokens_per_packet(fields.l4.protocol()) != self.tokens_per_packet {
+        if self.cfg.layout.tokens_per_packet(fields.l4.protocol())
+            != usize::from(self.tokens_per_packet)
+        {
             return;
         }
         let s = side_index(side);
@@ -298,6 +288,76 @@ impl FlowTokenizer {
         }
     }
 
+    /// Writes a kept packet's record at arena offset `at`.
+    fn write_record(&mut self, at: usize, ts: u64, fields: &PacketFields) {
+        let mut tokens = [0u16; MAX_TOKENS_PER_PACKET];
+        let n = fields.write_tokens(self.cfg.layout, &mut tokens);
+        let stride = self.stride();
+        let rec = &mut self.arena[at..at + stride];
+        rec[0] = ts as u16;
+        rec[1] = (ts >> 16) as u16;
+        rec[2] = (ts >> 32) as u16;
+        rec[3] = (ts >> 48) as u16;
+        rec[4] = fields.total_len;
+        let n = n.min(stride - HEADER_WORDS);
+        rec[HEADER_WORDS..HEADER_WORDS + n].copy_from_slice(&tokens[..n]);
+    }
+
+    /// Makes burst `idx`'s region hold at least `need` records (at most
+    /// `max_packets_per_burst` are ever needed): grows it in place at the arena's end, else
+    /// moves it there.
+    fn reserve_records(&mut self, idx: usize, need: u32) {
+        let b = self.bursts[idx];
+        if need <= b.cap {
+            return;
+        }
+        let stride = self.stride();
+        let max = u32::try_from(self.cfg.max_packets_per_burst).unwrap_or(u32::MAX);
+        // Doubling, so a long burst moves at most a few times.
+        let cap = need.max(b.cap.saturating_mul(2)).min(max.max(need));
+        let old_words = b.cap as usize * stride;
+        if b.start + old_words == self.arena.len() {
+            self.arena.resize(b.start + cap as usize * stride, 0);
+        } else {
+            self.compact_if_wasteful();
+            let b = self.bursts[idx];
+            let start = self.arena.len();
+            self.arena.reserve(cap as usize * stride);
+            self.arena
+                .extend_from_within(b.start..b.start + b.kept as usize * stride);
+            self.arena.resize(start + cap as usize * stride, 0);
+            self.garbage += b.cap as usize * stride;
+            self.bursts[idx].start = start;
+        }
+        self.bursts[idx].cap = cap;
+    }
+
+    /// Rewrites the arena without garbage once garbage outweighs the live words: amortized
+    /// O(1) per word ever written, and the arena stays within about twice the live words.
+    fn compact_if_wasteful(&mut self) {
+        if self.garbage < 64 || self.garbage * 2 < self.arena.len() {
+            return;
+        }
+        let stride = self.stride();
+        let live = self.arena.len() - self.garbage;
+        let mut arena = Vec::with_capacity(live);
+        for b in &mut self.bursts {
+            let words = b.cap as usize * stride;
+            let start = arena.len();
+            arena.extend_from_slice(&self.arena[b.start..b.start + words]);
+            b.start = start;
+        }
+        self.arena = arena;
+        self.garbage = 0;
+    }
+
+    /// Drops stored burst `idx` (its region becomes garbage).
+    fn drop_burst(&mut self, idx: usize) -> StoredBurst {
+        let b = self.bursts.remove(idx);
+        self.garbage += b.cap as usize * self.stride();
+        b
+    }
+
     /// In-order packet that continues the side's latest burst.
     fn continue_burst(&mut self, at: u64, side: bool, prev_last: u64, fields: &PacketFields) {
         let st = self.sides[side_index(side)];
@@ -305,16 +365,16 @@ impl FlowTokenizer {
             return; // the latest burst of this side is a discarded one
         }
         let Some(idx) = st.current else { return };
+        let idx = idx as usize;
         let max = self.cfg.max_packets_per_burst;
-        let layout = self.cfg.layout;
         let b = &mut self.bursts[idx];
         b.last_ts = b.last_ts.max(at);
-        if b.kept.len() < max {
-            b.kept.push(KeptPacket {
-                ts: at,
-                total_len: fields.total_len,
-            });
-            fields.push_tokens(layout, &mut b.tokens);
+        let kept = b.kept;
+        if (kept as usize) < max {
+            self.reserve_records(idx, kept + 1);
+            let b = self.bursts[idx];
+            self.write_record(b.start + kept as usize * self.stride(), at, fields);
+            self.bursts[idx].kept = kept + 1;
         }
     }
 
@@ -330,7 +390,10 @@ impl FlowTokenizer {
             // In order and after this side's discarded region: discarded too.
             return;
         }
-        if self.cfg.max_packets_per_burst == 0 || self.started_before(at) >= self.cfg.max_bursts {
+        // With fewer stored bursts than the limit, fewer start before `at`: no need to count.
+        let full = self.bursts.len() >= self.cfg.max_bursts
+            && self.started_before(at) >= self.cfg.max_bursts;
+        if self.cfg.max_packets_per_burst == 0 || full {
             self.sides[s].discarded_from = Some(at);
             return;
         }
@@ -343,22 +406,27 @@ impl FlowTokenizer {
         if self.bursts.capacity() == 0 {
             self.bursts.reserve_exact(4);
         }
-        // Sized for one packet: most flows of a busy capture have one packet per burst.
-        let mut tokens = Vec::with_capacity(self.tokens_per_packet);
-        fields.push_tokens(self.cfg.layout, &mut tokens);
+        if self.arena.capacity() == 0 {
+            // Room for two records: most flows of a busy capture have one packet per burst
+            // and a burst per direction.
+            self.arena.reserve_exact(2 * self.stride());
+        }
+        self.compact_if_wasteful();
+        // Sized for one record: most bursts of a busy capture hold one packet.
+        let start = self.arena.len();
+        self.arena.resize(start + self.stride(), 0);
+        self.write_record(start, at, fields);
         self.bursts.push(StoredBurst {
-            side,
             first_ts: at,
             last_ts: at,
-            kept: KeptList::one(KeptPacket {
-                ts: at,
-                total_len: fields.total_len,
-            }),
-            tokens,
+            start,
+            kept: 1,
+            cap: 1,
+            side,
         });
         if latest && self.bursts.len() <= self.cfg.max_bursts {
             // Nothing can have max_bursts stored bursts before it yet.
-            self.sides[side_index(side)].current = Some(self.bursts.len() - 1);
+            self.sides[side_index(side)].current = Some((self.bursts.len() - 1) as u32);
         } else {
             self.prune();
         }
@@ -376,7 +444,7 @@ impl FlowTokenizer {
                 let first = self.bursts[i].first_ts;
                 let before = firsts.iter().filter(|&&f| f < first).count();
                 if before >= max {
-                    let b = self.bursts.remove(i);
+                    let b = self.drop_burst(i);
                     let d = &mut self.sides[side_index(b.side)].discarded_from;
                     *d = Some(d.map_or(b.first_ts, |d| d.min(b.first_ts)));
                 } else {
@@ -395,7 +463,7 @@ impl FlowTokenizer {
                 .enumerate()
                 .filter(|(_, b)| b.side == side)
                 .max_by_key(|(_, b)| b.first_ts)
-                .map(|(i, _)| i);
+                .map(|(i, _)| i as u32);
             self.sides[side_index(side)].current = cur;
         }
     }
@@ -411,30 +479,29 @@ impl FlowTokenizer {
     /// `max_packets_per_burst`.
     fn insert_into(&mut self, idx: usize, at: u64, fields: &PacketFields) {
         let max = self.cfg.max_packets_per_burst;
-        let tpp = self.tokens_per_packet;
-        let layout = self.cfg.layout;
+        let stride = self.stride();
         let b = &mut self.bursts[idx];
         b.first_ts = b.first_ts.min(at);
         b.last_ts = b.last_ts.max(at);
-        let pos = b.kept.as_slice().partition_point(|k| k.ts <= at);
+        let b = *b;
+        let records = &self.arena[b.start..b.start + b.kept as usize * stride];
+        let pos = records
+            .chunks_exact(stride)
+            .take_while(|r| record_ts(r) <= at)
+            .count();
         if pos >= max {
             return;
         }
-        b.kept.insert(
-            pos,
-            KeptPacket {
-                ts: at,
-                total_len: fields.total_len,
-            },
-        );
-        self.scratch.clear();
-        fields.push_tokens(layout, &mut self.scratch);
-        let start = (pos * tpp).min(b.tokens.len());
-        b.tokens.splice(start..start, self.scratch.iter().copied());
-        if b.kept.len() > max {
-            b.kept.truncate(max);
-            b.tokens.truncate(max * tpp);
-        }
+        // Room for one more record unless the burst is full, in which case its last record
+        // falls off the end.
+        let kept = (b.kept as usize + 1).min(max) as u32;
+        self.reserve_records(idx, kept);
+        let start = self.bursts[idx].start;
+        let from = start + pos * stride;
+        let moved_end = start + (kept as usize - 1) * stride;
+        self.arena.copy_within(from..moved_end, from + stride);
+        self.write_record(from, at, fields);
+        self.bursts[idx].kept = kept;
     }
 
     /// A packet older than an earlier packet of its side. See the module docs for the cases.
@@ -520,16 +587,19 @@ impl FlowTokenizer {
                 // Bridges two stored bursts: they become one.
                 if let Some(i) = before {
                     self.insert_into(i, at, fields);
-                    let y = self.bursts.remove(j);
-                    let i = if j < i { i - 1 } else { i };
-                    let max = self.cfg.max_packets_per_burst;
-                    let tpp = self.tokens_per_packet;
-                    let x = &mut self.bursts[i];
-                    x.last_ts = x.last_ts.max(y.last_ts);
-                    let room = max.saturating_sub(x.kept.len()).min(y.kept.len());
-                    x.kept.extend_from_slice(&y.kept.as_slice()[..room]);
-                    x.tokens
-                        .extend_from_slice(&y.tokens[..(room * tpp).min(y.tokens.len())]);
+                    let max = u32::try_from(self.cfg.max_packets_per_burst).unwrap_or(u32::MAX);
+                    let (x, y) = (self.bursts[i], self.bursts[j]);
+                    let room = max.saturating_sub(x.kept).min(y.kept);
+                    // `y` is still stored while `x` grows, so a compaction keeps its records.
+                    self.reserve_records(i, x.kept + room);
+                    let (x, y) = (self.bursts[i], self.bursts[j]);
+                    let stride = self.stride();
+                    let records = y.start..y.start + room as usize * stride;
+                    self.arena
+                        .copy_within(records, x.start + x.kept as usize * stride);
+                    self.bursts[i].kept = x.kept + room;
+                    self.bursts[i].last_ts = x.last_ts.max(y.last_ts);
+                    self.drop_burst(j);
                     if self.discarded_could_return() {
                         self.inexact += 1;
                     }
@@ -553,17 +623,21 @@ impl FlowTokenizer {
 
     /// Finishes the flow; packets pushed with `side == forward_side` are the forward
     /// direction. A flow with no packets has no bursts.
-    pub fn finish_with_forward_side(self, forward_side: bool) -> TokenizedFlow {
-        let FlowTokenizer {
-            cfg,
-            protocol,
-            mut bursts,
-            min_ts,
-            max_ts,
-            packets,
-            inexact,
-            ..
-        } = self;
+    pub fn finish_with_forward_side(mut self, forward_side: bool) -> TokenizedFlow {
+        self.take_finished(forward_side)
+    }
+
+    /// [`finish_with_forward_side`](Self::finish_with_forward_side) without moving the
+    /// tokenizer: its storage is taken and it is left with no packets or bursts (counters
+    /// included), as after [`new`](Self::new).
+    pub fn take_finished(&mut self, forward_side: bool) -> TokenizedFlow {
+        let stride = self.stride();
+        let (cfg, protocol) = (self.cfg, self.protocol);
+        let mut bursts = std::mem::take(&mut self.bursts);
+        let arena = std::mem::take(&mut self.arena);
+        let (min_ts, max_ts, packets, inexact) =
+            (self.min_ts, self.max_ts, self.packets, self.inexact);
+        *self = FlowTokenizer::new(&cfg, protocol);
         let flow_duration_us = if packets == 0 {
             0
         } else {
@@ -579,14 +653,16 @@ impl FlowTokenizer {
                 let s = side_index(b.side);
                 let iat_us = prev_first[s].map_or(0, |p| netfound_us_rounded(b.first_ts - p));
                 prev_first[s] = Some(b.first_ts);
-                let bytes = b
-                    .kept
-                    .as_slice()
-                    .iter()
-                    .fold(0u32, |acc, k| acc.saturating_add(u32::from(k.total_len)));
+                let records = &arena[b.start..b.start + b.kept as usize * stride];
+                let mut tokens = Vec::with_capacity(b.kept as usize * (stride - HEADER_WORDS));
+                let mut bytes = 0u32;
+                for r in records.chunks_exact(stride) {
+                    bytes = bytes.saturating_add(u32::from(r[4]));
+                    tokens.extend_from_slice(&r[HEADER_WORDS..]);
+                }
                 Burst {
-                    count: u32::try_from(b.kept.len()).unwrap_or(u32::MAX),
-                    tokens: b.tokens,
+                    count: b.kept,
+                    tokens,
                     forward: b.side == forward_side,
                     bytes,
                     iat_us,
@@ -758,6 +834,35 @@ mod tests {
         assert_eq!(netfound_us_truncated(1_999), 1);
     }
 
+    /// Most arena words a flow may hold: twice what full stored bursts need, plus the
+    /// garbage allowance.
+    fn arena_bound(cfg: &BurstConfig, t: &FlowTokenizer) -> usize {
+        2 * (cfg.max_bursts + 1) * cfg.max_packets_per_burst * t.stride() + 64
+    }
+
+    #[test]
+    fn late_packets_do_not_grow_the_arena() {
+        // Bursts 20 ms apart on one side, then endless late packets that each open a burst
+        // of their own between them (store, then prune), and packets that bridge bursts.
+        let cfg = BurstConfig::default();
+        let mut t = FlowTokenizer::new(&cfg, 17);
+        for i in 0..40u64 {
+            t.push(1_000 * MS + i * 20 * MS, true, &udp(100));
+        }
+        let mut max_len = 0;
+        for i in 0..200_000u64 {
+            let ts = (i % 997) * 3 * MS + (i % 7) * MS / 2;
+            t.push(ts, i % 5 != 0, &udp(60 + (i % 40) as u16));
+            max_len = max_len.max(t.arena.len());
+        }
+        assert!(max_len <= arena_bound(&cfg, &t), "{max_len}");
+        let f = t.finish();
+        assert!(f.bursts.len() <= cfg.max_bursts);
+        for b in &f.bursts {
+            assert_eq!(b.tokens.len(), b.count as usize * 12);
+        }
+    }
+
     #[test]
     fn limits_apply_and_memory_stays_bounded() {
         let cfg = BurstConfig::default();
@@ -772,7 +877,8 @@ mod tests {
         assert!(t
             .bursts
             .iter()
-            .all(|b| b.kept.len() <= cfg.max_packets_per_burst));
+            .all(|b| b.kept as usize <= cfg.max_packets_per_burst));
+        assert!(t.arena.len() <= arena_bound(&cfg, &t));
         let f = t.finish();
         assert_eq!(f.packets, n);
         assert_eq!(f.bursts.len(), 12);

@@ -145,19 +145,50 @@ impl TokenLayout {
     }
 }
 
-fn push_be_words(out: &mut Vec<u16>, bytes: &[u8]) {
-    out.extend(
-        bytes
-            .chunks_exact(2)
-            .map(|w| u16::from_be_bytes([w[0], w[1]])),
-    );
+/// Most tokens one packet can have: TCP with options and payload.
+pub const MAX_TOKENS_PER_PACKET: usize = table::width(table::IP)
+    + table::width(table::TCP)
+    + table::width(table::TCP_OPTIONS)
+    + table::width(table::PAYLOAD);
+
+/// Writes tokens into a fixed array from the front.
+struct TokenWriter<'a> {
+    out: &'a mut [u16; MAX_TOKENS_PER_PACKET],
+    len: usize,
+}
+
+impl TokenWriter<'_> {
+    fn put(&mut self, words: &[u16]) {
+        self.out[self.len..self.len + words.len()].copy_from_slice(words);
+        self.len += words.len();
+    }
+
+    fn put_be_bytes(&mut self, bytes: &[u8]) {
+        for w in bytes.chunks_exact(2) {
+            self.out[self.len] = u16::from_be_bytes([w[0], w[1]]);
+            self.len += 1;
+        }
+    }
 }
 
 impl PacketFields {
     /// Appends this packet's tokens to `out` in netFound's order. TCP seq/ack are taken as
     /// stored: the flow stage makes them relative before calling this.
     pub fn push_tokens(&self, layout: TokenLayout, out: &mut Vec<u16>) {
-        out.extend_from_slice(&[
+        let mut tokens = [0; MAX_TOKENS_PER_PACKET];
+        let n = self.write_tokens(layout, &mut tokens);
+        out.extend_from_slice(&tokens[..n]);
+    }
+
+    /// Writes this packet's tokens (as [`push_tokens`](Self::push_tokens) appends them) to
+    /// the front of `out`; returns how many.
+    pub fn write_tokens(
+        &self,
+        layout: TokenLayout,
+        out: &mut [u16; MAX_TOKENS_PER_PACKET],
+    ) -> usize {
+        let mut w = TokenWriter { out, len: 0 };
+        w.put(&[
             self.ip_header_len as u16,
             self.tos as u16,
             self.total_len,
@@ -173,7 +204,7 @@ impl PacketFields {
                 urgent,
                 options,
             } => {
-                out.extend_from_slice(&[
+                w.put(&[
                     *flags as u16,
                     *window,
                     (seq >> 16) as u16,
@@ -183,17 +214,16 @@ impl PacketFields {
                     *urgent,
                 ]);
                 if layout.tcp_options {
-                    push_be_words(out, options);
+                    w.put_be_bytes(options);
                 }
             }
-            L4Fields::Udp { length } => out.push(*length),
-            L4Fields::Icmp { icmp_type, code } => {
-                out.extend_from_slice(&[*icmp_type as u16, *code as u16])
-            }
+            L4Fields::Udp { length } => w.put(&[*length]),
+            L4Fields::Icmp { icmp_type, code } => w.put(&[*icmp_type as u16, *code as u16]),
         }
         if layout.payload {
-            push_be_words(out, &self.payload);
+            w.put_be_bytes(&self.payload);
         }
+        w.len
     }
 }
 
