@@ -264,13 +264,17 @@ pub struct NativeFlowTable {
 
 impl NativeFlowTable {
     pub fn new(cfg: NativeFlowConfig) -> Self {
-        // Start small and grow: most captures hold far fewer flows than the bound.
+        // The index starts small and grows (its control bytes are written when allocated).
+        // The slots are reserved for the bound at once (up to a million flows, 350 MB):
+        // address space only, the pages are touched as flows arrive, and growing by
+        // doubling copied up to 180 MB on a busy capture.
         let cap = cfg.max_flows.min(1024);
+        let bound = cfg.max_flows.clamp(1, 1 << 20);
         NativeFlowTable {
             index: HashTable::with_capacity(cap),
-            slots: Vec::with_capacity(cap),
+            slots: Vec::with_capacity(bound),
             free: Vec::new(),
-            generations: Vec::with_capacity(cap),
+            generations: Vec::with_capacity(bound),
             recency: VecDeque::with_capacity(cap),
             now: 0,
             stats: FlowStats::default(),
