@@ -48,7 +48,7 @@ impl Row {
     fn of(flow: &TokenizedFlow) -> Row {
         Row {
             flow_duration: flow.flow_duration_us,
-            burst_tokens: flow.bursts.iter().map(|b| b.tokens.clone()).collect(),
+            burst_tokens: flow.bursts_with_tokens().map(|(_, t)| t.to_vec()).collect(),
             directions: flow.bursts.iter().map(|b| b.forward).collect(),
             bytes: flow.bursts.iter().map(|b| b.bytes).collect(),
             iats: flow.bursts.iter().map(|b| b.iat_us).collect(),

@@ -119,18 +119,18 @@ fn bundled_captures_read_back_in_both_formats() {
         );
         // Every packet has its protocol's number of tokens (ICMPv6 laid out like ICMP).
         let per_packet = TokenLayout::default().tokens_per_packet(f.protocol);
-        for b in &f.bursts {
-            assert_eq!(b.tokens.len(), b.count as usize * per_packet, "{f:?}");
+        for (b, tokens) in f.bursts_with_tokens() {
+            assert_eq!(tokens.len(), b.count as usize * per_packet, "{f:?}");
         }
+        assert_eq!(f.tokens.len(), f.token_count());
     }
     // netFound mode lays out TCP, UDP and ICMP packets as netFound does.
     let layout = TokenLayout::default();
     for f in nf_all.iter().map(|ex| &ex.flow) {
         let per_packet = layout.tokens_per_packet(f.protocol);
         assert!(f
-            .bursts
-            .iter()
-            .all(|b| b.tokens.len() == b.count as usize * per_packet));
+            .bursts_with_tokens()
+            .all(|(b, t)| t.len() == b.count as usize * per_packet));
     }
 }
 
@@ -146,29 +146,31 @@ fn example_of_json(line: &str) -> FlowExample {
         list("iats"),
         list("counts"),
     );
-    let bursts: Vec<Burst> = (0..tokens.len())
-        .map(|i| Burst {
-            tokens: tokens[i]
-                .as_array()
-                .expect("burst")
-                .iter()
-                .map(|t| num(t) as u16)
-                .collect(),
+    let mut flow = TokenizedFlow {
+        flow_duration_us: num(&v["flow_duration"]),
+        protocol: num(&v["protocol"]) as u8,
+        ..TokenizedFlow::default()
+    };
+    for i in 0..tokens.len() {
+        let burst_tokens: Vec<u16> = tokens[i]
+            .as_array()
+            .expect("burst")
+            .iter()
+            .map(|t| num(t) as u16)
+            .collect();
+        let burst = Burst {
+            token_len: 0,
             forward: dirs[i].as_bool().expect("bool"),
             bytes: num(&bytes[i]) as u32,
             count: num(&counts[i]) as u32,
             iat_us: num(&iats[i]),
             start_ns: 0,
-        })
-        .collect();
+        };
+        flow.push_burst(burst, &burst_tokens);
+    }
+    flow.packets = flow.bursts.iter().map(|b| u64::from(b.count)).sum();
     FlowExample {
-        flow: TokenizedFlow {
-            flow_duration_us: num(&v["flow_duration"]),
-            protocol: num(&v["protocol"]) as u8,
-            packets: bursts.iter().map(|b| u64::from(b.count)).sum(),
-            bursts,
-            inexact_late_packets: 0,
-        },
+        flow,
         label: v["labels"].as_str().map(str::to_string),
     }
 }
@@ -327,26 +329,35 @@ pq.write_table(inferred, os.path.join(out, "inferred.parquet"))
 pq.write_table(t.drop_columns(["iats"]), os.path.join(out, "no_iats.parquet"))
 "#;
 
-fn burst(tokens: &[u16], forward: bool, bytes: u32, count: u32, iat_us: u64) -> Burst {
-    Burst {
-        tokens: tokens.to_vec(),
+fn burst(tokens: &[u16], forward: bool, bytes: u32, count: u32, iat_us: u64) -> (Burst, Vec<u16>) {
+    let burst = Burst {
+        token_len: 0,
         forward,
         bytes,
         count,
         iat_us,
         start_ns: 0,
-    }
+    };
+    (burst, tokens.to_vec())
 }
 
-fn example(duration: u64, protocol: u8, bursts: Vec<Burst>, label: Option<&str>) -> FlowExample {
+fn example(
+    duration: u64,
+    protocol: u8,
+    bursts: Vec<(Burst, Vec<u16>)>,
+    label: Option<&str>,
+) -> FlowExample {
+    let mut flow = TokenizedFlow {
+        flow_duration_us: duration,
+        protocol,
+        ..TokenizedFlow::default()
+    };
+    for (b, tokens) in bursts {
+        flow.push_burst(b, &tokens);
+    }
+    flow.packets = flow.bursts.iter().map(|b| u64::from(b.count)).sum();
     FlowExample {
-        flow: TokenizedFlow {
-            flow_duration_us: duration,
-            protocol,
-            packets: bursts.iter().map(|b| u64::from(b.count)).sum(),
-            bursts,
-            inexact_late_packets: 0,
-        },
+        flow,
         label: label.map(str::to_string),
     }
 }

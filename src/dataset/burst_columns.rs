@@ -49,8 +49,8 @@ impl BurstColumnsBuilder {
     }
 
     pub fn append(&mut self, flow: &TokenizedFlow) {
-        for b in &flow.bursts {
-            self.tokens.values().values().append_slice(&b.tokens);
+        for (b, tokens) in flow.bursts_with_tokens() {
+            self.tokens.values().values().append_slice(tokens);
             self.tokens.values().append(true);
             self.directions.values().append_value(b.forward);
             self.bytes.values().append_value(b.bytes);

@@ -227,8 +227,9 @@ mod tests {
         TokenizedFlow {
             flow_duration_us: u64::from(n) * 10,
             protocol: 17,
+            tokens: vec![n; 12],
             bursts: vec![Burst {
-                tokens: vec![n; 12],
+                token_len: 12,
                 forward: n.is_multiple_of(2),
                 bytes: 40,
                 count: 1,

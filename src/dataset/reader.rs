@@ -292,20 +292,24 @@ impl Columns {
         }
         let burst_lists = tokens.values().as_list::<i32>();
         let token_values = burst_lists.values().as_primitive::<UInt16Type>();
-        let mut out = Vec::with_capacity(n);
+        let mut out = TokenizedFlow {
+            bursts: Vec::with_capacity(n),
+            ..TokenizedFlow::default()
+        };
         for k in 0..n {
             let toks = list_range(burst_lists, bursts.start + k, "a burst of burst_tokens")?;
             if has_null(token_values, toks.clone()) {
                 return Err(format!("burst {k} has a null token"));
             }
-            out.push(Burst {
-                tokens: token_values.values()[toks].to_vec(),
+            let burst = Burst {
+                token_len: 0,
                 forward: directions.value(d.start + k),
                 bytes: bytes.value(b.start + k),
                 count: counts.value(c.start + k),
                 iat_us: iats.value(i.start + k),
                 start_ns: 0,
-            });
+            };
+            out.push_burst(burst, &token_values.values()[toks]);
         }
         let label = self
             .labels
@@ -313,16 +317,10 @@ impl Columns {
             .map(|l| l.as_string::<i32>())
             .filter(|l| l.is_valid(row))
             .map(|l| l.value(row).to_string());
-        Ok(FlowExample {
-            flow: TokenizedFlow {
-                flow_duration_us: duration.value(row),
-                protocol,
-                packets: out.iter().map(|b| u64::from(b.count)).sum(),
-                bursts: out,
-                inexact_late_packets: 0,
-            },
-            label,
-        })
+        out.flow_duration_us = duration.value(row);
+        out.protocol = protocol;
+        out.packets = out.bursts.iter().map(|b| u64::from(b.count)).sum();
+        Ok(FlowExample { flow: out, label })
     }
 }
 

@@ -567,9 +567,12 @@ mod tests {
         assert_eq!(out[0].fwd_packets + out[0].bwd_packets, 4);
         assert_eq!(out[1].fwd_packets + out[1].bwd_packets, 2);
         // Relative seq/ack restart with the new flow: its SYN-ACK has seq 0, ack 1.
-        let t = &out[1].tokens.bursts;
-        let synack = t.iter().find(|b| !b.forward).expect("backward burst");
-        assert_eq!(&synack.tokens[7..11], &[0, 0, 0, 1]);
+        let (_, synack) = out[1]
+            .tokens
+            .bursts_with_tokens()
+            .find(|(b, _)| !b.forward)
+            .expect("backward burst");
+        assert_eq!(&synack[7..11], &[0, 0, 0, 1]);
         assert_eq!(a.stats().flows_emitted, 2);
     }
 

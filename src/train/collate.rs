@@ -144,7 +144,7 @@ fn encode(flows: &[&TokenizedFlow], lay: &Layout) -> Encoded {
     let longest = flows
         .iter()
         .flat_map(|f| &f.bursts)
-        .map(|b| b.tokens.len())
+        .map(|b| b.token_len as usize)
         .max()
         .unwrap_or(0);
     let n = most_bursts.clamp(1, lay.max_bursts);
@@ -164,15 +164,15 @@ fn encode(flows: &[&TokenizedFlow], lay: &Layout) -> Encoded {
     for (fi, flow) in flows.iter().enumerate() {
         e.protocol.push(flow.protocol as i64);
         e.cut_bursts += flow.bursts.len().saturating_sub(n);
-        for (bi, burst) in flow.bursts.iter().take(n).enumerate() {
+        for (bi, (burst, tokens)) in flow.bursts_with_tokens().take(n).enumerate() {
             let row = (fi * n + bi) * l;
             e.ids[row] = lay.vocab.cls as i64;
-            let keep = burst.tokens.len().min(l - 1);
-            for (k, &t) in burst.tokens[..keep].iter().enumerate() {
+            let keep = tokens.len().min(l - 1);
+            for (k, &t) in tokens[..keep].iter().enumerate() {
                 e.ids[row + 1 + k] = t as i64 + lay.vocab.token_shift as i64;
             }
             e.tokens += keep;
-            e.cut_tokens += burst.tokens.len() - keep;
+            e.cut_tokens += tokens.len() - keep;
             e.present[fi * n + bi] = true;
             let m = meta_features(burst.forward, burst.bytes, burst.count, burst.iat_us);
             let at = (fi * n + bi) * META_FEATURES;
@@ -379,24 +379,25 @@ mod tests {
     use netfm_tokenizer::Burst;
 
     fn flow(bursts: &[(usize, bool)]) -> TokenizedFlow {
-        TokenizedFlow {
+        let mut f = TokenizedFlow {
             flow_duration_us: 10,
             protocol: 6,
-            bursts: bursts
-                .iter()
-                .enumerate()
-                .map(|(i, &(len, forward))| Burst {
-                    tokens: (0..len).map(|k| (100 * i + k) as u16).collect(),
-                    forward,
-                    bytes: 60 * len as u32,
-                    count: 1,
-                    iat_us: 1500,
-                    start_ns: 0,
-                })
-                .collect(),
             packets: bursts.len() as u64,
-            inexact_late_packets: 0,
+            ..TokenizedFlow::default()
+        };
+        for (i, &(len, forward)) in bursts.iter().enumerate() {
+            let tokens: Vec<u16> = (0..len).map(|k| (100 * i + k) as u16).collect();
+            let burst = Burst {
+                token_len: 0,
+                forward,
+                bytes: 60 * len as u32,
+                count: 1,
+                iat_us: 1500,
+                start_ns: 0,
+            };
+            f.push_burst(burst, &tokens);
         }
+        f
     }
 
     fn layout() -> Layout {

@@ -75,11 +75,12 @@ impl Default for BurstConfig {
     }
 }
 
-/// One kept burst of a tokenized flow.
+/// One kept burst of a tokenized flow. Its tokens are in [`TokenizedFlow::tokens`], after
+/// those of the bursts before it ([`TokenizedFlow::bursts_with_tokens`] pairs them up).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Burst {
-    /// Concatenated raw 16-bit tokens of the kept packets, in time order.
-    pub tokens: Vec<u16>,
+    /// How many raw 16-bit tokens the kept packets of this burst have, in time order.
+    pub token_len: u32,
     /// True for the forward direction.
     pub forward: bool,
     /// Sum of the IP total lengths of the kept packets.
@@ -100,6 +101,8 @@ pub struct TokenizedFlow {
     pub flow_duration_us: u64,
     /// IP protocol the tokens were laid out for (6, 17, 1).
     pub protocol: u8,
+    /// The tokens of all kept bursts, burst after burst (one allocation per flow).
+    pub tokens: Vec<u16>,
     /// The kept bursts, ordered by first-packet time (forward first on ties).
     pub bursts: Vec<Burst>,
     /// All packets pushed, kept or not.
@@ -112,7 +115,30 @@ pub struct TokenizedFlow {
 impl TokenizedFlow {
     /// Total tokens over all kept bursts.
     pub fn token_count(&self) -> usize {
-        self.bursts.iter().map(|b| b.tokens.len()).sum()
+        self.tokens.len()
+    }
+
+    /// Each kept burst with its tokens. (Should the bursts' `token_len` not add up to
+    /// `tokens`, a burst gets what is left, possibly nothing.)
+    pub fn bursts_with_tokens(&self) -> impl Iterator<Item = (&Burst, &[u16])> + '_ {
+        let mut at = 0usize;
+        self.bursts.iter().map(move |b| {
+            let start = at.min(self.tokens.len());
+            let end = start
+                .saturating_add(b.token_len as usize)
+                .min(self.tokens.len());
+            at = end;
+            (b, &self.tokens[start..end])
+        })
+    }
+
+    /// Appends a burst with these tokens (its `token_len` is set from them).
+    pub fn push_burst(&mut self, burst: Burst, tokens: &[u16]) {
+        self.tokens.extend_from_slice(tokens);
+        self.bursts.push(Burst {
+            token_len: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+            ..burst
+        });
     }
 }
 
@@ -647,24 +673,26 @@ impl FlowTokenizer {
         bursts.sort_by_key(|b| (b.first_ts, b.side != forward_side));
         bursts.truncate(cfg.max_bursts);
         let mut prev_first: [Option<u64>; 2] = [None, None];
+        let tpp = stride - HEADER_WORDS;
+        let kept: usize = bursts.iter().map(|b| b.kept as usize).sum();
+        let mut tokens = Vec::with_capacity(kept * tpp);
         let bursts = bursts
-            .into_iter()
+            .iter()
             .map(|b| {
                 let s = side_index(b.side);
                 let iat_us = prev_first[s].map_or(0, |p| netfound_us_rounded(b.first_ts - p));
                 prev_first[s] = Some(b.first_ts);
                 let records = &arena[b.start..b.start + b.kept as usize * stride];
-                let mut tokens = Vec::with_capacity(b.kept as usize * (stride - HEADER_WORDS));
                 let mut bytes = 0u32;
                 for r in records.chunks_exact(stride) {
                     bytes = bytes.saturating_add(u32::from(r[4]));
                     tokens.extend_from_slice(&r[HEADER_WORDS..]);
                 }
                 Burst {
-                    count: b.kept,
-                    tokens,
+                    token_len: b.kept * tpp as u32,
                     forward: b.side == forward_side,
                     bytes,
+                    count: b.kept,
                     iat_us,
                     start_ns: b.first_ts,
                 }
@@ -673,6 +701,7 @@ impl FlowTokenizer {
         TokenizedFlow {
             flow_duration_us,
             protocol,
+            tokens,
             bursts,
             packets,
             inexact_late_packets: inexact,
@@ -740,12 +769,21 @@ mod tests {
         }
         bursts.sort_by_key(|b| b.0); // stable: forward side pushed first
         let mut prev: [Option<u64>; 2] = [None, None];
-        let mut out = Vec::new();
+        let mut out = TokenizedFlow {
+            flow_duration_us: if pkts.is_empty() {
+                0
+            } else {
+                netfound_us_truncated(max - min)
+            },
+            protocol: 17,
+            packets: pkts.len() as u64,
+            ..TokenizedFlow::default()
+        };
         for (first, side, idx) in bursts.into_iter() {
             let s = usize::from(side);
             let iat = prev[s].map_or(0, |p| netfound_us_rounded(first - p));
             prev[s] = Some(first);
-            if out.len() >= cfg.max_bursts {
+            if out.bursts.len() >= cfg.max_bursts {
                 continue;
             }
             let kept: Vec<usize> = idx.into_iter().take(cfg.max_packets_per_burst).collect();
@@ -753,26 +791,17 @@ mod tests {
             for &i in &kept {
                 udp(pkts[i].2).push_tokens(cfg.layout, &mut tokens);
             }
-            out.push(Burst {
-                tokens,
+            let burst = Burst {
+                token_len: 0,
                 forward: side == forward_side,
                 bytes: kept.iter().map(|&i| u32::from(pkts[i].2)).sum(),
                 count: kept.len() as u32,
                 iat_us: iat,
                 start_ns: first,
-            });
+            };
+            out.push_burst(burst, &tokens);
         }
-        TokenizedFlow {
-            flow_duration_us: if pkts.is_empty() {
-                0
-            } else {
-                netfound_us_truncated(max - min)
-            },
-            protocol: 17,
-            bursts: out,
-            packets: pkts.len() as u64,
-            inexact_late_packets: 0,
-        }
+        out
     }
 
     fn stream(cfg: &BurstConfig, pkts: &[(u64, bool, u16)], forward_side: bool) -> TokenizedFlow {
@@ -792,7 +821,8 @@ mod tests {
             (f.bursts[0].count, f.bursts[0].bytes, f.bursts[0].iat_us),
             (1, 60, 0)
         );
-        assert_eq!(f.bursts[0].tokens.len(), 12);
+        assert_eq!(f.bursts[0].token_len, 12);
+        assert_eq!(f.tokens.len(), 12);
     }
 
     #[test]
@@ -858,9 +888,13 @@ mod tests {
         assert!(max_len <= arena_bound(&cfg, &t), "{max_len}");
         let f = t.finish();
         assert!(f.bursts.len() <= cfg.max_bursts);
-        for b in &f.bursts {
-            assert_eq!(b.tokens.len(), b.count as usize * 12);
+        for (b, tokens) in f.bursts_with_tokens() {
+            assert_eq!(tokens.len(), b.count as usize * 12);
         }
+        assert_eq!(
+            f.tokens.len(),
+            f.bursts.iter().map(|b| b.count as usize * 12).sum()
+        );
     }
 
     #[test]
