@@ -241,6 +241,26 @@ fn corrupt_record_lengths_end_the_file_with_a_warning() {
     let (frames, warning) = read_bytes(ng);
     assert_eq!(frames.len(), 2);
     assert_eq!(warning.expect("warning").byte_offset, (n - last_len) as u64);
+
+    // A pcapng block claiming fewer than 12 bytes (here a process information block of 8,
+    // on which pcap-parser 0.17's length arithmetic overflows; found by the fuzzer) ends the
+    // file with a warning at that block, whatever came before it.
+    let mut ng =
+        std::fs::read(conformance_pcap("zeek_tcp_retransmit_timeout.pcapng")).expect("read");
+    let (before, _) = read_bytes(ng.clone());
+    let at = ng.len();
+    ng.extend_from_slice(&0x8000_0001u32.to_le_bytes());
+    ng.extend_from_slice(&8u32.to_le_bytes());
+    ng.extend_from_slice(&[0; 8]);
+    let (frames, warning) = read_bytes(ng);
+    assert_eq!(frames.len(), before.len());
+    let warning = warning.expect("warning");
+    assert_eq!(warning.byte_offset, at as u64);
+    assert!(
+        warning.message.contains("block length 8"),
+        "{}",
+        warning.message
+    );
 }
 
 #[test]

@@ -53,9 +53,13 @@ fuzz_target!(|data: &[u8]| {
     netfound.end_of_file(&mut flows);
     for f in &flows {
         assert!(f.tokens.bursts.len() <= bursts.max_bursts);
-        for b in &f.tokens.bursts {
+        let per_packet = LAYOUT.tokens_per_packet(f.tokens.protocol);
+        for (b, t) in f.tokens.bursts_with_tokens() {
             assert!(b.count as usize <= bursts.max_packets_per_burst);
+            assert_eq!(t.len(), b.count as usize * per_packet);
         }
+        let lens: usize = f.tokens.bursts.iter().map(|b| b.token_len as usize).sum();
+        assert_eq!(lens, f.tokens.tokens.len());
     }
     for lt in LINKTYPES {
         if let Ok(p) = decode(lt, data, 0, data.len() as u32) {

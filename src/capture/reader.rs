@@ -399,6 +399,16 @@ impl CaptureReader {
 
     /// One parse attempt at the current position.
     fn step(&mut self) -> Step {
+        // pcapng blocks are at least 12 bytes (type, length, length). pcap-parser 0.17
+        // subtracts 12 from a shorter length of some block types (process information)
+        // before checking it, which overflows: catch such a block here.
+        if self.format == CaptureFormat::PcapNg && self.inner.data().len() >= 8 {
+            if let Some(len) = self.pending_block_len().filter(|&len| len < 12) {
+                return Step::End(Some(Damage::Corrupt(format!(
+                    "block length {len}, below the 12-byte minimum"
+                ))));
+            }
+        }
         let base = self.inner.data().as_ptr() as usize;
         match self.inner.next() {
             Ok((size, PcapBlockOwned::Legacy(b))) => Step::Frame {
