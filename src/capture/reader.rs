@@ -115,6 +115,73 @@ struct FillingReader {
     last_error: Arc<Mutex<Option<String>>>,
 }
 
+/// pcap-parser's pcapng reader, refusing a block shorter than pcapng's 12-byte minimum
+/// before parsing it: pcap-parser 0.17 subtracts 12 from a process information block's
+/// length before checking it (an overflow panic where overflow checks are on; a fuzzer find).
+/// A wrapper, so that classic pcap reading does not pay for the check.
+struct CheckedPcapNg {
+    inner: PcapNGReader<FillingReader>,
+    /// Byte order of the current section, from its header's byte-order magic.
+    big_endian: bool,
+    /// Set with the refused block's length, for the warning.
+    refused: Arc<Mutex<Option<u32>>>,
+}
+
+impl CheckedPcapNg {
+    /// The length field of the block at the front of the buffer, if it is below 12.
+    fn short_block(&mut self) -> Option<u32> {
+        let data = self.inner.data();
+        let head: [u8; 8] = data.get(..8)?.try_into().ok()?;
+        if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+            // A section header: its own byte-order magic decides.
+            self.big_endian = data.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d];
+        }
+        let len_bytes = [head[4], head[5], head[6], head[7]];
+        let len = if self.big_endian {
+            u32::from_be_bytes(len_bytes)
+        } else {
+            u32::from_le_bytes(len_bytes)
+        };
+        (len < 12).then_some(len)
+    }
+}
+
+impl PcapReaderIterator for CheckedPcapNg {
+    fn next(&mut self) -> Result<(usize, PcapBlockOwned<'_>), PcapError<&[u8]>> {
+        if let Some(len) = self.short_block() {
+            if let Ok(mut refused) = self.refused.lock() {
+                *refused = Some(len);
+            }
+            return Err(PcapError::HeaderNotRecognized);
+        }
+        self.inner.next()
+    }
+    fn consume(&mut self, offset: usize) {
+        self.inner.consume(offset)
+    }
+    fn consume_noshift(&mut self, offset: usize) {
+        self.inner.consume_noshift(offset)
+    }
+    fn consumed(&self) -> usize {
+        self.inner.consumed()
+    }
+    fn refill(&mut self) -> Result<(), PcapError<&[u8]>> {
+        self.inner.refill()
+    }
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+    fn grow(&mut self, new_size: usize) -> bool {
+        self.inner.grow(new_size)
+    }
+    fn data(&self) -> &[u8] {
+        self.inner.data()
+    }
+    fn reader_exhausted(&self) -> bool {
+        self.inner.reader_exhausted()
+    }
+}
+
 impl FillingReader {
     fn record(&self, e: &io::Error) {
         if let Ok(mut slot) = self.last_error.lock() {
@@ -175,6 +242,8 @@ pub struct CaptureReader {
     gzip: bool,
     inner: Box<dyn PcapReaderIterator + Send>,
     read_error: Arc<Mutex<Option<String>>>,
+    /// Length of a pcapng block refused as too short (see `CheckedPcapNg`).
+    refused_block: Arc<Mutex<Option<u32>>>,
     /// Bytes of the frame handed out last, consumed at the next call.
     pending_consume: usize,
     done: bool,
@@ -247,6 +316,7 @@ impl CaptureReader {
         let initial = initial.max(64);
         let max = max.max(initial);
         let read_error = Arc::new(Mutex::new(None));
+        let refused_block = Arc::new(Mutex::new(None));
         let filling = FillingReader {
             inner: stream,
             first_read: true,
@@ -255,7 +325,13 @@ impl CaptureReader {
         };
         let inner: Result<Box<dyn PcapReaderIterator + Send>, String> = match magic {
             Magic::PcapNg => PcapNGReader::new(initial, filling)
-                .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>)
+                .map(|inner| {
+                    Box::new(CheckedPcapNg {
+                        inner,
+                        big_endian: false,
+                        refused: Arc::clone(&refused_block),
+                    }) as Box<dyn PcapReaderIterator + Send>
+                })
                 .map_err(|e| header_error_message(&e, &read_error)),
             Magic::Pcap => LegacyPcapReader::new(initial, filling)
                 .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>)
@@ -271,6 +347,7 @@ impl CaptureReader {
             gzip,
             inner,
             read_error,
+            refused_block,
             pending_consume: 0,
             done: false,
             warning: None,
@@ -399,16 +476,6 @@ impl CaptureReader {
 
     /// One parse attempt at the current position.
     fn step(&mut self) -> Step {
-        // pcapng blocks are at least 12 bytes (type, length, length). pcap-parser 0.17
-        // subtracts 12 from a shorter length of some block types (process information)
-        // before checking it, which overflows: catch such a block here.
-        if self.format == CaptureFormat::PcapNg && self.inner.data().len() >= 8 {
-            if let Some(len) = self.pending_block_len().filter(|&len| len < 12) {
-                return Step::End(Some(Damage::Corrupt(format!(
-                    "block length {len}, below the 12-byte minimum"
-                ))));
-            }
-        }
         let base = self.inner.data().as_ptr() as usize;
         match self.inner.next() {
             Ok((size, PcapBlockOwned::Legacy(b))) => Step::Frame {
@@ -436,7 +503,11 @@ impl CaptureReader {
             Err(PcapError::UnexpectedEof) => Step::End(Some(Damage::Truncated)),
             Err(PcapError::ReadError) => Step::End(Some(Damage::Read)),
             Err(PcapError::HeaderNotRecognized) => {
-                Step::End(Some(Damage::Corrupt("unrecognised block".into())))
+                let refused = self.refused_block.lock().ok().and_then(|r| *r);
+                Step::End(Some(Damage::Corrupt(match refused {
+                    Some(len) => format!("block length {len}, below the 12-byte minimum"),
+                    None => "unrecognised block".into(),
+                })))
             }
             Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
                 Step::End(Some(Damage::Corrupt(format!(

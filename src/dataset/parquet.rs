@@ -130,28 +130,82 @@ fn partition_name(protocol: u8) -> &'static str {
     }
 }
 
-/// Appends `a` as text, exactly as its `Display` writes it. IPv4 (most addresses) takes a
-/// direct path: formatting through `fmt` cost about 2% of a tokenize run.
+/// Appends `a` as text, exactly as its `Display` writes it, without going through `fmt`
+/// (which cost about 2% of a tokenize run for IPv4 and 1% for IPv6).
 fn write_ip(out: &mut String, a: IpAddr) {
     match a {
-        IpAddr::V4(v4) => {
-            for (k, octet) in v4.octets().into_iter().enumerate() {
-                if k > 0 {
-                    out.push('.');
-                }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
+        IpAddr::V4(v4) => write_ipv4(out, v4),
+        IpAddr::V6(v6) => write_ipv6(out, v6),
+    }
+}
+
+fn write_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
+    for (k, octet) in a.octets().into_iter().enumerate() {
+        if k > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
+/// RFC 5952 text as std writes it: IPv4-mapped addresses as `::ffff:a.b.c.d`; otherwise
+/// lowercase hex groups with the first longest run of two or more zero groups as `::`.
+fn write_ipv6(out: &mut String, a: std::net::Ipv6Addr) {
+    if let Some(v4) = a.to_ipv4_mapped() {
+        out.push_str("::ffff:");
+        write_ipv4(out, v4);
+        return;
+    }
+    let groups = a.segments();
+    // First longest run of zero groups.
+    let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);
+    for (i, &g) in groups.iter().enumerate() {
+        if g == 0 {
+            if run_len == 0 {
+                run = i;
             }
+            run_len += 1;
+            if run_len > best_len {
+                (best, best_len) = (run, run_len);
+            }
+        } else {
+            run_len = 0;
         }
-        IpAddr::V6(_) => {
-            use std::fmt::Write;
-            let _ = write!(out, "{a}");
+    }
+    let hex = |out: &mut String, g: u16| {
+        let mut shift = 12;
+        while shift > 0 && (g >> shift) == 0 {
+            shift -= 4;
         }
+        loop {
+            let d = ((g >> shift) & 0xf) as u8;
+            out.push(char::from(if d < 10 { b'0' + d } else { b'a' + d - 10 }));
+            if shift == 0 {
+                break;
+            }
+            shift -= 4;
+        }
+    };
+    let list = |out: &mut String, part: &[u16]| {
+        for (k, &g) in part.iter().enumerate() {
+            if k > 0 {
+                out.push(':');
+            }
+            hex(out, g);
+        }
+    };
+    if best_len > 1 {
+        list(out, &groups[..best]);
+        out.push_str("::");
+        list(out, &groups[best + best_len..]);
+    } else {
+        list(out, &groups);
     }
 }
 
@@ -466,7 +520,7 @@ pub fn flow_id(source: &str, index: u64) -> u64 {
 #[cfg(test)]
 mod ip_text_tests {
     use super::write_ip;
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn ipv4_text_equals_display_for_every_octet_value() {
@@ -486,5 +540,45 @@ mod ip_text_tests {
         let v6: IpAddr = "2001:db8::ffff:1.2.3.4".parse().expect("v6");
         write_ip(&mut s, v6);
         assert_eq!(s, v6.to_string());
+    }
+
+    /// Every pattern of zero groups (all 256), each with varied non-zero group values, and
+    /// the special forms: the text must equal std's `Display` byte for byte.
+    #[test]
+    fn ipv6_text_equals_display() {
+        let mut s = String::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut check = |groups: [u16; 8]| {
+            let a = Ipv6Addr::from(groups);
+            s.clear();
+            write_ip(&mut s, IpAddr::V6(a));
+            assert_eq!(s, a.to_string(), "{groups:x?}");
+        };
+        for zeros in 0..=255u32 {
+            for _ in 0..64 {
+                let mut groups = [0u16; 8];
+                for (i, g) in groups.iter_mut().enumerate() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if zeros & (1 << i) == 0 {
+                        // 1 to 4 hex digits.
+                        *g = ((x as u16) >> ((x >> 20) % 4 * 4)).max(1);
+                    }
+                }
+                check(groups);
+            }
+        }
+        for special in [
+            [0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304], // IPv4-mapped
+            [0, 0, 0, 0, 0, 0, 0x0102, 0x0304],      // IPv4-compatible (deprecated)
+            [0, 0, 0, 0, 0, 0, 0, 1],
+            [0; 8],
+            [0xffff; 8],
+            [0, 0, 0, 0, 0xffff, 0, 0, 0],
+            [0x64, 0xff9b, 0, 0, 0, 0, 0x0a00, 1], // NAT64
+        ] {
+            check(special);
+        }
     }
 }
