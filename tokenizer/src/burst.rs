@@ -689,7 +689,7 @@ impl FlowTokenizer {
                     tokens.extend_from_slice(&r[HEADER_WORDS..]);
                 }
                 Burst {
-                    token_len: b.kept * tpp as u32,
+                    token_len: b.kept.saturating_mul(tpp as u32),
                     forward: b.side == forward_side,
                     bytes,
                     count: b.kept,
