@@ -130,20 +130,32 @@ struct CheckedPcapNg {
 impl CheckedPcapNg {
     /// The length field of the block at the front of the buffer, if it is below 12.
     fn short_block(&mut self) -> Option<u32> {
-        let data = self.inner.data();
-        let head: [u8; 8] = data.get(..8)?.try_into().ok()?;
-        if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-            // A section header: its own byte-order magic decides.
-            self.big_endian = data.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d];
-        }
-        let len_bytes = [head[4], head[5], head[6], head[7]];
-        let len = if self.big_endian {
-            u32::from_be_bytes(len_bytes)
-        } else {
-            u32::from_le_bytes(len_bytes)
-        };
+        let (big_endian, len) = ng_block_head(self.inner.data(), self.big_endian)?;
+        self.big_endian = big_endian;
         (len < 12).then_some(len)
     }
+}
+
+/// The byte order and length field of the pcapng block at the front of `data`: a section
+/// header's own byte-order magic decides its order, other blocks are in their section's
+/// (`section_big_endian`). `None` while too few bytes are buffered to tell.
+fn ng_block_head(data: &[u8], section_big_endian: bool) -> Option<(bool, u32)> {
+    let big_endian = if data.get(0..4)? == [0x0a, 0x0d, 0x0d, 0x0a] {
+        data.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d]
+    } else {
+        section_big_endian
+    };
+    Some((big_endian, u32_at(data, 4, big_endian)?))
+}
+
+/// The 32-bit number at byte `at` of `data`, if that far is buffered.
+fn u32_at(data: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+    let b: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    })
 }
 
 impl PcapReaderIterator for CheckedPcapNg {
@@ -552,14 +564,6 @@ impl CaptureReader {
     /// Size of the record/block at the current position, from its header, if readable.
     fn pending_block_len(&self) -> Option<usize> {
         let data = self.inner.data();
-        let word = |at: usize, big_endian: bool| -> Option<u32> {
-            let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-            Some(if big_endian {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            })
-        };
         match self.format {
             CaptureFormat::Pcap {
                 big_endian,
@@ -567,16 +571,9 @@ impl CaptureReader {
                 ..
             } => {
                 let header = if modified { 24 } else { 16 };
-                Some(header + word(8, big_endian)? as usize)
+                Some(header + u32_at(data, 8, big_endian)? as usize)
             }
-            CaptureFormat::PcapNg => {
-                let big_endian = if data.get(0..4)? == [0x0a, 0x0d, 0x0d, 0x0a] {
-                    data.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d]
-                } else {
-                    self.section_big_endian
-                };
-                Some(word(4, big_endian)? as usize)
-            }
+            CaptureFormat::PcapNg => Some(ng_block_head(data, self.section_big_endian)?.1 as usize),
         }
     }
 

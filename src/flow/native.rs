@@ -29,6 +29,7 @@ use crate::decode::{DecodedPacket, IcmpKind};
 use hashbrown::HashTable;
 use netfm_tokenizer::direction::{native_forward_is_first_src, InternalNetworks};
 use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
+use netfm_tokenizer::hint::prefetch_bytes;
 use netfm_tokenizer::RelativeSeqAck;
 use netfm_tokenizer::{BurstConfig, FlowTokenizer};
 use rustc_hash::FxHasher;
@@ -182,27 +183,12 @@ fn table_hash(h: u32) -> u64 {
     (u64::from(h) << 32) | u64::from(h)
 }
 
-/// Asks the CPU to start loading the cache line at `p` (no effect where unsupported).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching never faults and reads nothing into the program: any address,
-    // even a dangling one, is allowed.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// Starts loading every cache line of slot `s`.
 fn prefetch_slot(slots: &[Option<Flow>], s: u32) {
-    let flow = slots.as_ptr().wrapping_add(s as usize).cast::<u8>();
-    let mut line = 0;
-    while line < std::mem::size_of::<Option<Flow>>() {
-        prefetch(flow.wrapping_add(line));
-        line += 64;
-    }
+    prefetch_bytes(
+        slots.as_ptr().wrapping_add(s as usize).cast(),
+        std::mem::size_of::<Option<Flow>>(),
+    );
 }
 
 /// How many packets ahead of the current one [`NativeFlowTable::push_batch`] prefetches.

@@ -41,6 +41,7 @@
 //! Pure: no IO, no clocks, no panics on any input.
 
 use crate::fields::{PacketFields, TokenLayout, MAX_TOKENS_PER_PACKET};
+use crate::hint::prefetch_bytes;
 use serde::{Deserialize, Serialize};
 
 /// netFound's `flow_size_limit` (bursts kept per flow).
@@ -203,19 +204,6 @@ fn side_index(side: bool) -> usize {
     usize::from(side)
 }
 
-/// Asks the CPU to start loading the cache line at `p` (no effect where unsupported).
-#[inline(always)]
-fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching never faults and reads nothing into the program: any address,
-    // even a dangling one, is allowed.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// A record's timestamp.
 fn record_ts(rec: &[u16]) -> u64 {
     u64::from(rec[0]) | u64::from(rec[1]) << 16 | u64::from(rec[2]) << 32 | u64::from(rec[3]) << 48
@@ -259,17 +247,14 @@ impl FlowTokenizer {
     /// Asks the CPU to start loading this flow's bursts and kept packets (a flow about to be
     /// finished is usually long out of cache). No effect where unsupported.
     pub fn prefetch(&self) {
-        let bursts = self.bursts.as_ptr().cast::<u8>();
-        let burst_bytes = self.bursts.len() * std::mem::size_of::<StoredBurst>();
-        let arena = self.arena.as_ptr().cast::<u8>();
-        let arena_bytes = self.arena.len() * 2;
-        for (p, n) in [(bursts, burst_bytes), (arena, arena_bytes)] {
-            let mut off = 0;
-            while off < n {
-                prefetch_line(p.wrapping_add(off));
-                off += 64;
-            }
-        }
+        prefetch_bytes(
+            self.bursts.as_ptr().cast(),
+            std::mem::size_of_val(self.bursts.as_slice()),
+        );
+        prefetch_bytes(
+            self.arena.as_ptr().cast(),
+            std::mem::size_of_val(self.arena.as_slice()),
+        );
     }
 
     /// Words of one kept packet's record.

@@ -7,6 +7,7 @@
 pub mod burst;
 pub mod direction;
 pub mod fields;
+pub mod hint;
 pub mod relative_seq;
 pub mod vocab;
 
