@@ -641,3 +641,67 @@ fn fuzz_regressions_do_not_panic() {
     }
     assert!(n > 0, "no regression inputs found in {}", dir.display());
 }
+
+/// Plain classic pcap files are read through a memory map (parsed in place), everything
+/// else through the streaming reader: both must deliver the same frames and the same
+/// damage report for every conformance capture, and for a capture far larger than the
+/// mapped reader's release window.
+#[test]
+fn mapped_and_streamed_reads_agree() {
+    let dir = conformance_dir().join("pcaps");
+    let expanded = expand_inputs(&[&dir]).expect("list conformance captures");
+    let mut compared = 0;
+    for input in &expanded.inputs {
+        let Input::File(path) = input else { continue };
+        let (mapped, mapped_warning) = read_file(path);
+        let (streamed, streamed_warning) = read_bytes(std::fs::read(path).expect("read"));
+        assert_eq!(mapped, streamed, "{}", path.display());
+        assert_eq!(
+            mapped_warning.map(|w| (w.byte_offset, w.message)),
+            streamed_warning.map(|w| (w.byte_offset, w.message)),
+            "{}",
+            path.display()
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 51);
+
+    // 40 MB of records (five times the release window), then a record cut short.
+    let base = std::fs::read(conformance_pcap("zeek_http_m57_long.pcap")).expect("read");
+    let records = &base[24..];
+    let mut big = base[..24].to_vec();
+    while big.len() < 40 << 20 {
+        big.extend_from_slice(records);
+    }
+    let cut_at = big.len();
+    big.extend_from_slice(&records[..10]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = write_temp(tmp.path(), "big.pcap", &big);
+    let (mapped, mapped_warning) = read_file(&path);
+    let (streamed, streamed_warning) = read_bytes(big);
+    assert!(mapped.len() > 40_000, "{}", mapped.len());
+    assert_eq!(mapped, streamed);
+    let (mapped_warning, streamed_warning) = (
+        mapped_warning.expect("mapped warning"),
+        streamed_warning.expect("streamed warning"),
+    );
+    assert_eq!(mapped_warning.byte_offset, cut_at as u64);
+    assert_eq!(
+        (mapped_warning.byte_offset, mapped_warning.message),
+        (streamed_warning.byte_offset, streamed_warning.message)
+    );
+
+    // A record claiming 2 GiB: the same "corrupt" report both ways.
+    let full = std::fs::read(conformance_pcap("zeek_http_get.pcap")).expect("read");
+    let offsets = record_offsets(&full);
+    let mut bad = full.clone();
+    bad[offsets[4] + 8..offsets[4] + 12].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    let path = write_temp(tmp.path(), "bad.pcap", &bad);
+    let (frames, warning) = read_file(&path);
+    let (streamed, streamed_warning) = read_bytes(bad);
+    assert_eq!((frames.len(), &frames), (4, &streamed));
+    let warning = warning.expect("warning");
+    assert_eq!(warning.byte_offset, offsets[4] as u64);
+    assert!(warning.message.contains("corrupt"), "{}", warning.message);
+    assert_eq!(Some(warning.message), streamed_warning.map(|w| w.message));
+}

@@ -126,7 +126,7 @@ pub(crate) enum Magic {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-fn classify(magic: &[u8]) -> Option<Magic> {
+pub(crate) fn classify(magic: &[u8]) -> Option<Magic> {
     match magic {
         [0x0a, 0x0d, 0x0d, 0x0a] => Some(Magic::PcapNg),
         // Classic pcap magics as stored: LE/BE microsecond, LE/BE nanosecond, and the

@@ -4,7 +4,9 @@
 //! "modified" variant), pcapng (several sections of either byte order, several interfaces
 //! with their own link type, `if_tsresol` and `if_tsoffset`), and either of them gzip
 //! compressed (detected by magic, not by name). Frames are read through pcap-parser's
-//! streaming readers with a bounded buffer, so memory does not grow with the file.
+//! streaming readers with a bounded buffer, so memory does not grow with the file; plain
+//! classic pcap files are instead mapped and parsed in place by pcap-parser's frame parsers
+//! (see `mapped.rs`), with the mapping kept to a bounded window.
 //!
 //! Damage after a successful open (a truncated record, a corrupt block, a read error) ends
 //! that file: every frame before the damage is delivered, then a [`CaptureWarning`] names
@@ -14,6 +16,7 @@
 //! allocates per frame, and never panics on input bytes.
 
 mod input;
+mod mapped;
 mod reader;
 
 pub use input::{expand_inputs, ExpandedInputs, Input};

@@ -3,6 +3,7 @@
 //! and damage turned into a [`CaptureWarning`].
 
 use super::input::{open_stream, Magic};
+use super::mapped::MappedPcap;
 use super::{CaptureError, CaptureWarning, Input};
 use pcap_parser::pcapng::{Block, OptionCode, PcapNGOption};
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
@@ -286,6 +287,11 @@ impl CaptureReader {
         initial: usize,
         max: usize,
     ) -> Result<Self, CaptureError> {
+        if let Input::File(path) = input {
+            if let Some(reader) = Self::open_mapped(path, initial, max)? {
+                return Ok(reader);
+            }
+        }
         let opened = open_stream(input)?;
         Self::from_stream(
             input.path(),
@@ -315,6 +321,33 @@ impl CaptureReader {
         let name = name.into();
         let opened = super::input::sniff_stream(reader, &name)?;
         Self::from_stream(name, opened.stream, opened.magic, opened.gzip, initial, max)
+    }
+
+    /// Opens a plain classic pcap file through a memory map (see `mapped.rs`). `None` when
+    /// the file is anything else or cannot be mapped: the streaming reader then takes it.
+    fn open_mapped(path: &Path, initial: usize, max: usize) -> Result<Option<Self>, CaptureError> {
+        let Ok(file) = std::fs::File::open(path) else {
+            return Ok(None);
+        };
+        let Ok(meta) = file.metadata() else {
+            return Ok(None);
+        };
+        let mut head = [0u8; 4];
+        if !meta.is_file()
+            || meta.len() < 24
+            || std::io::Read::read_exact(&mut &file, &mut head).is_err()
+            || super::input::classify(&head) != Some(Magic::Pcap)
+        {
+            return Ok(None);
+        }
+        let max = max.max(initial.max(64));
+        let Some(mapped) = MappedPcap::open(&file, meta.len(), max) else {
+            return Ok(None);
+        };
+        let mut reader =
+            Self::with_inner(path.to_path_buf(), Box::new(mapped), false, initial, max);
+        reader.read_legacy_header()?;
+        Ok(Some(reader))
     }
 
     fn from_stream(
@@ -353,13 +386,29 @@ impl CaptureReader {
             path: path.clone(),
             message,
         })?;
-        let mut reader = CaptureReader {
+        let mut reader = Self::with_inner(path, inner, gzip, initial, max);
+        reader.read_error = read_error;
+        reader.refused_block = refused_block;
+        if magic == Magic::Pcap {
+            reader.read_legacy_header()?;
+        }
+        Ok(reader)
+    }
+
+    fn with_inner(
+        path: PathBuf,
+        inner: Box<dyn PcapReaderIterator + Send>,
+        gzip: bool,
+        initial: usize,
+        max: usize,
+    ) -> Self {
+        CaptureReader {
             path,
             format: CaptureFormat::PcapNg,
             gzip,
             inner,
-            read_error,
-            refused_block,
+            read_error: Arc::new(Mutex::new(None)),
+            refused_block: Arc::new(Mutex::new(None)),
             pending_consume: 0,
             done: false,
             warning: None,
@@ -371,11 +420,7 @@ impl CaptureReader {
             section_big_endian: false,
             last_ts_ns: 0,
             stats: CaptureStats::default(),
-        };
-        if magic == Magic::Pcap {
-            reader.read_legacy_header()?;
         }
-        Ok(reader)
     }
 }
 

@@ -1,0 +1,76 @@
+//! Times the reader stage alone: reading a capture, decoding every frame and hashing its
+//! flow key, as the pipeline's reader thread does, packets dropped after. One thread, so
+//! wall time is the stage's CPU time.
+//!
+//! `cargo run --release --example read_stage -- CAPTURE [--rounds 5]`
+//!
+//! Prints one line per round (seconds, ns per frame) and the median. Used to A/B changes
+//! to `src/capture` and `src/decode`.
+
+use anyhow::Context;
+use netfm::capture::{expand_inputs, CaptureReader};
+use netfm::decode::{decode, DecodedPacket};
+use netfm::flow::native::flow_hash;
+use std::path::PathBuf;
+use std::time::Instant;
+
+// The allocator and page settings of the netfm binary, so that the figures carry over.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Packets per batch, as the pipeline's reader sends them.
+const BATCH: usize = 4096;
+
+fn main() -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only changes this process's page policy.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let capture = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .context("usage: read_stage CAPTURE [--rounds 5]")?;
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(5), |v| v.parse())?;
+    let inputs = expand_inputs(&[PathBuf::from(capture)])?.inputs;
+    let input = inputs.first().context("no capture found")?;
+    let mut times = Vec::with_capacity(rounds);
+    let mut batch: Vec<DecodedPacket> = Vec::with_capacity(BATCH);
+    let mut hashes: Vec<u64> = Vec::with_capacity(BATCH);
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let mut reader = CaptureReader::open(input)?;
+        let (mut frames, mut check) = (0u64, 0u64);
+        while let Some(f) = reader.next_frame() {
+            frames += 1;
+            if let Ok(p) = decode(f.linktype, f.data, f.ts_ns, f.orig_len) {
+                hashes.push(flow_hash(&p));
+                batch.push(p);
+                if batch.len() == BATCH {
+                    check = check.wrapping_add(hashes.iter().fold(0, |a, h| a ^ h));
+                    batch.clear();
+                    hashes.clear();
+                }
+            }
+        }
+        check = check.wrapping_add(hashes.iter().fold(0, |a, h| a ^ h));
+        batch.clear();
+        hashes.clear();
+        let secs = t0.elapsed().as_secs_f64();
+        times.push(secs);
+        println!(
+            "round {round}: {secs:.3} s, {:.1} ns/frame, {frames} frames (check {check:x})",
+            secs * 1e9 / frames.max(1) as f64
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    if let Some(median) = times.get(times.len() / 2) {
+        println!("median {median:.3} s");
+    }
+    Ok(())
+}
