@@ -32,9 +32,7 @@ use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
 use netfm_tokenizer::hint::prefetch_bytes;
 use netfm_tokenizer::RelativeSeqAck;
 use netfm_tokenizer::{BurstConfig, FlowTokenizer};
-use rustc_hash::FxHasher;
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 /// Configuration of the native flow table.
@@ -161,11 +159,34 @@ impl FlowKey {
     }
 
     fn hash64(&self) -> u64 {
-        let mut h = FxHasher::default();
-        self.hash(&mut h);
-        // FxHash leaves some bits weak; the finalizer makes the low 32 bits the table
-        // keeps (and hashbrown's tag among them) uniform.
-        mix64(h.finish())
+        // Three folded 64x64->128 multiplies over the key's 40 bytes of content (a
+        // wyhash-style mix): about half the cost of hashing the fields one by one.
+        const S: [u64; 5] = [
+            0xa076_1d64_78bd_642f,
+            0xe703_7ed1_a0b4_28db,
+            0x8ebc_6af0_9c88_c6e3,
+            0x5899_65cc_7537_4cc3,
+            0x1d8e_4e27_c47d_124f,
+        ];
+        let fold = |a: u64, b: u64| {
+            let m = u128::from(a) * u128::from(b);
+            (m as u64) ^ ((m >> 64) as u64)
+        };
+        // `sub` stays below 2^20 (kind << 16 | value), so the fields do not overlap.
+        let tail = u64::from(self.lo_port)
+            | u64::from(self.hi_port) << 16
+            | u64::from(self.sub) << 32
+            | u64::from(self.protocol) << 52
+            | u64::from(self.v6) << 60;
+        let a = fold(
+            self.lo_addr as u64 ^ S[0],
+            (self.lo_addr >> 64) as u64 ^ S[1],
+        );
+        let b = fold(
+            self.hi_addr as u64 ^ S[2],
+            (self.hi_addr >> 64) as u64 ^ S[3],
+        );
+        mix64(fold(a ^ S[4], b ^ tail))
     }
 }
 
