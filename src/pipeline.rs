@@ -7,7 +7,7 @@
 use crate::capture::{expand_inputs, CaptureReader, Input};
 use crate::dataset::netfound_ipc::NetfoundIpcWriter;
 use crate::dataset::parquet::{flow_id, NativeRow, ParquetSink, ParquetSinkConfig};
-use crate::decode::{decode, DecodedPacket, SkipReason};
+use crate::decode::{decode_into, DecodedPacket, SkipReason};
 use crate::flow::native::{NativeFlowConfig, NativeFlowTable};
 use crate::flow::netfound::NetfoundAssembler;
 use crate::flow::{FlowAssembler, FlowRecord, FlowStats};
@@ -352,22 +352,34 @@ enum ReadMsg {
 }
 
 /// Decoded packets in capture order and, when the flow stage takes them, their key hashes
-/// (computed here on the reader thread, off the flow stage's critical path).
+/// (computed here on the reader thread, off the flow stage's critical path). The packet
+/// slots exist up front, so the reader decodes straight into them.
 struct PacketBatch {
-    packets: Vec<DecodedPacket>,
+    slots: Vec<DecodedPacket>,
+    /// Slots filled, from the first.
+    len: usize,
     hashes: Vec<u64>,
 }
 
 impl PacketBatch {
     fn with_capacity(n: usize) -> Self {
         PacketBatch {
-            packets: Vec::with_capacity(n),
+            slots: vec![DecodedPacket::EMPTY; n.max(1)],
+            len: 0,
             hashes: Vec::with_capacity(n),
         }
     }
 
+    fn packets(&self) -> &[DecodedPacket] {
+        &self.slots[..self.len]
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.slots.len()
+    }
+
     fn clear(&mut self) {
-        self.packets.clear();
+        self.len = 0;
         self.hashes.clear();
     }
 }
@@ -426,14 +438,21 @@ fn read_inputs(
         while let Some(frame) = reader.next_frame() {
             r.packets_read += 1;
             last_offset = frame.byte_offset + frame.data.len() as u64;
-            match decode(frame.linktype, frame.data, frame.ts_ns, frame.orig_len) {
-                Ok(pkt) => {
+            let slot = &mut batch.slots[batch.len];
+            match decode_into(
+                frame.linktype,
+                frame.data,
+                frame.ts_ns,
+                frame.orig_len,
+                slot,
+            ) {
+                Ok(()) => {
                     r.packets_decoded += 1;
                     if let Some(hash) = hasher {
-                        batch.hashes.push(hash(&pkt));
+                        batch.hashes.push(hash(slot));
                     }
-                    batch.packets.push(pkt);
-                    if batch.packets.len() == PACKET_BATCH {
+                    batch.len += 1;
+                    if batch.is_full() {
                         let next = recycled
                             .try_recv()
                             .unwrap_or_else(|_| PacketBatch::with_capacity(PACKET_BATCH));
@@ -458,7 +477,7 @@ fn read_inputs(
                 }
             }
         }
-        if !batch.packets.is_empty() && tx.send(ReadMsg::Packets(batch)).is_err() {
+        if batch.len > 0 && tx.send(ReadMsg::Packets(batch)).is_err() {
             break;
         }
         if tx.send(ReadMsg::End).is_err() {
@@ -495,19 +514,22 @@ fn assemble(
     let mut label: Option<Arc<str>> = None;
     let mut flow_index = 0u64;
     let mut sent = 0usize;
+    // Sends the finished flows in messages of FLUSH_FLOWS, round robin. Mid-file (`all`
+    // false) only full messages go and the rest waits for more flows: sending the few
+    // flows past a full message on their own would hand one writer all the full messages
+    // and the other only crumbs.
     let mut send = |flows: &mut Vec<FlowRecord>,
+                    all: bool,
                     summary: &mut RunSummary,
                     source: &Arc<str>,
                     label: &Option<Arc<str>>,
                     index: &mut u64|
      -> anyhow::Result<()> {
-        tally(summary, flows);
-        let mut rest = std::mem::take(flows).into_iter();
-        loop {
-            let chunk: Vec<FlowRecord> = rest.by_ref().take(FLUSH_FLOWS).collect();
-            if chunk.is_empty() {
-                break;
-            }
+        while flows.len() >= FLUSH_FLOWS || (all && !flows.is_empty()) {
+            let take = flows.len().min(FLUSH_FLOWS);
+            let rest = flows.split_off(take);
+            let chunk = std::mem::replace(flows, rest);
+            tally(summary, &chunk);
             let n = chunk.len() as u64;
             let msg = SinkMsg {
                 source: source.clone(),
@@ -521,7 +543,9 @@ fn assemble(
                 .map_err(|_| anyhow::anyhow!("dataset writer stopped"))?;
             sent += 1;
         }
-        *flows = Vec::with_capacity(FLUSH_FLOWS);
+        if flows.capacity() < FLUSH_FLOWS {
+            flows.reserve(FLUSH_FLOWS - flows.len());
+        }
         Ok(())
     };
     for msg in rx {
@@ -535,16 +559,14 @@ fn assemble(
                 flow_index = 0;
             }
             ReadMsg::Packets(mut batch) => {
-                assembler.push_batch(&batch.packets, &batch.hashes, &mut flows);
+                assembler.push_batch(batch.packets(), &batch.hashes, &mut flows);
                 batch.clear();
                 let _ = recycle.try_send(batch);
-                if flows.len() >= FLUSH_FLOWS {
-                    send(&mut flows, summary, &source, &label, &mut flow_index)?;
-                }
+                send(&mut flows, false, summary, &source, &label, &mut flow_index)?;
             }
             ReadMsg::End => {
                 assembler.end_of_file(&mut flows);
-                send(&mut flows, summary, &source, &label, &mut flow_index)?;
+                send(&mut flows, true, summary, &source, &label, &mut flow_index)?;
             }
         }
     }
