@@ -525,10 +525,22 @@ fn assemble(
                     label: &Option<Arc<str>>,
                     index: &mut u64|
      -> anyhow::Result<()> {
-        while flows.len() >= FLUSH_FLOWS || (all && !flows.is_empty()) {
-            let take = flows.len().min(FLUSH_FLOWS);
-            let rest = flows.split_off(take);
-            let chunk = std::mem::replace(flows, rest);
+        let ready = if all {
+            flows.len()
+        } else {
+            flows.len() / FLUSH_FLOWS * FLUSH_FLOWS
+        };
+        if ready == 0 {
+            return Ok(());
+        }
+        // One pass over the ready flows (a capture's end hands over every live flow at once).
+        let rest = flows.split_off(ready);
+        let mut ready = std::mem::replace(flows, rest).into_iter();
+        loop {
+            let chunk: Vec<FlowRecord> = ready.by_ref().take(FLUSH_FLOWS).collect();
+            if chunk.is_empty() {
+                break;
+            }
             tally(summary, &chunk);
             let n = chunk.len() as u64;
             let msg = SinkMsg {
