@@ -1,6 +1,7 @@
 //! The command line: argument definitions and their translation into pipeline options.
 //! Parsing and validation only; the work is done by [`crate::pipeline`].
 
+use crate::dataset::burst_columns::MAX_PACKETS_PER_FLOW;
 use crate::flow::native::NativeFlowConfig;
 use crate::pipeline::{OutputFormat, Shard, TokenizeOptions};
 use crate::runtime::{Device, RuntimeOptions};
@@ -215,6 +216,17 @@ impl TokenizeArgs {
         if self.max_bursts == 0 || self.max_packets_per_burst == 0 {
             bail!("--max-bursts and --max-packets-per-burst must be at least 1");
         }
+        if self
+            .max_bursts
+            .checked_mul(self.max_packets_per_burst)
+            .is_none_or(|n| n > MAX_PACKETS_PER_FLOW)
+        {
+            bail!(
+                "--max-bursts x --max-packets-per-burst must be at most {MAX_PACKETS_PER_FLOW} packets per flow, got {} x {}",
+                self.max_bursts,
+                self.max_packets_per_burst
+            );
+        }
         if self.max_flows == 0 {
             bail!("--max-flows must be at least 1");
         }
@@ -291,6 +303,16 @@ mod tests {
             .to_options()
             .is_err());
         assert!(args(&["--max-bursts", "0"]).to_options().is_err());
+        // Flows too long for one Arrow record batch are refused up front.
+        let err = args(&["--max-bursts", "2000", "--max-packets-per-burst", "1000"])
+            .to_options()
+            .unwrap_err();
+        assert!(err.to_string().contains("2000 x 1000"), "{err}");
+        assert!(
+            args(&["--max-bursts", "1024", "--max-packets-per-burst", "1024"])
+                .to_options()
+                .is_ok()
+        );
         let ok = args(&["--tcp-options", "--internal-net", "10.0.0.0/8"])
             .to_options()
             .expect("valid");

@@ -14,6 +14,17 @@ fn list_of(dt: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", dt, true)))
 }
 
+/// Most tokens one record batch holds. Arrow's list offsets are 32-bit, so a batch's
+/// `burst_tokens` must stay below 2^31 values; the writers start a new batch before a flow
+/// would cross this (2^30, well clear of the limit). One flow holds far fewer: the CLI caps
+/// `--max-bursts` x `--max-packets-per-burst` (see [`MAX_PACKETS_PER_FLOW`]).
+pub const MAX_BATCH_TOKENS: usize = 1 << 30;
+
+/// Most packets a flow may keep (`max_bursts` x `max_packets_per_burst`): with at most 38
+/// tokens a packet, one flow stays under 40 M tokens (80 MB), far below
+/// [`MAX_BATCH_TOKENS`].
+pub const MAX_PACKETS_PER_FLOW: usize = 1 << 20;
+
 /// The burst columns' fields, in order.
 pub fn burst_fields() -> Vec<Field> {
     vec![
@@ -32,6 +43,8 @@ pub struct BurstColumnsBuilder {
     bytes: ListBuilder<UInt32Builder>,
     iats: ListBuilder<UInt64Builder>,
     counts: ListBuilder<UInt32Builder>,
+    /// Tokens appended so far.
+    token_count: usize,
 }
 
 impl BurstColumnsBuilder {
@@ -45,10 +58,17 @@ impl BurstColumnsBuilder {
             bytes: ListBuilder::with_capacity(UInt32Builder::new(), rows),
             iats: ListBuilder::with_capacity(UInt64Builder::new(), rows),
             counts: ListBuilder::with_capacity(UInt32Builder::new(), rows),
+            token_count: 0,
         }
     }
 
+    /// Tokens appended so far (the `burst_tokens` values).
+    pub fn token_count(&self) -> usize {
+        self.token_count
+    }
+
     pub fn append(&mut self, flow: &TokenizedFlow) {
+        self.token_count += flow.tokens.len();
         for (b, tokens) in flow.bursts_with_tokens() {
             self.tokens.values().values().append_slice(tokens);
             self.tokens.values().append(true);

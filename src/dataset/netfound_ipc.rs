@@ -15,7 +15,7 @@
 //! [`NetfoundIpcWriter::finish`]; a writer dropped without `finish` removes its temporary
 //! file.
 
-use super::burst_columns::{burst_fields, BurstColumnsBuilder};
+use super::burst_columns::{burst_fields, BurstColumnsBuilder, MAX_BATCH_TOKENS};
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder, UInt16Builder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -39,6 +39,12 @@ pub enum NetfoundIpcError {
     },
     #[error("{path}: writing Arrow IPC stream: {source}")]
     Arrow { path: PathBuf, source: ArrowError },
+    #[error("{path}: a flow of {tokens} tokens is more than one Arrow record batch can hold ({max}); lower --max-bursts or --max-packets-per-burst")]
+    FlowTooLarge {
+        path: PathBuf,
+        tokens: usize,
+        max: usize,
+    },
 }
 
 /// The schema of netFound's Arrow output.
@@ -57,6 +63,8 @@ pub struct NetfoundIpcWriter {
     schema: SchemaRef,
     writer: Option<Box<StreamWriter<BufWriter<File>>>>,
     batch_rows: usize,
+    /// Most tokens per record batch (see [`MAX_BATCH_TOKENS`]).
+    batch_tokens: usize,
     rows_in_batch: usize,
     rows_written: u64,
     columns: Box<Columns>,
@@ -89,6 +97,16 @@ impl NetfoundIpcWriter {
 
     /// Like [`create`](Self::create), with at most `batch_rows` rows per record batch.
     pub fn with_batch_rows(path: &Path, batch_rows: usize) -> Result<Self, NetfoundIpcError> {
+        Self::with_batch_limits(path, batch_rows, MAX_BATCH_TOKENS)
+    }
+
+    /// Like [`create`](Self::create), with at most `batch_rows` rows and `batch_tokens`
+    /// tokens (at most [`MAX_BATCH_TOKENS`]) per record batch.
+    pub fn with_batch_limits(
+        path: &Path,
+        batch_rows: usize,
+        batch_tokens: usize,
+    ) -> Result<Self, NetfoundIpcError> {
         let mut tmp = path.as_os_str().to_os_string();
         tmp.push(".tmp");
         let tmp_path = PathBuf::from(tmp);
@@ -110,6 +128,7 @@ impl NetfoundIpcWriter {
             schema,
             writer: Some(Box::new(writer)),
             batch_rows,
+            batch_tokens: batch_tokens.clamp(1, MAX_BATCH_TOKENS),
             rows_in_batch: 0,
             rows_written: 0,
             columns: Columns::with_capacity(batch_rows),
@@ -122,6 +141,19 @@ impl NetfoundIpcWriter {
         flow: &TokenizedFlow,
         label: Option<&str>,
     ) -> Result<(), NetfoundIpcError> {
+        let tokens = flow.tokens.len();
+        if tokens > self.batch_tokens {
+            return Err(NetfoundIpcError::FlowTooLarge {
+                path: self.tmp_path.clone(),
+                tokens,
+                max: self.batch_tokens,
+            });
+        }
+        // Arrow's 32-bit list offsets: a new batch before this flow would overflow them.
+        if self.rows_in_batch > 0 && self.columns.bursts.token_count() + tokens > self.batch_tokens
+        {
+            self.flush_batch()?;
+        }
         let c = &mut self.columns;
         c.durations.append_value(flow.flow_duration_us);
         c.bursts.append(flow);
@@ -267,6 +299,29 @@ mod tests {
         let labels = b.column(7).as_string::<i32>();
         assert!(labels.is_null(0));
         assert_eq!(labels.value(1), "web");
+    }
+
+    #[test]
+    fn batches_are_bounded_by_tokens_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.arrow");
+        // 12 tokens a flow, at most 30 a batch: batches of 2 flows.
+        let mut w = NetfoundIpcWriter::with_batch_limits(&path, 100, 30).unwrap();
+        for n in 0..5 {
+            w.push(&flow(n), None).unwrap();
+        }
+        let mut big = flow(9);
+        big.tokens = vec![9; 31];
+        big.bursts[0].token_len = 31;
+        let err = w.push(&big, None).unwrap_err();
+        assert!(err.to_string().contains("31 tokens"), "{err}");
+        w.finish().unwrap();
+        let r = StreamReader::try_new(File::open(&path).unwrap(), None).unwrap();
+        let batches: Vec<RecordBatch> = r.map(|b| b.unwrap()).collect();
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
     }
 
     #[test]

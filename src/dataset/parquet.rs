@@ -10,7 +10,7 @@
 //! The burst columns keep netFound's names (`burst_tokens`, `directions`, `bytes`, `iats`,
 //! `counts`), so code written against netFound's Arrow files reads these too.
 
-use super::burst_columns::{burst_fields, BurstColumnsBuilder};
+use super::burst_columns::{burst_fields, BurstColumnsBuilder, MAX_BATCH_TOKENS};
 use crate::flow::{mix64, FlowRecord};
 use arrow::array::{
     ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
@@ -43,6 +43,8 @@ pub enum ParquetSinkError {
     },
     #[error("building record batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("a flow of {tokens} tokens is more than one Arrow record batch can hold ({max}); lower --max-bursts or --max-packets-per-burst")]
+    FlowTooLarge { tokens: usize, max: usize },
 }
 
 /// Settings of the Parquet sink.
@@ -57,6 +59,9 @@ pub struct ParquetSinkConfig {
     pub batch_rows: usize,
     /// zstd level (1-22).
     pub zstd_level: i32,
+    /// Most tokens per Arrow record batch handed to the encoder (at most
+    /// [`MAX_BATCH_TOKENS`], what Arrow's 32-bit list offsets allow with room to spare).
+    pub batch_tokens: usize,
     /// Shard tag written into part names (`s0of1`), so shards never collide.
     pub shard_tag: String,
     /// Part sequence numbers this sink uses: `first`, `first + step`, ... Sinks that write
@@ -72,6 +77,7 @@ impl ParquetSinkConfig {
             row_group_rows: 16_384,
             batch_rows: 8_192,
             zstd_level: 3,
+            batch_tokens: MAX_BATCH_TOKENS,
             shard_tag: "s0of1".to_string(),
             part_seq: (0, 1),
         }
@@ -368,7 +374,9 @@ impl ParquetSink {
         for (proto, group) in by_proto {
             let mut start = 0;
             while start < group.len() {
-                let take = self.room(proto)?.min(group.len() - start);
+                let room = self.room(proto)?.min(group.len() - start);
+                let budget = self.cfg.batch_tokens.clamp(1, MAX_BATCH_TOKENS);
+                let take = within_token_budget(&group[start..start + room], budget)?;
                 self.append(proto, &native_batch(&group[start..start + take])?)?;
                 start += take;
             }
@@ -507,6 +515,26 @@ impl Drop for ParquetSink {
     }
 }
 
+/// How many of `rows` (at least one) fit one record batch of at most `budget` tokens
+/// (Arrow's list offsets are 32-bit). A single flow over the budget is an error.
+fn within_token_budget(rows: &[NativeRow<'_>], budget: usize) -> Result<usize, ParquetSinkError> {
+    let mut tokens = 0usize;
+    for (k, r) in rows.iter().enumerate() {
+        let n = r.flow.tokens.tokens.len();
+        if n > budget {
+            return Err(ParquetSinkError::FlowTooLarge {
+                tokens: n,
+                max: budget,
+            });
+        }
+        tokens += n;
+        if tokens > budget {
+            return Ok(k);
+        }
+    }
+    Ok(rows.len())
+}
+
 /// Deterministic 64-bit flow id from the source name and the flow's index in that source.
 pub fn flow_id(source: &str, index: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -580,5 +608,98 @@ mod ip_text_tests {
         ] {
             check(special);
         }
+    }
+}
+
+#[cfg(test)]
+mod token_budget_tests {
+    use super::*;
+    use crate::flow::EndReason;
+    use arrow::array::{Array, AsArray};
+    use netfm_tokenizer::{Burst, TokenizedFlow};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn record(n: u16, tokens: usize) -> FlowRecord {
+        FlowRecord {
+            src: "10.0.0.1".parse().expect("ip"),
+            dst: "10.0.0.2".parse().expect("ip"),
+            src_port: n,
+            dst_port: 53,
+            protocol: 17,
+            first_ts_ns: 0,
+            last_ts_ns: 1,
+            fwd_packets: 1,
+            bwd_packets: 0,
+            fwd_bytes: 40,
+            bwd_bytes: 0,
+            end_reason: EndReason::Idle,
+            tokens: TokenizedFlow {
+                flow_duration_us: 0,
+                protocol: 17,
+                tokens: vec![n; tokens],
+                bursts: vec![Burst {
+                    token_len: tokens as u32,
+                    forward: true,
+                    bytes: 40,
+                    count: 1,
+                    iat_us: 0,
+                    start_ns: 0,
+                }],
+                packets: 1,
+                inexact_late_packets: 0,
+            },
+        }
+    }
+
+    fn rows(flows: &[FlowRecord]) -> Vec<NativeRow<'_>> {
+        flows
+            .iter()
+            .enumerate()
+            .map(|(k, flow)| NativeRow {
+                flow_id: k as u64,
+                source: "s",
+                label: None,
+                flow,
+            })
+            .collect()
+    }
+
+    /// Record batches are cut by tokens as well as rows (Arrow's 32-bit list offsets): every
+    /// row arrives, in order; a single flow over the budget is an error, not a panic.
+    #[test]
+    fn batches_are_bounded_by_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = ParquetSinkConfig::new(dir.path());
+        cfg.batch_tokens = 30;
+        let flows: Vec<FlowRecord> = (0..7).map(|n| record(n, 12)).collect();
+        let mut sink = ParquetSink::new(cfg).expect("sink");
+        sink.write(&rows(&flows)).expect("write");
+        let big = [record(99, 31)];
+        let err = sink.write(&rows(&big)).expect_err("too large");
+        assert!(err.to_string().contains("31 tokens"), "{err}");
+        let parts = sink.finish().expect("finish");
+        assert_eq!(parts.len(), 1);
+        let file = File::open(&parts[0]).expect("open");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("reader")
+            .build()
+            .expect("build");
+        let mut ports = Vec::new();
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let col = batch
+                .column_by_name("src_port")
+                .expect("src_port")
+                .as_primitive::<arrow::datatypes::UInt16Type>();
+            let tokens = batch
+                .column_by_name("burst_tokens")
+                .expect("tokens")
+                .as_list::<i32>();
+            for i in 0..batch.num_rows() {
+                ports.push(col.value(i));
+                assert_eq!(tokens.value(i).as_list::<i32>().value(0).len(), 12);
+            }
+        }
+        assert_eq!(ports, (0..7).collect::<Vec<u16>>());
     }
 }
