@@ -100,10 +100,10 @@ pub struct TokenizeArgs {
     /// Leave out the 6 payload tokens per packet.
     #[arg(long)]
     pub no_payload: bool,
-    /// Bursts kept per flow.
+    /// Bursts kept per flow (times --max-packets-per-burst: at most 1,048,576 packets).
     #[arg(long, default_value_t = 12)]
     pub max_bursts: usize,
-    /// Packets kept per burst.
+    /// Packets kept per burst (times --max-bursts: at most 1,048,576 packets).
     #[arg(long, default_value_t = 6)]
     pub max_packets_per_burst: usize,
     /// A same-direction gap longer than this (milliseconds) starts a new burst.
