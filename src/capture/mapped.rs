@@ -159,7 +159,7 @@ impl MappedPcap {
         } else {
             u32::from_le_bytes(b)
         };
-        Some(self.record_header + caplen as usize)
+        Some(self.record_header.saturating_add(caplen as usize))
     }
 
     fn rest(&self) -> &[u8] {
@@ -169,7 +169,7 @@ impl MappedPcap {
     fn advance(&mut self, n: usize) {
         self.pos = self.pos.saturating_add(n).min(self.map.len);
         // The hardware prefetcher stops at page boundaries; ask for the records a little
-        // ahead explicitly (measured: the reader stage 8% faster).
+        // ahead explicitly (measured: the reader stage 6-8% faster).
         prefetch_bytes(
             self.map
                 .bytes()
