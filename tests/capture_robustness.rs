@@ -705,3 +705,37 @@ fn mapped_and_streamed_reads_agree() {
     assert!(warning.message.contains("corrupt"), "{}", warning.message);
     assert_eq!(Some(warning.message), streamed_warning.map(|w| w.message));
 }
+
+/// A mapped capture that shrinks while it is read (another process truncating it) ends
+/// with a read-error warning at the first record reaching past the new end, every record
+/// before it delivered: the reader faults pages in with a call that reports the failure
+/// instead of touching them and dying of SIGBUS.
+#[test]
+fn a_mapped_capture_truncated_while_read_ends_with_a_warning() {
+    let base = std::fs::read(conformance_pcap("zeek_http_m57_long.pcap")).expect("read");
+    let mut big = base[..24].to_vec();
+    while big.len() < 40 << 20 {
+        big.extend_from_slice(&base[24..]);
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = write_temp(tmp.path(), "shrinking.pcap", &big);
+    let reader = CaptureReader::open(&Input::File(path.clone())).expect("open");
+    // Cut mid-record and mid-page, after the reader mapped the whole file.
+    let cut = (20 << 20) + 37;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("reopen")
+        .set_len(cut as u64)
+        .expect("truncate");
+    let (frames, warning) = drain(reader);
+    let (want, want_warning) = read_bytes(big[..cut].to_vec());
+    assert_eq!(frames, want);
+    let (warning, want_warning) = (warning.expect("warning"), want_warning.expect("streamed"));
+    assert_eq!(warning.byte_offset, want_warning.byte_offset);
+    assert!(
+        warning.message.contains("shrank") && warning.message.contains("read error"),
+        "{}",
+        warning.message
+    );
+}

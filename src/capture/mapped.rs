@@ -12,9 +12,15 @@
 //! moves on (they stay in the page cache), so no more than about [`WINDOW`] bytes of the
 //! file are resident in the process at once, however large it is.
 //!
-//! The one hazard of mapping a file: if another process truncates it while it is being
-//! read, touching the vanished pages raises SIGBUS. Captures being appended to (a running
-//! `tcpdump -w`) are safe: the map covers the size the file had when it was opened.
+//! Touching a mapped page the kernel cannot read (an I/O error, or a page another process
+//! truncated away) raises SIGBUS instead of returning an error. So the reader never touches
+//! a page it has not first faulted in with `MADV_POPULATE_READ`, a window at a time: that
+//! call reports such a failure as an error. The file then ends at the record that reaches
+//! the unreadable page, with a "read error" warning (naming the new size if the file
+//! shrank), like a failing `read`. What remains is a race no check can close: a file
+//! truncated after its window was faulted in. Captures being appended to (a running
+//! `tcpdump -w`) are safe: the map covers the size the file had when it was opened. On
+//! kernels without `MADV_POPULATE_READ` (before 5.14) pages fault in on first touch.
 
 use netfm_tokenizer::hint::prefetch_bytes;
 use pcap_parser::nom;
@@ -26,9 +32,10 @@ use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
 
 /// Parsed pages are released from the mapping once this many bytes lie behind the read
-/// position.
+/// position, and pages ahead are faulted in this many bytes at a time.
 pub(crate) const WINDOW: usize = 8 << 20;
 /// How far ahead of the read position records are prefetched, and how many bytes.
 const PREFETCH_AHEAD: usize = 2048;
@@ -92,6 +99,34 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Faults in the pages covering `[start, end)` for reading. An error means some page
+    /// in the range cannot be read (`EFAULT`: beyond the file's end; `EIO`: the device
+    /// failed), or `EINVAL` where the kernel lacks `MADV_POPULATE_READ`.
+    fn populate(&self, start: usize, end: usize) -> std::io::Result<()> {
+        let page = page_size();
+        let start = start / page * page;
+        let end = end.min(self.len).next_multiple_of(page);
+        if start >= end {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside this mapping (which covers `len` rounded up to whole
+        // pages); populating only maps pages, it never changes their contents.
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.cast::<u8>().add(start).cast(),
+                end - start,
+                libc::MADV_POPULATE_READ,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping created in `new`, once.
@@ -109,6 +144,8 @@ fn page_size() -> usize {
 
 /// A mapped classic pcap file behind pcap-parser's reader interface.
 pub(crate) struct MappedPcap {
+    /// Kept open to tell a shrunk file from a failing one.
+    file: File,
     map: Mapping,
     header: PcapHeader,
     parse: ParseFn,
@@ -121,14 +158,33 @@ pub(crate) struct MappedPcap {
     pos: usize,
     /// Pages before this offset have been released.
     released: usize,
+    /// Bytes before this offset have been faulted in: reading them cannot raise SIGBUS.
+    ready: usize,
+    /// `MADV_POPULATE_READ` works here; without it pages fault in on first touch.
+    checked: bool,
+    /// Why the bytes from `ready` on cannot be read, once known.
+    failure: Option<String>,
+    /// Where the reader's "read error" warning takes its cause from.
+    read_error: Arc<Mutex<Option<String>>>,
 }
 
 impl MappedPcap {
     /// Maps `file` (`len` bytes) if it holds a readable classic pcap header. `None` means
     /// "use the streaming reader" (it then reports whatever is wrong with the file).
-    pub(crate) fn open(file: &File, len: u64, max_record: usize) -> Option<MappedPcap> {
+    pub(crate) fn open(
+        file: File,
+        len: u64,
+        max_record: usize,
+        read_error: Arc<Mutex<Option<String>>>,
+    ) -> Option<MappedPcap> {
         let len = usize::try_from(len).ok()?;
-        let map = Mapping::new(file, len)?;
+        let map = Mapping::new(&file, len)?;
+        // The header's page must be readable before it is parsed.
+        let checked = match map.populate(0, 24) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+            Err(_) => return None,
+        };
         let (_, header) = parse_pcap_header(map.bytes()).ok()?;
         let (parse, record_header): (ParseFn, usize) = if header.is_modified_format() {
             (parse_pcap_frame_modified, 24)
@@ -140,6 +196,7 @@ impl MappedPcap {
         map.advise(0, len, libc::MADV_SEQUENTIAL);
         Some(MappedPcap {
             big_endian: header.is_bigendian() && !header.is_modified_format(),
+            file,
             map,
             header,
             parse,
@@ -147,7 +204,74 @@ impl MappedPcap {
             max_record,
             pos: 0,
             released: 0,
+            ready: if checked { 24 } else { len },
+            checked,
+            failure: None,
+            read_error,
         })
+    }
+
+    /// Makes the bytes before `end` safe to read, faulting in at least a window ahead.
+    /// `false` if some of them cannot be read (the reason is kept in `failure`).
+    fn ensure(&mut self, end: usize) -> bool {
+        let end = end.min(self.map.len);
+        if end <= self.ready {
+            return true;
+        }
+        if self.failure.is_some() {
+            return false;
+        }
+        let target = end.max(self.ready.saturating_add(WINDOW)).min(self.map.len);
+        match self.map.populate(self.ready, target) {
+            Ok(()) => {
+                self.ready = target;
+                return true;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !self.checked => {
+                self.ready = self.map.len;
+                return true;
+            }
+            Err(_) => {}
+        }
+        // Find the first page that cannot be read; everything before it is fine.
+        let page = page_size();
+        let mut at = self.ready / page * page;
+        let error = loop {
+            if at >= target {
+                break None;
+            }
+            match self.map.populate(at, at + page) {
+                Ok(()) => at += page,
+                Err(e) => break Some(e),
+            }
+        };
+        let Some(error) = error else {
+            // Readable after all on a second try.
+            self.ready = target;
+            return true;
+        };
+        self.ready = at.max(self.ready);
+        let now = self.file.metadata().map(|m| m.len()).ok();
+        self.failure = Some(match now {
+            Some(n) if n < self.map.len as u64 => {
+                // The page holding the new end reads as zeros past it: not data.
+                self.ready = self.ready.min(n as usize);
+                format!(
+                    "the file shrank from {} to {n} bytes while it was read",
+                    self.map.len
+                )
+            }
+            _ => format!("cannot read the file at byte {at}: {error}"),
+        });
+        end <= self.ready
+    }
+
+    /// Reports the failure found by [`MappedPcap::ensure`] as pcap-parser's read error.
+    fn read_failure(&self) -> PcapError<&'static [u8]> {
+        if let Ok(mut slot) = self.read_error.lock() {
+            *slot = self.failure.clone();
+        }
+        PcapError::ReadError
     }
 
     /// Length the record at the read position claims (header included), if its header is
@@ -196,8 +320,17 @@ impl PcapReaderIterator for MappedPcap {
         if self.pos >= self.map.len {
             return Err(PcapError::Eof);
         }
-        if self.claimed_len().is_some_and(|n| n > self.max_record) {
+        if !self.ensure(self.pos.saturating_add(self.record_header)) {
+            return Err(self.read_failure());
+        }
+        let claimed = self.claimed_len();
+        if claimed.is_some_and(|n| n > self.max_record) {
             return Err(PcapError::BufferTooSmall);
+        }
+        if let Some(n) = claimed {
+            if !self.ensure(self.pos.saturating_add(n)) {
+                return Err(self.read_failure());
+            }
         }
         let data = self.rest();
         match (self.parse)(data) {

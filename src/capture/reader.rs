@@ -341,11 +341,13 @@ impl CaptureReader {
             return Ok(None);
         }
         let max = max.max(initial.max(64));
-        let Some(mapped) = MappedPcap::open(&file, meta.len(), max) else {
+        let read_error = Arc::new(Mutex::new(None));
+        let Some(mapped) = MappedPcap::open(file, meta.len(), max, Arc::clone(&read_error)) else {
             return Ok(None);
         };
         let mut reader =
             Self::with_inner(path.to_path_buf(), Box::new(mapped), false, initial, max);
+        reader.read_error = read_error;
         reader.read_legacy_header()?;
         Ok(Some(reader))
     }
