@@ -176,17 +176,8 @@ pub(crate) struct OpenedStream {
     pub gzip: bool,
 }
 
-/// Opens an input, undoes gzip if the stream starts with its magic, and checks the capture
-/// magic. The bytes read to sniff are put back in front of the stream.
-pub(crate) fn open_stream(input: &Input) -> Result<OpenedStream, CaptureError> {
-    let raw: Box<dyn Read + Send> = match input {
-        Input::Stdin => Box::new(io::stdin()),
-        Input::File(p) => Box::new(File::open(p).map_err(|source| io_err(p, source))?),
-    };
-    sniff_stream(raw, &input.path())
-}
-
-/// Like [`open_stream`] for an already open byte stream; `path` names it in errors.
+/// Undoes gzip if the stream starts with its magic, and checks the capture magic; `path`
+/// names the input in errors. The bytes read to sniff are put back in front of the stream.
 pub(crate) fn sniff_stream(
     raw: Box<dyn Read + Send>,
     path: &Path,

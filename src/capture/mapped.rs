@@ -169,23 +169,31 @@ pub(crate) struct MappedPcap {
 }
 
 impl MappedPcap {
-    /// Maps `file` (`len` bytes) if it holds a readable classic pcap header. `None` means
-    /// "use the streaming reader" (it then reports whatever is wrong with the file).
+    /// Maps `file` (`len` bytes) if it holds a readable classic pcap header. `Err` gives the
+    /// file back untouched for the streaming reader (which then reports whatever is wrong
+    /// with it).
     pub(crate) fn open(
         file: File,
         len: u64,
         max_record: usize,
         read_error: Arc<Mutex<Option<String>>>,
-    ) -> Option<MappedPcap> {
-        let len = usize::try_from(len).ok()?;
-        let map = Mapping::new(&file, len)?;
+    ) -> Result<MappedPcap, File> {
+        let Some(map) = usize::try_from(len)
+            .ok()
+            .and_then(|len| Mapping::new(&file, len))
+        else {
+            return Err(file);
+        };
+        let len = map.len;
         // The header's page must be readable before it is parsed.
         let checked = match map.populate(0, 24) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
-            Err(_) => return None,
+            Err(_) => return Err(file),
         };
-        let (_, header) = parse_pcap_header(map.bytes()).ok()?;
+        let Ok((_, header)) = parse_pcap_header(map.bytes()) else {
+            return Err(file);
+        };
         let (parse, record_header): (ParseFn, usize) = if header.is_modified_format() {
             (parse_pcap_frame_modified, 24)
         } else if header.is_bigendian() {
@@ -194,7 +202,7 @@ impl MappedPcap {
             (parse_pcap_frame, 16)
         };
         map.advise(0, len, libc::MADV_SEQUENTIAL);
-        Some(MappedPcap {
+        Ok(MappedPcap {
             big_endian: header.is_bigendian() && !header.is_modified_format(),
             file,
             map,

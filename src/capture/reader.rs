@@ -2,13 +2,15 @@
 //! pcapng interface bookkeeping (link type, timestamp resolution and offset per interface)
 //! and damage turned into a [`CaptureWarning`].
 
-use super::input::{open_stream, Magic};
+use super::input::{classify, io_err, sniff_stream, Magic};
 use super::mapped::MappedPcap;
 use super::{CaptureError, CaptureWarning, Input};
 use pcap_parser::pcapng::{Block, OptionCode, PcapNGOption};
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -287,12 +289,16 @@ impl CaptureReader {
         initial: usize,
         max: usize,
     ) -> Result<Self, CaptureError> {
-        if let Input::File(path) = input {
-            if let Some(reader) = Self::open_mapped(path, initial, max)? {
-                return Ok(reader);
+        let opened = match input {
+            Input::Stdin => sniff_stream(Box::new(std::io::stdin()), &input.path())?,
+            Input::File(path) => {
+                let file = File::open(path).map_err(|source| io_err(path, source))?;
+                match Self::open_mapped(path, file, initial, max)? {
+                    Ok(reader) => return Ok(reader),
+                    Err(file) => sniff_stream(Box::new(file), path)?,
+                }
             }
-        }
-        let opened = open_stream(input)?;
+        };
         Self::from_stream(
             input.path(),
             opened.stream,
@@ -319,37 +325,42 @@ impl CaptureReader {
         max: usize,
     ) -> Result<Self, CaptureError> {
         let name = name.into();
-        let opened = super::input::sniff_stream(reader, &name)?;
+        let opened = sniff_stream(reader, &name)?;
         Self::from_stream(name, opened.stream, opened.magic, opened.gzip, initial, max)
     }
 
-    /// Opens a plain classic pcap file through a memory map (see `mapped.rs`). `None` when
-    /// the file is anything else or cannot be mapped: the streaming reader then takes it.
-    fn open_mapped(path: &Path, initial: usize, max: usize) -> Result<Option<Self>, CaptureError> {
-        let Ok(file) = std::fs::File::open(path) else {
-            return Ok(None);
-        };
+    /// Opens a plain classic pcap file through a memory map (see `mapped.rs`). The inner
+    /// `Err` gives the file back, unread, when it is anything else or cannot be mapped: the
+    /// streaming reader then takes it.
+    fn open_mapped(
+        path: &Path,
+        file: File,
+        initial: usize,
+        max: usize,
+    ) -> Result<Result<Self, File>, CaptureError> {
         let Ok(meta) = file.metadata() else {
-            return Ok(None);
+            return Ok(Err(file));
         };
+        // Read at an offset: the file's position stays at 0 for the streaming reader.
         let mut head = [0u8; 4];
         if !meta.is_file()
             || meta.len() < 24
-            || std::io::Read::read_exact(&mut &file, &mut head).is_err()
-            || super::input::classify(&head) != Some(Magic::Pcap)
+            || file.read_exact_at(&mut head, 0).is_err()
+            || classify(&head) != Some(Magic::Pcap)
         {
-            return Ok(None);
+            return Ok(Err(file));
         }
         let max = max.max(initial.max(64));
         let read_error = Arc::new(Mutex::new(None));
-        let Some(mapped) = MappedPcap::open(file, meta.len(), max, Arc::clone(&read_error)) else {
-            return Ok(None);
+        let mapped = match MappedPcap::open(file, meta.len(), max, Arc::clone(&read_error)) {
+            Ok(mapped) => mapped,
+            Err(file) => return Ok(Err(file)),
         };
         let mut reader =
             Self::with_inner(path.to_path_buf(), Box::new(mapped), false, initial, max);
         reader.read_error = read_error;
         reader.read_legacy_header()?;
-        Ok(Some(reader))
+        Ok(Ok(reader))
     }
 
     fn from_stream(
