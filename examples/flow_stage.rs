@@ -9,15 +9,17 @@
 //! A/B changes to `src/flow/native.rs` and `tokenizer/src/burst.rs`: the whole pipeline's
 //! wall time is too noisy on 2 shared cores to show a few percent.
 
-use anyhow::Context;
-use netfm::capture::{expand_inputs, CaptureReader};
+use netfm::capture::CaptureReader;
 use netfm::decode::{decode, DecodedPacket};
 use netfm::flow::native::{flow_hash, NativeFlowConfig, NativeFlowTable};
 use netfm::flow::FlowAssembler;
-use std::path::PathBuf;
 use std::time::Instant;
 
-// The allocator and page settings of the netfm binary, so that the figures carry over.
+mod common;
+use common::Args;
+
+// The allocator of the netfm binary (its memory settings come with `Args::start`), so that
+// the figures carry over.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -25,27 +27,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BATCH: usize = 4096;
 
 fn main() -> anyhow::Result<()> {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE only changes this process's page policy.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-    };
-    let capture = args
-        .first()
-        .filter(|a| !a.starts_with("--"))
-        .context("usage: flow_stage CAPTURE [--rounds 5] [--max-packets N]")?;
-    let rounds: usize = flag("--rounds").map_or(Ok(5), |v| v.parse())?;
-    let max_packets: usize = flag("--max-packets").map_or(Ok(usize::MAX), |v| v.parse())?;
+    let args = Args::start();
+    let input = args.input("flow_stage CAPTURE [--rounds 5] [--max-packets N]")?;
+    let rounds: usize = args.parsed("--rounds", 5)?;
+    let max_packets: usize = args.parsed("--max-packets", usize::MAX)?;
 
-    let inputs = expand_inputs(&[PathBuf::from(capture)])?.inputs;
-    let input = inputs.first().context("no capture found")?;
-    let mut reader = CaptureReader::open(input)?;
+    let mut reader = CaptureReader::open(&input)?;
     let mut packets: Vec<DecodedPacket> = Vec::new();
     while let Some(f) = reader.next_frame() {
         if let Ok(p) = decode(f.linktype, f.data, f.ts_ns, f.orig_len) {

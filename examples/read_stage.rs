@@ -7,14 +7,16 @@
 //! Prints one line per round (seconds, ns per frame) and the median. Used to A/B changes
 //! to `src/capture` and `src/decode`.
 
-use anyhow::Context;
-use netfm::capture::{expand_inputs, CaptureReader};
+use netfm::capture::CaptureReader;
 use netfm::decode::{decode_into, DecodedPacket};
 use netfm::flow::native::flow_hash;
-use std::path::PathBuf;
 use std::time::Instant;
 
-// The allocator and page settings of the netfm binary, so that the figures carry over.
+mod common;
+use common::Args;
+
+// The allocator of the netfm binary (its memory settings come with `Args::start`), so that
+// the figures carry over.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,30 +24,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BATCH: usize = 4096;
 
 fn main() -> anyhow::Result<()> {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE only changes this process's page policy.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let capture = args
-        .first()
-        .filter(|a| !a.starts_with("--"))
-        .context("usage: read_stage CAPTURE [--rounds 5]")?;
-    let rounds: usize = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(5), |v| v.parse())?;
-    let inputs = expand_inputs(&[PathBuf::from(capture)])?.inputs;
-    let input = inputs.first().context("no capture found")?;
+    let args = Args::start();
+    let input = args.input("read_stage CAPTURE [--rounds 5]")?;
+    let rounds: usize = args.parsed("--rounds", 5)?;
     let mut times = Vec::with_capacity(rounds);
     let mut batch: Vec<DecodedPacket> = vec![DecodedPacket::EMPTY; BATCH];
     let mut len = 0;
     let mut hashes: Vec<u64> = Vec::with_capacity(BATCH);
     for round in 0..rounds {
         let t0 = Instant::now();
-        let mut reader = CaptureReader::open(input)?;
+        let mut reader = CaptureReader::open(&input)?;
         let (mut frames, mut check) = (0u64, 0u64);
         while let Some(f) = reader.next_frame() {
             frames += 1;

@@ -8,8 +8,7 @@
 //! median. Used to A/B changes to `src/dataset/parquet.rs`: in the whole pipeline the
 //! writers share two cores with the other stages and their share is too noisy to compare.
 
-use anyhow::Context;
-use netfm::capture::{expand_inputs, CaptureReader};
+use netfm::capture::CaptureReader;
 use netfm::dataset::parquet::{flow_id, NativeRow, ParquetSink, ParquetSinkConfig};
 use netfm::decode::decode;
 use netfm::flow::native::{flow_hash, NativeFlowConfig, NativeFlowTable};
@@ -17,7 +16,11 @@ use netfm::flow::{FlowAssembler, FlowRecord};
 use std::path::PathBuf;
 use std::time::Instant;
 
-// The allocator and page settings of the netfm binary, so that the figures carry over.
+mod common;
+use common::Args;
+
+// The allocator of the netfm binary (its memory settings come with `Args::start`), so that
+// the figures carry over.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -27,31 +30,14 @@ const MESSAGE: usize = 4096;
 const BATCH: usize = 4096;
 
 fn main() -> anyhow::Result<()> {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE only changes this process's page policy.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-    // SAFETY: sets a plain integer option (`mi_option_purge_delay`), as the netfm binary does.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-    };
-    let capture = args
-        .first()
-        .filter(|a| !a.starts_with("--"))
-        .context("usage: write_stage CAPTURE [--rounds 5] [--out DIR] [--zstd LEVEL]")?;
-    let rounds: usize = flag("--rounds").map_or(Ok(5), |v| v.parse())?;
-    let zstd: Option<i32> = flag("--zstd").map(|v| v.parse()).transpose()?;
-    let out_dir = PathBuf::from(flag("--out").map_or("/tmp/netfm-write-stage", |v| v.as_str()));
+    let args = Args::start();
+    let input = args.input("write_stage CAPTURE [--rounds 5] [--out DIR] [--zstd LEVEL]")?;
+    let rounds: usize = args.parsed("--rounds", 5)?;
+    let zstd: Option<i32> = args.flag("--zstd").map(str::parse).transpose()?;
+    let out_dir = PathBuf::from(args.flag("--out").unwrap_or("/tmp/netfm-write-stage"));
 
-    let inputs = expand_inputs(&[PathBuf::from(capture)])?.inputs;
-    let input = inputs.first().context("no capture found")?;
     let source = input.to_string();
-    let mut reader = CaptureReader::open(input)?;
+    let mut reader = CaptureReader::open(&input)?;
     let mut table = NativeFlowTable::new(NativeFlowConfig::default());
     let mut flows: Vec<FlowRecord> = Vec::new();
     let (mut batch, mut hashes) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod decode;
 pub mod flow;
 pub mod pipeline;
+pub mod process;
 pub mod runtime;
 pub mod summary;
 pub mod train;
