@@ -5,3 +5,27 @@ pub mod burst_columns;
 pub mod netfound_ipc;
 pub mod parquet;
 pub mod reader;
+
+/// A one-burst UDP flow whose `tokens` tokens all equal `value`: the writers' test input.
+#[cfg(test)]
+pub(crate) fn one_burst_flow(
+    value: u16,
+    tokens: usize,
+    forward: bool,
+) -> netfm_tokenizer::TokenizedFlow {
+    netfm_tokenizer::TokenizedFlow {
+        flow_duration_us: 0,
+        protocol: 17,
+        tokens: vec![value; tokens],
+        bursts: vec![netfm_tokenizer::Burst {
+            token_len: tokens as u32,
+            forward,
+            bytes: 40,
+            count: 1,
+            iat_us: 0,
+            start_ns: 0,
+        }],
+        packets: 1,
+        inexact_late_packets: 0,
+    }
+}

@@ -253,23 +253,11 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{UInt16Type, UInt64Type};
     use arrow::ipc::reader::StreamReader;
-    use netfm_tokenizer::Burst;
 
     fn flow(n: u16) -> TokenizedFlow {
         TokenizedFlow {
             flow_duration_us: u64::from(n) * 10,
-            protocol: 17,
-            tokens: vec![n; 12],
-            bursts: vec![Burst {
-                token_len: 12,
-                forward: n.is_multiple_of(2),
-                bytes: 40,
-                count: 1,
-                iat_us: 0,
-                start_ns: 0,
-            }],
-            packets: 1,
-            inexact_late_packets: 0,
+            ..crate::dataset::one_burst_flow(n, 12, n.is_multiple_of(2))
         }
     }
 
@@ -310,9 +298,7 @@ mod tests {
         for n in 0..5 {
             w.push(&flow(n), None).unwrap();
         }
-        let mut big = flow(9);
-        big.tokens = vec![9; 31];
-        big.bursts[0].token_len = 31;
+        let big = crate::dataset::one_burst_flow(9, 31, true);
         let err = w.push(&big, None).unwrap_err();
         assert!(err.to_string().contains("31 tokens"), "{err}");
         w.finish().unwrap();

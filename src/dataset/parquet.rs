@@ -616,7 +616,6 @@ mod token_budget_tests {
     use super::*;
     use crate::flow::EndReason;
     use arrow::array::{Array, AsArray};
-    use netfm_tokenizer::{Burst, TokenizedFlow};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn record(n: u16, tokens: usize) -> FlowRecord {
@@ -633,21 +632,7 @@ mod token_budget_tests {
             fwd_bytes: 40,
             bwd_bytes: 0,
             end_reason: EndReason::Idle,
-            tokens: TokenizedFlow {
-                flow_duration_us: 0,
-                protocol: 17,
-                tokens: vec![n; tokens],
-                bursts: vec![Burst {
-                    token_len: tokens as u32,
-                    forward: true,
-                    bytes: 40,
-                    count: 1,
-                    iat_us: 0,
-                    start_ns: 0,
-                }],
-                packets: 1,
-                inexact_late_packets: 0,
-            },
+            tokens: crate::dataset::one_burst_flow(n, tokens, true),
         }
     }
 
