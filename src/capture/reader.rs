@@ -350,15 +350,20 @@ impl CaptureReader {
         {
             return Ok(Err(file));
         }
-        let max = max.max(initial.max(64));
+        let (initial, max) = buffer_limits(initial, max);
         let read_error = Arc::new(Mutex::new(None));
         let mapped = match MappedPcap::open(file, meta.len(), max, Arc::clone(&read_error)) {
             Ok(mapped) => mapped,
             Err(file) => return Ok(Err(file)),
         };
-        let mut reader =
-            Self::with_inner(path.to_path_buf(), Box::new(mapped), false, initial, max);
-        reader.read_error = read_error;
+        let mut reader = Self::with_inner(
+            path.to_path_buf(),
+            Box::new(mapped),
+            false,
+            (initial, max),
+            read_error,
+            Arc::new(Mutex::new(None)),
+        );
         reader.read_legacy_header()?;
         Ok(Ok(reader))
     }
@@ -371,8 +376,7 @@ impl CaptureReader {
         initial: usize,
         max: usize,
     ) -> Result<Self, CaptureError> {
-        let initial = initial.max(64);
-        let max = max.max(initial);
+        let (initial, max) = buffer_limits(initial, max);
         let read_error = Arc::new(Mutex::new(None));
         let refused_block = Arc::new(Mutex::new(None));
         let filling = FillingReader {
@@ -399,29 +403,31 @@ impl CaptureReader {
             path: path.clone(),
             message,
         })?;
-        let mut reader = Self::with_inner(path, inner, gzip, initial, max);
-        reader.read_error = read_error;
-        reader.refused_block = refused_block;
+        let mut reader =
+            Self::with_inner(path, inner, gzip, (initial, max), read_error, refused_block);
         if magic == Magic::Pcap {
             reader.read_legacy_header()?;
         }
         Ok(reader)
     }
 
+    /// A reader over `inner`; `read_error` and `refused_block` are the slots `inner`
+    /// reports the cause of a read error and a refused pcapng block in.
     fn with_inner(
         path: PathBuf,
         inner: Box<dyn PcapReaderIterator + Send>,
         gzip: bool,
-        initial: usize,
-        max: usize,
+        (initial, max): (usize, usize),
+        read_error: Arc<Mutex<Option<String>>>,
+        refused_block: Arc<Mutex<Option<u32>>>,
     ) -> Self {
         CaptureReader {
             path,
             format: CaptureFormat::PcapNg,
             gzip,
             inner,
-            read_error: Arc::new(Mutex::new(None)),
-            refused_block: Arc::new(Mutex::new(None)),
+            read_error,
+            refused_block,
             pending_consume: 0,
             done: false,
             warning: None,
@@ -435,6 +441,12 @@ impl CaptureReader {
             stats: CaptureStats::default(),
         }
     }
+}
+
+/// The buffer sizes a reader really uses: at least 64 bytes to start, growing to no less.
+fn buffer_limits(initial: usize, max: usize) -> (usize, usize) {
+    let initial = initial.max(64);
+    (initial, max.max(initial))
 }
 
 /// Why a capture ended before its natural end.
