@@ -22,6 +22,7 @@
 //! `tcpdump -w`) are safe: the map covers the size the file had when it was opened. On
 //! kernels without `MADV_POPULATE_READ` (before 5.14) pages fault in on first touch.
 
+use super::reader::{pcap_record_header, pcap_record_len};
 use netfm_tokenizer::hint::prefetch_bytes;
 use pcap_parser::nom;
 use pcap_parser::pcap::{
@@ -97,9 +98,7 @@ impl Mapping {
             libc::madvise(self.ptr.cast::<u8>().add(start).cast(), end - start, advice);
         }
     }
-}
 
-impl Mapping {
     /// Faults in the pages covering `[start, end)` for reading. An error means some page
     /// in the range cannot be read (`EFAULT`: beyond the file's end; `EIO`: the device
     /// failed), or `EINVAL` where the kernel lacks `MADV_POPULATE_READ`.
@@ -149,8 +148,8 @@ pub(crate) struct MappedPcap {
     map: Mapping,
     header: PcapHeader,
     parse: ParseFn,
-    /// Bytes of a record header (16, or 24 in the "modified" format).
-    record_header: usize,
+    /// The Kuznetzov "modified" format (24-byte record headers).
+    modified: bool,
     big_endian: bool,
     /// A record claiming more bytes than this is reported as too large (as the streaming
     /// reader does when its buffer may not grow that far).
@@ -194,21 +193,22 @@ impl MappedPcap {
         let Ok((_, header)) = parse_pcap_header(map.bytes()) else {
             return Err(file);
         };
-        let (parse, record_header): (ParseFn, usize) = if header.is_modified_format() {
-            (parse_pcap_frame_modified, 24)
+        let modified = header.is_modified_format();
+        let parse: ParseFn = if modified {
+            parse_pcap_frame_modified
         } else if header.is_bigendian() {
-            (parse_pcap_frame_be, 16)
+            parse_pcap_frame_be
         } else {
-            (parse_pcap_frame, 16)
+            parse_pcap_frame
         };
         map.advise(0, len, libc::MADV_SEQUENTIAL);
         Ok(MappedPcap {
-            big_endian: header.is_bigendian() && !header.is_modified_format(),
+            big_endian: header.is_bigendian() && !modified,
             file,
             map,
             header,
             parse,
-            record_header,
+            modified,
             max_record,
             pos: 0,
             released: 0,
@@ -285,13 +285,7 @@ impl MappedPcap {
     /// Length the record at the read position claims (header included), if its header is
     /// all there.
     fn claimed_len(&self) -> Option<usize> {
-        let b: [u8; 4] = self.rest().get(8..12)?.try_into().ok()?;
-        let caplen = if self.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        };
-        Some(self.record_header.saturating_add(caplen as usize))
+        pcap_record_len(self.rest(), self.big_endian, self.modified)
     }
 
     fn rest(&self) -> &[u8] {
@@ -312,7 +306,8 @@ impl MappedPcap {
         if self.pos - self.released >= WINDOW {
             self.map
                 .advise(self.released, self.pos, libc::MADV_DONTNEED);
-            self.released = self.pos / page_size() * page_size();
+            let page = page_size();
+            self.released = self.pos / page * page;
         }
     }
 }
@@ -328,7 +323,7 @@ impl PcapReaderIterator for MappedPcap {
         if self.pos >= self.map.len {
             return Err(PcapError::Eof);
         }
-        if !self.ensure(self.pos.saturating_add(self.record_header)) {
+        if !self.ensure(self.pos.saturating_add(pcap_record_header(self.modified))) {
             return Err(self.read_failure());
         }
         let claimed = self.claimed_len();

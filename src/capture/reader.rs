@@ -151,6 +151,21 @@ fn ng_block_head(data: &[u8], section_big_endian: bool) -> Option<(bool, u32)> {
     Some((big_endian, u32_at(data, 4, big_endian)?))
 }
 
+/// Bytes of the classic pcap record at the front of `data` (header included), from its
+/// caplen field, if the field is there. The "modified" format's header is 24 bytes.
+pub(super) fn pcap_record_len(data: &[u8], big_endian: bool, modified: bool) -> Option<usize> {
+    Some(pcap_record_header(modified).saturating_add(u32_at(data, 8, big_endian)? as usize))
+}
+
+/// Bytes of a classic pcap record header: 16, or 24 in the "modified" format.
+pub(super) fn pcap_record_header(modified: bool) -> usize {
+    if modified {
+        24
+    } else {
+        16
+    }
+}
+
 /// The 32-bit number at byte `at` of `data`, if that far is buffered.
 fn u32_at(data: &[u8], at: usize, big_endian: bool) -> Option<u32> {
     let b: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
@@ -639,10 +654,7 @@ impl CaptureReader {
                 big_endian,
                 modified,
                 ..
-            } => {
-                let header = if modified { 24 } else { 16 };
-                Some(header + u32_at(data, 8, big_endian)? as usize)
-            }
+            } => pcap_record_len(data, big_endian, modified),
             CaptureFormat::PcapNg => Some(ng_block_head(data, self.section_big_endian)?.1 as usize),
         }
     }
