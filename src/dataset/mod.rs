@@ -5,6 +5,7 @@ pub mod burst_columns;
 pub mod netfound_ipc;
 pub mod parquet;
 pub mod reader;
+pub mod token_column;
 
 /// A one-burst UDP flow whose `tokens` tokens all equal `value`: the writers' test input.
 #[cfg(test)]

@@ -9,18 +9,28 @@
 //!
 //! The burst columns keep netFound's names (`burst_tokens`, `directions`, `bytes`, `iats`,
 //! `counts`), so code written against netFound's Arrow files reads these too.
+//!
+//! Every column but `burst_tokens` goes through Arrow arrays and parquet's Arrow column
+//! writers; `burst_tokens` is encoded into pages straight from the flows by
+//! [`TokenColumn`] (half the writer's time went to it through Arrow), and spliced into the
+//! row group in its place. The file's footer carries the Arrow schema, as Arrow's own
+//! writer would write it.
 
 use super::burst_columns::{burst_fields, BurstColumnsBuilder, MAX_BATCH_TOKENS};
+use super::token_column::TokenColumn;
 use crate::flow::{mix64, FlowRecord};
 use arrow::array::{
-    ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
-    UInt8Builder,
+    ArrayRef, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder, UInt8Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use parquet::schema::types::SchemaDescriptor;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -59,8 +69,9 @@ pub struct ParquetSinkConfig {
     pub batch_rows: usize,
     /// zstd level (1-22).
     pub zstd_level: i32,
-    /// Most tokens per Arrow record batch handed to the encoder (at most
-    /// [`MAX_BATCH_TOKENS`], what Arrow's 32-bit list offsets allow with room to spare).
+    /// Most tokens per batch of rows handed to the encoder (at most [`MAX_BATCH_TOKENS`]).
+    /// The tokens themselves go to [`TokenColumn`], not Arrow, but the batch's burst columns
+    /// are Arrow lists with 32-bit offsets, and a flow never has more bursts than tokens.
     pub batch_tokens: usize,
     /// Shard tag written into part names (`s0of1`), so shards never collide.
     pub shard_tag: String,
@@ -215,8 +226,9 @@ fn write_ipv6(out: &mut String, a: std::net::Ipv6Addr) {
     }
 }
 
-/// Builds one RecordBatch of the native schema from rows.
-pub fn native_batch(rows: &[NativeRow<'_>]) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// Builds the native schema's columns from rows, except `burst_tokens` (which
+/// [`TokenColumn`] encodes straight from the flows): one array per field, in schema order.
+fn native_columns(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
     let n = rows.len();
     let mut flow_id = UInt64Builder::with_capacity(n);
     let mut source = StringBuilder::with_capacity(n, n * 16);
@@ -234,7 +246,7 @@ pub fn native_batch(rows: &[NativeRow<'_>]) -> Result<RecordBatch, arrow::error:
     let mut fwd_bytes = UInt64Builder::with_capacity(n);
     let mut bwd_bytes = UInt64Builder::with_capacity(n);
     let mut end_reason = StringBuilder::with_capacity(n, n * 8);
-    let mut bursts = BurstColumnsBuilder::with_capacity(n);
+    let mut bursts = BurstColumnsBuilder::without_tokens(n);
     let mut labels = StringBuilder::with_capacity(n, 0);
     let mut ip = String::with_capacity(40);
     for r in rows {
@@ -280,17 +292,137 @@ pub fn native_batch(rows: &[NativeRow<'_>]) -> Result<RecordBatch, arrow::error:
         Arc::new(bwd_bytes.finish()),
         Arc::new(end_reason.finish()),
     ];
-    columns.extend(bursts.finish());
+    columns.extend(bursts.finish_without_tokens());
     columns.push(Arc::new(labels.finish()));
-    RecordBatch::try_new(native_schema(), columns)
+    columns
+}
+
+/// Position of `burst_tokens` among the native schema's fields (and Parquet leaves: every
+/// field is one leaf).
+const TOKENS_FIELD: usize = 16;
+
+/// The row group being written: Arrow column writers for every leaf but the tokens, whose
+/// chunk [`TokenColumn`] builds.
+struct OpenGroup {
+    /// Per leaf; `None` at [`TOKENS_FIELD`].
+    writers: Vec<Option<ArrowColumnWriter>>,
+    tokens: TokenColumn,
+    rows: usize,
+}
+
+impl OpenGroup {
+    fn write(&mut self, schema: &Schema, rows: &[NativeRow<'_>]) -> Result<(), ParquetError> {
+        let columns = native_columns(rows);
+        let mut columns = columns.iter();
+        for (i, field) in schema.fields().iter().enumerate() {
+            if i == TOKENS_FIELD {
+                continue;
+            }
+            let (Some(array), Some(Some(writer))) = (columns.next(), self.writers.get_mut(i))
+            else {
+                return Err(ParquetError::General(format!(
+                    "no column writer for field {}",
+                    field.name()
+                )));
+            };
+            for leaf in compute_leaves(field, array)? {
+                writer.write(&leaf)?;
+            }
+        }
+        for r in rows {
+            self.tokens.push(&r.flow.tokens)?;
+        }
+        self.rows += rows.len();
+        Ok(())
+    }
 }
 
 struct OpenPart {
-    writer: ArrowWriter<BufWriter<File>>,
+    file: SerializedFileWriter<BufWriter<File>>,
+    columns: ArrowRowGroupWriterFactory,
+    group: Option<OpenGroup>,
+    row_groups: usize,
     tmp_path: PathBuf,
     final_path: PathBuf,
     rows: usize,
 }
+
+impl OpenPart {
+    /// Writes rows into the open row group (starting one if none is open), closing it
+    /// once it holds `group_rows`.
+    fn write(
+        &mut self,
+        schema: &Schema,
+        zstd: ZstdLevel,
+        group_rows: usize,
+        rows: &[NativeRow<'_>],
+    ) -> Result<(), ParquetError> {
+        let mut start = 0;
+        while start < rows.len() {
+            if self.group.is_none() {
+                let mut writers: Vec<Option<ArrowColumnWriter>> = self
+                    .columns
+                    .create_column_writers(self.row_groups)?
+                    .into_iter()
+                    .map(Some)
+                    .collect();
+                if let Some(w) = writers.get_mut(TOKENS_FIELD) {
+                    *w = None;
+                }
+                let descr = self.file.schema_descr().column(TOKENS_FIELD);
+                self.group = Some(OpenGroup {
+                    writers,
+                    tokens: TokenColumn::new(descr, zstd, TOKEN_PAGE_BYTES)?,
+                    rows: 0,
+                });
+            }
+            let Some(group) = self.group.as_mut() else {
+                break;
+            };
+            let take = (group_rows - group.rows.min(group_rows))
+                .max(1)
+                .min(rows.len() - start);
+            group.write(schema, &rows[start..start + take])?;
+            start += take;
+            if group.rows >= group_rows {
+                self.flush_group()?;
+            }
+        }
+        self.rows += rows.len();
+        Ok(())
+    }
+
+    /// Closes the open row group, if any, into the file.
+    fn flush_group(&mut self) -> Result<(), ParquetError> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let (token_bytes, token_close) = group.tokens.close()?;
+        let mut token_chunk = Some((token_bytes, token_close));
+        let mut rg = self.file.next_row_group()?;
+        for (i, writer) in group.writers.into_iter().enumerate() {
+            match writer {
+                Some(w) => w.close()?.append_to_row_group(&mut rg)?,
+                None if i == TOKENS_FIELD => {
+                    if let Some((bytes, close)) = token_chunk.take() {
+                        rg.append_column(&bytes, close)?;
+                    }
+                }
+                None => {
+                    return Err(ParquetError::General(format!(
+                        "no column writer for leaf {i}"
+                    )))
+                }
+            }
+        }
+        rg.close()?;
+        self.row_groups += 1;
+        Ok(())
+    }
+}
+
+/// Bytes of `burst_tokens` values per Parquet page (the writer's default page size).
+const TOKEN_PAGE_BYTES: usize = 1 << 20;
 
 struct Partition {
     name: &'static str,
@@ -303,7 +435,12 @@ struct Partition {
 pub struct ParquetSink {
     cfg: ParquetSinkConfig,
     schema: SchemaRef,
-    props: WriterProperties,
+    /// The Parquet schema `schema` converts to.
+    parquet_schema: SchemaDescriptor,
+    /// Writer settings, with the Arrow schema embedded in the file metadata (as Arrow's
+    /// own writer does, so readers get the Arrow types back exactly).
+    props: Arc<WriterProperties>,
+    zstd: ZstdLevel,
     partitions: BTreeMap<u8, Partition>,
     files_written: Vec<PathBuf>,
     rows_written: u64,
@@ -340,16 +477,27 @@ impl ParquetSink {
                 EnabledStatistics::None,
             );
         }
-        let props = builder
+        let mut props = builder
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
             .set_created_by(format!("netfm {}", env!("CARGO_PKG_VERSION")))
             .build();
+        let schema = native_schema();
+        let parquet_schema = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)
+            .map_err(|source| ParquetSinkError::Parquet {
+                path: cfg.out_dir.clone(),
+                source,
+            })?;
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         Ok(ParquetSink {
             cfg,
-            schema: native_schema(),
-            props,
+            schema,
+            parquet_schema,
+            props: Arc::new(props),
+            zstd: level,
             partitions: BTreeMap::new(),
             files_written: Vec::new(),
             rows_written: 0,
@@ -377,7 +525,7 @@ impl ParquetSink {
                 let room = self.room(proto)?.min(group.len() - start);
                 let budget = self.cfg.batch_tokens.clamp(1, MAX_BATCH_TOKENS);
                 let take = within_token_budget(&group[start..start + room], budget)?;
-                self.append(proto, &native_batch(&group[start..start + take])?)?;
+                self.append(proto, &group[start..start + take])?;
                 start += take;
             }
         }
@@ -423,17 +571,21 @@ impl ParquetSink {
             path: tmp_path.clone(),
             source,
         })?;
-        let writer = ArrowWriter::try_new(
+        let file = SerializedFileWriter::new(
             BufWriter::with_capacity(1 << 20, file),
-            self.schema.clone(),
-            Some(self.props.clone()),
+            self.parquet_schema.root_schema_ptr(),
+            self.props.clone(),
         )
         .map_err(|source| ParquetSinkError::Parquet {
             path: tmp_path.clone(),
             source,
         })?;
+        let columns = ArrowRowGroupWriterFactory::new(&file, self.schema.clone());
         part.open = Some(OpenPart {
-            writer,
+            file,
+            columns,
+            group: None,
+            row_groups: 0,
             tmp_path,
             final_path,
             rows: 0,
@@ -441,22 +593,21 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn append(&mut self, proto: u8, batch: &RecordBatch) -> Result<(), ParquetSinkError> {
+    fn append(&mut self, proto: u8, rows: &[NativeRow<'_>]) -> Result<(), ParquetSinkError> {
         let part_rows = self.cfg.part_rows.max(1);
+        let group_rows = self.cfg.row_group_rows.max(1);
         let Some(part) = self.partitions.get_mut(&proto) else {
             return Ok(());
         };
         let Some(open) = part.open.as_mut() else {
             return Ok(());
         };
-        open.writer
-            .write(batch)
+        open.write(&self.schema, self.zstd, group_rows, rows)
             .map_err(|source| ParquetSinkError::Parquet {
                 path: open.tmp_path.clone(),
                 source,
             })?;
-        open.rows += batch.num_rows();
-        self.rows_written += batch.num_rows() as u64;
+        self.rows_written += rows.len() as u64;
         if open.rows >= part_rows {
             let open = part.open.take().expect("checked above");
             let done = close_part(open)?;
@@ -481,18 +632,19 @@ impl ParquetSink {
 }
 
 fn close_part(open: OpenPart) -> Result<PathBuf, ParquetSinkError> {
+    let mut open = open;
+    let parquet_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| ParquetSinkError::Parquet { path, source }
+    };
+    open.flush_group().map_err(parquet_err(&open.tmp_path))?;
     let OpenPart {
-        writer,
+        file,
         tmp_path,
         final_path,
         ..
     } = open;
-    let inner = writer
-        .into_inner()
-        .map_err(|source| ParquetSinkError::Parquet {
-            path: tmp_path.clone(),
-            source,
-        })?;
+    let inner = file.into_inner().map_err(parquet_err(&tmp_path))?;
     inner.into_inner().map_err(|e| ParquetSinkError::Io {
         path: tmp_path.clone(),
         source: e.into_error(),
@@ -515,8 +667,9 @@ impl Drop for ParquetSink {
     }
 }
 
-/// How many of `rows` (at least one) fit one record batch of at most `budget` tokens
-/// (Arrow's list offsets are 32-bit). A single flow over the budget is an error.
+/// How many of `rows` (at least one) fit one batch of at most `budget` tokens (which bounds
+/// the batch's bursts, in Arrow lists with 32-bit offsets). A single flow over the budget
+/// is an error.
 fn within_token_budget(rows: &[NativeRow<'_>], budget: usize) -> Result<usize, ParquetSinkError> {
     let mut tokens = 0usize;
     for (k, r) in rows.iter().enumerate() {
@@ -686,5 +839,162 @@ mod token_budget_tests {
             }
         }
         assert_eq!(ports, (0..7).collect::<Vec<u16>>());
+    }
+}
+
+#[cfg(test)]
+mod token_column_tests {
+    use super::*;
+    use crate::flow::EndReason;
+    use arrow::array::{Array, AsArray};
+    use netfm_tokenizer::{Burst, TokenizedFlow};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn flow(bursts: &[&[u16]]) -> FlowRecord {
+        let mut tokens = TokenizedFlow {
+            protocol: 17,
+            ..TokenizedFlow::default()
+        };
+        for (k, t) in bursts.iter().enumerate() {
+            let burst = Burst {
+                token_len: 0,
+                forward: k % 2 == 0,
+                bytes: 40 + k as u32,
+                count: 1,
+                iat_us: k as u64,
+                start_ns: k as u64,
+            };
+            tokens.push_burst(burst, t);
+        }
+        FlowRecord {
+            src: "10.0.0.1".parse().expect("ip"),
+            dst: "2001:db8::2".parse().expect("ip"),
+            src_port: bursts.len() as u16,
+            dst_port: 53,
+            protocol: 17,
+            first_ts_ns: 0,
+            last_ts_ns: 1,
+            fwd_packets: 1,
+            bwd_packets: 0,
+            fwd_bytes: 40,
+            bwd_bytes: 0,
+            end_reason: EndReason::Idle,
+            tokens,
+        }
+    }
+
+    fn expected(f: &FlowRecord) -> Vec<Vec<u16>> {
+        f.tokens
+            .bursts_with_tokens()
+            .map(|(_, t)| t.to_vec())
+            .collect()
+    }
+
+    /// The hand-encoded `burst_tokens` pages read back, with parquet-rs and with pyarrow,
+    /// as exactly the flows' bursts: flows without bursts, bursts without tokens, the
+    /// largest token values, rows across row groups (3 rows each) and across pages (a
+    /// flow set larger than one page).
+    #[test]
+    fn token_pages_read_back_as_written() {
+        let big: Vec<Vec<u16>> = (0..300u32)
+            .map(|r| {
+                (0..1000u32)
+                    .map(|k| ((r * 7919 + k * 104_729) % 65_536) as u16)
+                    .collect()
+            })
+            .collect();
+        let mut flows = vec![
+            flow(&[]),
+            flow(&[&[]]),
+            flow(&[&[1, 2, 3], &[], &[65535, 0]]),
+            flow(&[&[9; 12]]),
+            flow(&[&[], &[]]),
+            flow(&[&[4]]),
+        ];
+        flows.extend(big.iter().map(|t| flow(&[t, &t[..10], &[]])));
+        flows.push(flow(&[]));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = ParquetSinkConfig::new(dir.path());
+        cfg.row_group_rows = 3;
+        let mut sink = ParquetSink::new(cfg).expect("sink");
+        let rows: Vec<NativeRow<'_>> = flows
+            .iter()
+            .enumerate()
+            .map(|(k, flow)| NativeRow {
+                flow_id: k as u64,
+                source: "s",
+                label: None,
+                flow,
+            })
+            .collect();
+        // In two writes, so that a row group spans writes.
+        sink.write(&rows[..4]).expect("write");
+        sink.write(&rows[4..]).expect("write");
+        let parts = sink.finish().expect("finish");
+        assert_eq!(parts.len(), 1);
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&parts[0]).expect("open"))
+            .expect("reader");
+        assert_eq!(reader.metadata().num_row_groups(), flows.len().div_ceil(3));
+        let mut got: Vec<Vec<Vec<u16>>> = Vec::new();
+        let mut directions = Vec::new();
+        for batch in reader.build().expect("build") {
+            let batch = batch.expect("batch");
+            let tokens = batch
+                .column_by_name("burst_tokens")
+                .expect("burst_tokens")
+                .as_list::<i32>();
+            let dirs = batch
+                .column_by_name("directions")
+                .expect("directions")
+                .as_list::<i32>();
+            for i in 0..batch.num_rows() {
+                assert!(tokens.is_valid(i));
+                let bursts = tokens.value(i);
+                let bursts = bursts.as_list::<i32>();
+                got.push(
+                    (0..bursts.len())
+                        .map(|b| {
+                            bursts
+                                .value(b)
+                                .as_primitive::<arrow::datatypes::UInt16Type>()
+                                .values()
+                                .to_vec()
+                        })
+                        .collect(),
+                );
+                directions.push(dirs.value(i).len());
+            }
+        }
+        let want: Vec<Vec<Vec<u16>>> = flows.iter().map(expected).collect();
+        assert_eq!(got, want);
+        let want_dirs: Vec<usize> = flows.iter().map(|f| f.tokens.bursts.len()).collect();
+        assert_eq!(directions, want_dirs);
+
+        // pyarrow, a real consumer, reads the same lists.
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, json, pyarrow.parquet as pq\n\
+                 t = pq.read_table(sys.argv[1])\n\
+                 assert str(t.schema.field('burst_tokens').type) == 'list<item: list<item: uint16>>'\n\
+                 print(json.dumps(t.column('burst_tokens').to_pylist()))",
+            )
+            .arg(&parts[0])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let py: Vec<Vec<Vec<u16>>> = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(py, want);
+    }
+
+    #[test]
+    fn tokens_field_is_where_the_writer_expects_it() {
+        assert_eq!(native_schema().field(TOKENS_FIELD).name(), "burst_tokens");
     }
 }
