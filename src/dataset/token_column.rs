@@ -166,9 +166,11 @@ impl TokenColumn {
             self.rep.push(2, n - 1);
             self.def.push(DEF_TOKEN, n);
             self.page_entries += n;
-            self.values.reserve(tokens.len() * 4);
-            for &t in tokens {
-                self.values.extend_from_slice(&u32::from(t).to_le_bytes());
+            // Widened in place: zeroed 4-byte slots, the low two bytes set.
+            let start = self.values.len();
+            self.values.resize(start + tokens.len() * 4, 0);
+            for (slot, &t) in self.values[start..].chunks_exact_mut(4).zip(tokens) {
+                slot[..2].copy_from_slice(&t.to_le_bytes());
             }
         }
         if first {
