@@ -297,6 +297,8 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
 
 /// Packets per message from the reader to the flow stage.
 const PACKET_BATCH: usize = 4096;
+/// Packets the flow stage takes at a time between hand-offs of finished flows.
+const PUSH_SLICE: usize = 512;
 /// Messages in flight between two stages (the memory bound of the hand-offs).
 const CHANNEL_DEPTH: usize = 4;
 
@@ -571,13 +573,27 @@ fn assemble(
                 flow_index = 0;
             }
             ReadMsg::Packets(mut batch) => {
-                assembler.push_batch(batch.packets(), &batch.hashes, &mut flows);
+                // In slices, handing full messages on between them: a slice can end many
+                // flows (a quiet stretch idles out the table), and the writers should
+                // start on them while the flow stage goes on.
+                let pkts = batch.packets();
+                let hashes = &batch.hashes;
+                for (k, slice) in pkts.chunks(PUSH_SLICE).enumerate() {
+                    let hashed = if hashes.len() == pkts.len() {
+                        &hashes[k * PUSH_SLICE..k * PUSH_SLICE + slice.len()]
+                    } else {
+                        &[]
+                    };
+                    assembler.push_batch(slice, hashed, &mut flows);
+                    send(&mut flows, false, summary, &source, &label, &mut flow_index)?;
+                }
                 batch.clear();
                 let _ = recycle.try_send(batch);
-                send(&mut flows, false, summary, &source, &label, &mut flow_index)?;
             }
             ReadMsg::End => {
-                assembler.end_of_file(&mut flows);
+                while !assembler.drain(&mut flows, FLUSH_FLOWS) {
+                    send(&mut flows, false, summary, &source, &label, &mut flow_index)?;
+                }
                 send(&mut flows, true, summary, &source, &label, &mut flow_index)?;
             }
         }

@@ -97,5 +97,13 @@ pub trait FlowAssembler {
         None
     }
     fn end_of_file(&mut self, out: &mut Vec<FlowRecord>);
+    /// [`FlowAssembler::end_of_file`] in steps: ends at most `max` flows (more where a
+    /// stage cannot split its end) and returns true once the file's flows are all out, so
+    /// that the driver can hand finished flows on while the rest are being finished.
+    fn drain(&mut self, out: &mut Vec<FlowRecord>, max: usize) -> bool {
+        let _ = max;
+        self.end_of_file(out);
+        true
+    }
     fn stats(&self) -> &FlowStats;
 }

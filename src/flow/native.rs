@@ -19,7 +19,10 @@
 //! new flow beyond that evicts the flow whose queued activity is oldest — the least recently
 //! active flow, up to flows re-queued during the same sweep (counted in
 //! [`FlowStats::flows_evicted`]). Timeouts are exact regardless: every packet checks its own
-//! flow's idle, active and close timeouts before joining it.
+//! flow's idle, active and close timeouts before joining it. The idle sweep ends at most
+//! 16 flows per packet (a quiet stretch can idle out the whole table at once; spread over
+//! the next packets, its flows reach the writers as they are finished); which flows end,
+//! and how, does not depend on it.
 //!
 //! This module never reorders packets of a flow and never drops a decoded packet: every
 //! packet pushed is counted in exactly one emitted flow.
@@ -212,6 +215,11 @@ fn prefetch_slot(slots: &[Option<Flow>], s: u32) {
     );
 }
 
+/// Most idle flows one packet's arrival ends (see [`NativeFlowTable::expire`]). Far more
+/// than flows end per packet in the long run (every flow has a packet), so the sweep keeps
+/// up; a mass expiry is spread over a few thousand packets.
+const EXPIRE_PER_PACKET: usize = 16;
+
 /// How many packets ahead of the current one [`NativeFlowTable::push_batch`] prefetches.
 const PREFETCH_AHEAD: usize = 8;
 
@@ -266,6 +274,8 @@ pub struct NativeFlowTable {
     recency: VecDeque<Recency>,
     /// Latest timestamp seen in the current file (timestamps may step back a little).
     now: u64,
+    /// More flows had idled out at `now` than the last sweep ended.
+    expiry_pending: bool,
     stats: FlowStats,
 }
 
@@ -284,6 +294,7 @@ impl NativeFlowTable {
             generations: Vec::with_capacity(bound),
             recency: VecDeque::with_capacity(cap),
             now: 0,
+            expiry_pending: false,
             stats: FlowStats::default(),
             cfg,
         }
@@ -383,17 +394,30 @@ impl NativeFlowTable {
             .retain(|e| matches!(&slots[e.slot as usize], Some(f) if f.generation == e.generation));
     }
 
-    /// Ends every flow whose idle timeout has passed at `now`, oldest first.
+    /// Ends flows whose idle timeout has passed at `now`, oldest first: at most
+    /// [`EXPIRE_PER_PACKET`]; if more are due, [`Self::expiry_pending`] says so and the next
+    /// packets go on. A quiet stretch in a capture can idle out the whole table at once;
+    /// ended in one go, its flows would all reach the writers after the last of them was
+    /// finished, one core busy finishing while the writers wait, then the reverse.
     fn expire(&mut self, now: u64, out: &mut Vec<FlowRecord>) {
-        while let Some(e) = self.oldest() {
-            if now.saturating_sub(e.ts) > self.cfg.idle_timeout_ns {
-                self.recency.pop_front();
-                self.prefetch_victims();
-                self.remove(e.slot, EndReason::Idle, out);
-            } else {
-                break;
+        self.expiry_pending = false;
+        for _ in 0..EXPIRE_PER_PACKET {
+            let Some(e) = self.oldest() else {
+                return;
+            };
+            if !self.idled_out(&e, now) {
+                return;
             }
+            self.recency.pop_front();
+            self.prefetch_victims();
+            self.remove(e.slot, EndReason::Idle, out);
         }
+        self.expiry_pending = true;
+    }
+
+    /// Whether the flow of recency entry `e` (its latest activity) has idled out at `now`.
+    fn idled_out(&self, e: &Recency, now: u64) -> bool {
+        now.saturating_sub(e.ts) > self.cfg.idle_timeout_ns
     }
 
     fn why_ended(&self, f: &Flow, p: &DecodedPacket) -> Option<EndReason> {
@@ -436,6 +460,8 @@ impl NativeFlowTable {
         if p.ts_ns > self.now {
             self.now = p.ts_ns;
             self.expire(self.now, out);
+        } else if self.expiry_pending {
+            self.expire(self.now, out);
         }
         let key = FlowKey::of(p);
         let hash = hash as u32;
@@ -467,7 +493,13 @@ impl NativeFlowTable {
             if let Some(e) = self.oldest() {
                 self.recency.pop_front();
                 self.prefetch_victims();
-                self.remove(e.slot, EndReason::Evicted, out);
+                // The oldest flow may have idled out already, its end not yet swept.
+                let reason = if self.idled_out(&e, self.now) {
+                    EndReason::Idle
+                } else {
+                    EndReason::Evicted
+                };
+                self.remove(e.slot, reason, out);
             }
         }
         let src = (addr_bits(p.src), key_port(&key, p, true));
@@ -600,16 +632,159 @@ impl FlowAssembler for NativeFlowTable {
     }
 
     fn end_of_file(&mut self, out: &mut Vec<FlowRecord>) {
-        while let Some(e) = self.oldest() {
+        while !self.drain(out, usize::MAX) {}
+    }
+
+    fn drain(&mut self, out: &mut Vec<FlowRecord>, max: usize) -> bool {
+        for _ in 0..max {
+            let Some(e) = self.oldest() else {
+                debug_assert!(self.index.is_empty());
+                self.now = 0;
+                self.expiry_pending = false;
+                return true;
+            };
             self.recency.pop_front();
             self.prefetch_victims();
-            self.remove(e.slot, EndReason::EndOfCapture, out);
+            // Flows whose idle timeout had passed, their end not yet swept, ended idle.
+            let reason = if self.idled_out(&e, self.now) {
+                EndReason::Idle
+            } else {
+                EndReason::EndOfCapture
+            };
+            self.remove(e.slot, reason, out);
         }
-        debug_assert!(self.index.is_empty());
-        self.now = 0;
+        false
     }
 
     fn stats(&self) -> &FlowStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// A UDP packet of the flow 10.0.0.1:`port` <-> 192.0.2.1:53 at `ts` seconds.
+    fn udp(ts: u64, port: u16) -> DecodedPacket {
+        let mut p = DecodedPacket::EMPTY;
+        p.ts_ns = ts * S;
+        p.src = "10.0.0.1".parse().expect("ip");
+        p.dst = "192.0.2.1".parse().expect("ip");
+        p.protocol = 17;
+        p.src_port = port;
+        p.dst_port = 53;
+        p.fields.total_len = 40;
+        p
+    }
+
+    fn table(max_flows: usize) -> NativeFlowTable {
+        NativeFlowTable::new(NativeFlowConfig {
+            idle_timeout_ns: 10 * S,
+            max_flows,
+            ..NativeFlowConfig::default()
+        })
+    }
+
+    fn ports(flows: &[FlowRecord]) -> Vec<u16> {
+        flows.iter().map(|f| f.src_port).collect()
+    }
+
+    /// A quiet stretch that idles out many flows at once ends them a few per packet,
+    /// oldest first, each as idle; none is lost or labelled otherwise.
+    #[test]
+    fn a_mass_expiry_is_spread_over_the_next_packets() {
+        let n = 3 * EXPIRE_PER_PACKET as u16 + 5;
+        let mut t = table(1 << 16);
+        let mut out = Vec::new();
+        for port in 0..n {
+            t.push(&udp(1, 1000 + port), &mut out);
+        }
+        assert!(out.is_empty());
+        // 100 s later: every flow has idled out; the first packet ends only some of them.
+        t.push(&udp(100, 1), &mut out);
+        assert_eq!(out.len(), EXPIRE_PER_PACKET);
+        for k in 2..=4 {
+            t.push(&udp(100, k), &mut out);
+        }
+        assert_eq!(
+            out.len(),
+            n as usize,
+            "the sweep goes on at the same timestamp"
+        );
+        assert!(out.iter().all(|f| f.end_reason == EndReason::Idle));
+        assert_eq!(ports(&out), (1000..1000 + n).collect::<Vec<u16>>());
+        assert_eq!(t.stats().flows_evicted, 0);
+        t.end_of_file(&mut out);
+        assert_eq!(out.len(), n as usize + 4);
+        assert!(out[n as usize..]
+            .iter()
+            .all(|f| f.end_reason == EndReason::EndOfCapture));
+    }
+
+    /// A full table evicts its least recently active flow, counted as evicted; flows that
+    /// idled out end as idle even while their sweep is spread over several packets of
+    /// new flows, never as evicted.
+    #[test]
+    fn evictions_are_counted_and_idled_out_flows_are_not_evicted() {
+        let mut t = table(2);
+        let mut out = Vec::new();
+        t.push(&udp(1, 1), &mut out);
+        t.push(&udp(2, 2), &mut out);
+        t.push(&udp(3, 3), &mut out);
+        assert_eq!(ports(&out), [1]);
+        assert_eq!(out[0].end_reason, EndReason::Evicted);
+        assert_eq!(t.stats().flows_evicted, 1);
+
+        // Fill a table larger than the sweep's step, then let every flow idle out while
+        // new flows arrive.
+        let many = EXPIRE_PER_PACKET as u16 + 3;
+        let mut t = table(many as usize);
+        let mut out = Vec::new();
+        for port in 0..many {
+            t.push(&udp(1, 100 + port), &mut out);
+        }
+        t.push(&udp(50, 9), &mut out);
+        assert_eq!(out.len(), EXPIRE_PER_PACKET);
+        for port in 10..13 {
+            t.push(&udp(50, port), &mut out);
+        }
+        assert_eq!(out.len(), many as usize);
+        assert!(out.iter().all(|f| f.end_reason == EndReason::Idle));
+        assert_eq!(t.stats().flows_evicted, 0);
+    }
+
+    /// Draining in steps ends the same flows as `end_of_file`, in the same order, with
+    /// flows that had idled out ending as idle.
+    #[test]
+    fn draining_in_steps_equals_end_of_file() {
+        let fill = |t: &mut NativeFlowTable, out: &mut Vec<FlowRecord>| {
+            for port in 0..40 {
+                t.push(&udp(1, port), out);
+            }
+            // Idles out all 40, of which this packet's sweep ends only some.
+            t.push(&udp(30, 500), out);
+        };
+        let (mut a, mut b) = (table(1 << 10), table(1 << 10));
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        fill(&mut a, &mut out_a);
+        fill(&mut b, &mut out_b);
+        a.end_of_file(&mut out_a);
+        let mut steps = 0;
+        while !b.drain(&mut out_b, 7) {
+            steps += 1;
+            assert!(out_b.len() <= out_a.len());
+        }
+        assert!(steps > 1);
+        assert_eq!(out_a, out_b);
+        assert_eq!(out_a.len(), 41);
+        let idle = out_a
+            .iter()
+            .filter(|f| f.end_reason == EndReason::Idle)
+            .count();
+        assert_eq!(idle, 40);
+        assert!(a.is_empty() && b.is_empty());
     }
 }
