@@ -43,6 +43,7 @@
 use crate::fields::{PacketFields, TokenLayout, MAX_TOKENS_PER_PACKET};
 use crate::hint::prefetch_bytes;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// netFound's `flow_size_limit` (bursts kept per flow).
 pub const NETFOUND_MAX_BURSTS: usize = 12;
@@ -143,6 +144,9 @@ impl TokenizedFlow {
     }
 }
 
+/// Arena words kept inside the tokenizer (see [`FlowTokenizer`]).
+const ARENA_INLINE: usize = 46;
+
 /// Words before a kept packet's tokens in its arena record: the timestamp (4 words) and the
 /// IP total length (1 word).
 const HEADER_WORDS: usize = 5;
@@ -183,12 +187,15 @@ struct SideState {
 /// that must grow and is not at the arena's end moves there; the words it leaves, and those
 /// of dropped or merged bursts, are counted as garbage and compacted away once they
 /// outweigh the live words, so the arena stays within a small multiple of what the stored
-/// bursts hold.
+/// bursts hold. The first two stored bursts and the first 46 arena words (two records of a
+/// TCP packet with payload tokens) live inside the tokenizer itself: most flows of a busy
+/// capture never allocate, and a packet's flow, prefetched as a whole, brings its latest
+/// bursts along instead of sending the CPU to two more cold heap blocks.
 #[derive(Clone, Debug)]
 pub struct FlowTokenizer {
     cfg: BurstConfig,
-    bursts: Vec<StoredBurst>,
-    arena: Vec<u16>,
+    bursts: SmallVec<[StoredBurst; 2]>,
+    arena: SmallVec<[u16; ARENA_INLINE]>,
     /// Arena words no stored burst's region covers.
     garbage: usize,
     sides: [SideState; 2],
@@ -215,8 +222,8 @@ impl FlowTokenizer {
     pub fn new(cfg: &BurstConfig, protocol: u8) -> Self {
         FlowTokenizer {
             cfg: *cfg,
-            bursts: Vec::new(),
-            arena: Vec::new(),
+            bursts: SmallVec::new(),
+            arena: SmallVec::new(),
             garbage: 0,
             sides: [SideState::default(); 2],
             min_ts: u64::MAX,
@@ -334,9 +341,9 @@ impl FlowTokenizer {
             let b = self.bursts[idx];
             let start = self.arena.len();
             self.arena.reserve(cap as usize * stride);
-            self.arena
-                .extend_from_within(b.start..b.start + b.kept as usize * stride);
             self.arena.resize(start + cap as usize * stride, 0);
+            self.arena
+                .copy_within(b.start..b.start + b.kept as usize * stride, start);
             self.garbage += b.cap as usize * stride;
             self.bursts[idx].start = start;
         }
@@ -351,7 +358,7 @@ impl FlowTokenizer {
         }
         let stride = self.stride();
         let live = self.arena.len() - self.garbage;
-        let mut arena = Vec::with_capacity(live);
+        let mut arena = SmallVec::with_capacity(live);
         for b in &mut self.bursts {
             let words = b.cap as usize * stride;
             let start = arena.len();
@@ -414,10 +421,10 @@ impl FlowTokenizer {
     /// Stores a new burst. `latest`: it is the newest burst of its side (in-order packet),
     /// which lets the common case skip the full prune.
     fn store_new_burst(&mut self, at: u64, side: bool, fields: &PacketFields, latest: bool) {
-        if self.bursts.capacity() == 0 {
-            self.bursts.reserve_exact(4);
+        if self.bursts.len() == self.bursts.capacity() && !self.bursts.spilled() {
+            self.bursts.reserve_exact(2);
         }
-        if self.arena.capacity() == 0 {
+        if self.arena.is_empty() && !self.arena.spilled() && ARENA_INLINE < 2 * self.stride() {
             // Room for two records: most flows of a busy capture have one packet per burst
             // and a burst per direction.
             self.arena.reserve_exact(2 * self.stride());
