@@ -29,8 +29,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::ColumnPath;
-use parquet::schema::types::SchemaDescriptor;
+use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -397,8 +396,7 @@ impl OpenPart {
         let Some(group) = self.group.take() else {
             return Ok(());
         };
-        let (token_bytes, token_close) = group.tokens.close()?;
-        let mut token_chunk = Some((token_bytes, token_close));
+        let mut token_chunk = Some(group.tokens.close()?);
         let mut rg = self.file.next_row_group()?;
         for (i, writer) in group.writers.into_iter().enumerate() {
             match writer {
