@@ -762,18 +762,19 @@ mod ip_text_tests {
     }
 }
 
+/// Flows and rows for the sink's tests.
 #[cfg(test)]
-mod token_budget_tests {
+mod test_rows {
     use super::*;
     use crate::flow::EndReason;
-    use arrow::array::{Array, AsArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use netfm_tokenizer::TokenizedFlow;
 
-    fn record(n: u16, tokens: usize) -> FlowRecord {
+    /// A one-packet UDP flow from 10.0.0.1:`src_port` to `dst`:53 with these tokens.
+    pub fn record(dst: &str, src_port: u16, tokens: TokenizedFlow) -> FlowRecord {
         FlowRecord {
             src: "10.0.0.1".parse().expect("ip"),
-            dst: "10.0.0.2".parse().expect("ip"),
-            src_port: n,
+            dst: dst.parse().expect("ip"),
+            src_port,
             dst_port: 53,
             protocol: 17,
             first_ts_ns: 0,
@@ -783,11 +784,12 @@ mod token_budget_tests {
             fwd_bytes: 40,
             bwd_bytes: 0,
             end_reason: EndReason::Idle,
-            tokens: crate::dataset::one_burst_flow(n, tokens, true),
+            tokens,
         }
     }
 
-    fn rows(flows: &[FlowRecord]) -> Vec<NativeRow<'_>> {
+    /// One row per flow, flow ids 0, 1, ... from source `s`.
+    pub fn rows(flows: &[FlowRecord]) -> Vec<NativeRow<'_>> {
         flows
             .iter()
             .enumerate()
@@ -798,6 +800,22 @@ mod token_budget_tests {
                 flow,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod token_budget_tests {
+    use super::test_rows::rows;
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn record(n: u16, tokens: usize) -> FlowRecord {
+        super::test_rows::record(
+            "10.0.0.2",
+            n,
+            crate::dataset::one_burst_flow(n, tokens, true),
+        )
     }
 
     /// Record batches are cut by tokens as well as rows (Arrow's 32-bit list offsets): every
@@ -843,7 +861,6 @@ mod token_budget_tests {
 #[cfg(test)]
 mod token_column_tests {
     use super::*;
-    use crate::flow::EndReason;
     use arrow::array::{Array, AsArray};
     use netfm_tokenizer::{Burst, TokenizedFlow};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -864,21 +881,7 @@ mod token_column_tests {
             };
             tokens.push_burst(burst, t);
         }
-        FlowRecord {
-            src: "10.0.0.1".parse().expect("ip"),
-            dst: "2001:db8::2".parse().expect("ip"),
-            src_port: bursts.len() as u16,
-            dst_port: 53,
-            protocol: 17,
-            first_ts_ns: 0,
-            last_ts_ns: 1,
-            fwd_packets: 1,
-            bwd_packets: 0,
-            fwd_bytes: 40,
-            bwd_bytes: 0,
-            end_reason: EndReason::Idle,
-            tokens,
-        }
+        super::test_rows::record("2001:db8::2", bursts.len() as u16, tokens)
     }
 
     fn expected(f: &FlowRecord) -> Vec<Vec<u16>> {
@@ -916,16 +919,7 @@ mod token_column_tests {
         let mut cfg = ParquetSinkConfig::new(dir.path());
         cfg.row_group_rows = 3;
         let mut sink = ParquetSink::new(cfg).expect("sink");
-        let rows: Vec<NativeRow<'_>> = flows
-            .iter()
-            .enumerate()
-            .map(|(k, flow)| NativeRow {
-                flow_id: k as u64,
-                source: "s",
-                label: None,
-                flow,
-            })
-            .collect();
+        let rows = super::test_rows::rows(&flows);
         // In two writes, so that a row group spans writes.
         sink.write(&rows[..4]).expect("write");
         sink.write(&rows[4..]).expect("write");
