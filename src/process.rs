@@ -36,6 +36,289 @@ pub fn advise_huge_pages(ptr: *const u8, len: usize) {
     let _ = (ptr, len);
 }
 
+/// Faults in, on a helper thread, the pages just ahead of where the owner of a reserved
+/// region writes next (the flow table's slots: filling them one flow after another faulted
+/// and zeroed about 130 MB on the flow stage, the pipeline's critical path, while the other
+/// core waited). The helper starts once the owner has filled [`PREFAULT_START`] bytes, so
+/// small tables never start it, and stays at most [`PREFAULT_LEAD`] bytes ahead, so the
+/// resident memory is what the owner uses plus that lead.
+///
+/// Populating only maps pages (zero-filled, as the owner's first write would); it never
+/// changes memory, so it is harmless even on a range the owner has given up. Where the
+/// kernel lacks `MADV_POPULATE_WRITE` (before 5.14), or on any error, the helper stops and
+/// pages fault in on first touch as before.
+pub struct PrefaultAhead {
+    base: usize,
+    len: usize,
+    /// Bytes from `base` the helper has been asked to populate.
+    requested: usize,
+    /// Set once prefaulting has stopped for good.
+    off: bool,
+    #[cfg(target_os = "linux")]
+    helper: Option<prefault::Helper>,
+}
+
+/// The owner must have filled this many bytes before the helper starts.
+pub const PREFAULT_START: usize = 4 << 20;
+/// How far ahead of the owner's fill mark the helper populates.
+pub const PREFAULT_LEAD: usize = 16 << 20;
+
+impl PrefaultAhead {
+    /// Prefaulting for the `len` bytes at `ptr`, which the owner fills from the start.
+    pub fn new(ptr: *const u8, len: usize) -> Self {
+        PrefaultAhead {
+            base: ptr as usize,
+            len,
+            requested: 0,
+            off: !cfg!(target_os = "linux") || len < PREFAULT_START,
+            #[cfg(target_os = "linux")]
+            helper: None,
+        }
+    }
+
+    /// The owner has filled the first `filled` bytes of the region, which now starts at
+    /// `ptr` (a region that moved, as a vector that grew past its reserve, ends prefaulting).
+    #[inline]
+    pub fn filled(&mut self, ptr: *const u8, filled: usize) {
+        if self.off || filled.saturating_add(PREFAULT_LEAD / 2) <= self.requested {
+            return;
+        }
+        self.request(ptr as usize, filled);
+    }
+
+    #[cold]
+    fn request(&mut self, ptr: usize, filled: usize) {
+        if ptr != self.base {
+            self.stop();
+            return;
+        }
+        if filled < PREFAULT_START {
+            return;
+        }
+        let upto = filled.saturating_add(PREFAULT_LEAD).min(self.len);
+        if upto <= self.requested {
+            return;
+        }
+        self.requested = upto;
+        #[cfg(target_os = "linux")]
+        {
+            let helper = match &mut self.helper {
+                Some(h) => h,
+                None => match prefault::Helper::start(self.base) {
+                    Some(h) => self.helper.insert(h),
+                    None => {
+                        self.stop();
+                        return;
+                    }
+                },
+            };
+            if !helper.ask(upto) {
+                self.stop();
+            }
+        }
+    }
+
+    /// Ends prefaulting; returns once the helper is done with the region.
+    pub fn stop(&mut self) {
+        self.off = true;
+        #[cfg(target_os = "linux")]
+        if let Some(h) = self.helper.take() {
+            h.stop();
+        }
+    }
+
+    /// Bytes the helper has populated so far (for tests).
+    pub fn populated(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        if let Some(h) = &self.helper {
+            return h.done();
+        }
+        0
+    }
+}
+
+impl Drop for PrefaultAhead {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod prefault_tests {
+    use super::{PrefaultAhead, PREFAULT_LEAD, PREFAULT_START};
+    use std::time::{Duration, Instant};
+
+    /// Resident pages of `len` bytes at `ptr` (mincore), in bytes.
+    fn resident(ptr: *const u8, len: usize) -> usize {
+        let page = super::page_size();
+        let start = ptr as usize / page * page;
+        let pages = (ptr as usize + len - start).div_ceil(page);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the range covers memory of a live allocation; mincore only reports.
+        let rc =
+            unsafe { libc::mincore(start as *mut libc::c_void, pages * page, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        vec.iter().filter(|&&v| v & 1 == 1).count() * page
+    }
+
+    fn wait_for(p: &PrefaultAhead, bytes: usize) -> bool {
+        let t0 = Instant::now();
+        while p.populated() < bytes {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn populates_a_bounded_lead_ahead_of_the_fill_mark() {
+        let len = 64 << 20;
+        let v: Vec<u8> = Vec::with_capacity(len);
+        let ptr = v.as_ptr();
+        let mut p = PrefaultAhead::new(ptr, len);
+        // Small fills never start the helper.
+        p.filled(ptr, PREFAULT_START - 1);
+        assert_eq!(p.populated(), 0);
+        assert!(resident(ptr, len) < PREFAULT_START);
+        p.filled(ptr, PREFAULT_START);
+        assert!(wait_for(&p, PREFAULT_START + PREFAULT_LEAD));
+        let r = resident(ptr, len);
+        assert!(r >= PREFAULT_START + PREFAULT_LEAD - (2 << 20), "{r}");
+        assert!(r <= PREFAULT_START + PREFAULT_LEAD + (2 << 20), "{r}");
+        // Filling on moves the lead along, up to the region's end and no further.
+        for filled in (PREFAULT_START..=len).step_by(1 << 20) {
+            p.filled(ptr, filled);
+        }
+        assert!(wait_for(&p, len));
+        assert!(resident(ptr, len) >= len - (4 << 10));
+        drop(p);
+        drop(v);
+    }
+
+    #[test]
+    fn a_moved_region_ends_prefaulting() {
+        let len = 64 << 20;
+        let a: Vec<u8> = Vec::with_capacity(len);
+        let b: Vec<u8> = Vec::with_capacity(len);
+        let mut p = PrefaultAhead::new(a.as_ptr(), len);
+        p.filled(b.as_ptr(), PREFAULT_START);
+        p.filled(a.as_ptr(), 2 * PREFAULT_START);
+        assert_eq!(p.populated(), 0);
+        assert!(resident(a.as_ptr(), len) < PREFAULT_START);
+        assert!(resident(b.as_ptr(), len) < PREFAULT_START);
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod prefault {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    #[derive(Default)]
+    struct State {
+        /// Populate up to this offset.
+        upto: usize,
+        /// Populated up to this offset.
+        done: usize,
+        stop: bool,
+        /// The helper has stopped (populating failed).
+        failed: bool,
+    }
+
+    pub(super) struct Helper {
+        shared: Arc<(Mutex<State>, Condvar)>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl Helper {
+        pub(super) fn start(base: usize) -> Option<Helper> {
+            let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
+            let theirs = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name("netfm-prefault".into())
+                .spawn(move || run(base, &theirs))
+                .ok()?;
+            Some(Helper { shared, thread })
+        }
+
+        /// Asks for the region populated up to `upto`; `false` once the helper has failed.
+        pub(super) fn ask(&self, upto: usize) -> bool {
+            let (lock, cv) = &*self.shared;
+            let Ok(mut st) = lock.lock() else {
+                return false;
+            };
+            if st.failed {
+                return false;
+            }
+            st.upto = st.upto.max(upto);
+            cv.notify_one();
+            true
+        }
+
+        pub(super) fn done(&self) -> usize {
+            self.shared.0.lock().map(|st| st.done).unwrap_or(0)
+        }
+
+        pub(super) fn stop(self) {
+            let (lock, cv) = &*self.shared;
+            if let Ok(mut st) = lock.lock() {
+                st.stop = true;
+                cv.notify_one();
+            }
+            let _ = self.thread.join();
+        }
+    }
+
+    fn run(base: usize, shared: &(Mutex<State>, Condvar)) {
+        let (lock, cv) = shared;
+        let page = super::page_size();
+        loop {
+            let (from, to) = {
+                let Ok(mut st) = lock.lock() else { return };
+                while !st.stop && st.upto <= st.done {
+                    st = match cv.wait(st) {
+                        Ok(st) => st,
+                        Err(_) => return,
+                    };
+                }
+                if st.stop {
+                    return;
+                }
+                (st.done, st.upto)
+            };
+            // Whole pages only: the one holding `base` is mapped (the region starts in it);
+            // a partial last page faults in on first touch.
+            let start = (base + from) / page * page;
+            let end = (base + to) / page * page;
+            // SAFETY: the range lies in memory the owner reserved (or, if the owner gave it
+            // up meanwhile, memory this process maps or an error); populating maps pages
+            // without changing their contents.
+            let ok = end <= start
+                || unsafe {
+                    libc::madvise(
+                        start as *mut libc::c_void,
+                        end - start,
+                        libc::MADV_POPULATE_WRITE,
+                    )
+                } == 0;
+            let Ok(mut st) = lock.lock() else { return };
+            if !ok {
+                st.failed = true;
+                return;
+            }
+            st.done = to;
+        }
+    }
+}
+
+/// The system's page size.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
 #[cfg(target_os = "linux")]
 mod thp {
     use std::sync::atomic::{AtomicBool, Ordering};

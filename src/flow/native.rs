@@ -29,6 +29,7 @@
 
 use super::{mix64, EndReason, FlowAssembler, FlowRecord, FlowStats};
 use crate::decode::{DecodedPacket, IcmpKind};
+use crate::process::PrefaultAhead;
 use hashbrown::HashTable;
 use netfm_tokenizer::direction::{native_forward_is_first_src, InternalNetworks};
 use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
@@ -266,6 +267,9 @@ pub struct NativeFlowTable {
     /// (low 32 bits of the key hash, slot) per live flow: 8 bytes an entry, so the index of
     /// the default 262,144 flows stays within a core's L2 cache; keys live in the slots.
     index: HashTable<(u32, u32)>,
+    /// Faults the slots' pages in ahead of use on a helper thread; declared before `slots`
+    /// so that it stops before they are freed.
+    prefault: PrefaultAhead,
     slots: Vec<Option<Flow>>,
     free: Vec<u32>,
     /// Generation of the next flow per slot.
@@ -290,12 +294,11 @@ impl NativeFlowTable {
         let slots: Vec<Option<Flow>> = Vec::with_capacity(bound);
         // Packets land on slots at random: with 4 KiB pages nearly every packet costs a TLB
         // miss (the flow stage alone runs ~10% faster on huge pages).
-        crate::process::advise_huge_pages(
-            slots.as_ptr().cast(),
-            slots.capacity() * std::mem::size_of::<Option<Flow>>(),
-        );
+        let reserved = slots.capacity() * std::mem::size_of::<Option<Flow>>();
+        crate::process::advise_huge_pages(slots.as_ptr().cast(), reserved);
         NativeFlowTable {
             index: HashTable::with_capacity(cap),
+            prefault: PrefaultAhead::new(slots.as_ptr().cast(), reserved),
             slots,
             free: Vec::new(),
             generations: Vec::with_capacity(bound),
@@ -536,6 +539,10 @@ impl NativeFlowTable {
             Some(i) => i,
             None => {
                 self.slots.push(None);
+                self.prefault.filled(
+                    self.slots.as_ptr().cast(),
+                    self.slots.len() * std::mem::size_of::<Option<Flow>>(),
+                );
                 self.generations.push(0);
                 (self.slots.len() - 1) as u32
             }
