@@ -5,6 +5,7 @@
 //! Flows never span capture files: each file is its own flow namespace (as in netFound,
 //! whose splitter works per file), which also makes `--shard` slices independent.
 
+pub(crate) mod index;
 pub mod native;
 pub mod netfound;
 

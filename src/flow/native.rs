@@ -27,10 +27,10 @@
 //! This module never reorders packets of a flow and never drops a decoded packet: every
 //! packet pushed is counted in exactly one emitted flow.
 
+use super::index::FlowIndex;
 use super::{mix64, EndReason, FlowAssembler, FlowRecord, FlowStats};
 use crate::decode::{DecodedPacket, IcmpKind};
 use crate::process::PrefaultAhead;
-use hashbrown::HashTable;
 use netfm_tokenizer::direction::{native_forward_is_first_src, InternalNetworks};
 use netfm_tokenizer::fields::{L4Fields, PROTO_TCP};
 use netfm_tokenizer::hint::prefetch_bytes;
@@ -202,12 +202,6 @@ pub fn flow_hash(p: &DecodedPacket) -> u64 {
     FlowKey::of(p).hash64()
 }
 
-/// The 64-bit hash the index is probed with, rebuilt from the 32 bits an entry stores:
-/// hashbrown takes buckets from the low bits and its tag from the top 7.
-fn table_hash(h: u32) -> u64 {
-    (u64::from(h) << 32) | u64::from(h)
-}
-
 /// Starts loading every cache line of slot `s`.
 fn prefetch_slot(slots: &[Option<Flow>], s: u32) {
     prefetch_bytes(
@@ -264,9 +258,9 @@ impl Flow {
 /// The native flow table. See the module docs for its semantics.
 pub struct NativeFlowTable {
     cfg: NativeFlowConfig,
-    /// (low 32 bits of the key hash, slot) per live flow: 8 bytes an entry, so the index of
-    /// the default 262,144 flows stays within a core's L2 cache; keys live in the slots.
-    index: HashTable<(u32, u32)>,
+    /// (low 32 bits of the key hash, slot) per live flow: 8 bytes an entry, at most half
+    /// full (4 MiB for the default 262,144 flows); keys live in the slots.
+    index: FlowIndex,
     /// Faults the slots' pages in ahead of use on a helper thread; declared before `slots`
     /// so that it stops before they are freed.
     prefault: PrefaultAhead,
@@ -285,7 +279,7 @@ pub struct NativeFlowTable {
 
 impl NativeFlowTable {
     pub fn new(cfg: NativeFlowConfig) -> Self {
-        // The index starts small and grows (its control bytes are written when allocated).
+        // The index starts small and grows (its entries are written when allocated).
         // The slots are reserved for the bound at once (up to a million flows, 350 MB):
         // address space only, the pages are touched as flows arrive, and growing by
         // doubling copied up to 180 MB on a busy capture.
@@ -297,7 +291,7 @@ impl NativeFlowTable {
         let reserved = slots.capacity() * std::mem::size_of::<Option<Flow>>();
         crate::process::advise_huge_pages(slots.as_ptr().cast(), reserved);
         NativeFlowTable {
-            index: HashTable::with_capacity(cap),
+            index: FlowIndex::with_capacity(cap),
             prefault: PrefaultAhead::new(slots.as_ptr().cast(), reserved),
             slots,
             free: Vec::new(),
@@ -330,9 +324,7 @@ impl NativeFlowTable {
         let Some(f) = self.slots[i as usize].as_mut() else {
             return;
         };
-        if let Ok(entry) = self.index.find_entry(table_hash(f.hash), |&(_, s)| s == i) {
-            entry.remove();
-        }
+        self.index.remove(f.hash, i);
         self.free.push(i);
         if reason == EndReason::Evicted {
             self.stats.flows_evicted += 1;
@@ -451,16 +443,14 @@ impl NativeFlowTable {
     /// The slot of the live flow with this key, if any.
     fn lookup(&self, hash: u32, key: &FlowKey) -> Option<u32> {
         let slots = &self.slots;
-        self.index
-            .find(table_hash(hash), |&(h, s)| {
-                h == hash && slots[s as usize].as_ref().is_some_and(|f| f.key == *key)
-            })
-            .map(|&(_, s)| s)
+        self.index.find(hash, |s| {
+            slots[s as usize].as_ref().is_some_and(|f| f.key == *key)
+        })
     }
 
     /// Starts loading the flow a later packet with this key hash will update.
     fn prefetch_flow(&self, hash: u32) {
-        if let Some(&(_, s)) = self.index.find(table_hash(hash), |&(h, _)| h == hash) {
+        if let Some(s) = self.index.find(hash, |_| true) {
             prefetch_slot(&self.slots, s);
         }
     }
@@ -550,8 +540,7 @@ impl NativeFlowTable {
         let generation = self.generations[i as usize];
         self.generations[i as usize] = generation.wrapping_add(1);
         self.slots[i as usize] = Some(Flow { generation, ..flow });
-        self.index
-            .insert_unique(table_hash(hash), (hash, i), |&(h, _)| table_hash(h));
+        self.index.insert(hash, i);
         self.recency.push_back(Recency {
             ts: p.ts_ns,
             slot: i,
@@ -631,9 +620,13 @@ impl FlowAssembler for NativeFlowTable {
             }
             return;
         }
-        // Flows of a busy capture are far apart in memory: look up the flow of the packet
-        // PREFETCH_AHEAD ahead and start loading it while this one is processed.
+        // Flows of a busy capture are far apart in memory: start loading the index entries
+        // of the packet 2 * PREFETCH_AHEAD ahead, look up (in those, loaded by now) the flow
+        // of the packet PREFETCH_AHEAD ahead and start loading it, then process this one.
         for (k, (p, &h)) in pkts.iter().zip(hashes).enumerate() {
+            if let Some(&ahead) = hashes.get(k + 2 * PREFETCH_AHEAD) {
+                self.index.prefetch(ahead as u32);
+            }
             if let Some(&ahead) = hashes.get(k + PREFETCH_AHEAD) {
                 self.prefetch_flow(ahead as u32);
             }
