@@ -45,39 +45,20 @@ pub struct BurstColumnsBuilder {
     counts: ListBuilder<UInt32Builder>,
     /// Tokens appended so far.
     token_count: usize,
-    /// False when the token column is encoded elsewhere (the native Parquet writer's
-    /// [`super::token_column::TokenColumn`]): `append` then leaves it alone.
-    with_tokens: bool,
 }
 
 impl BurstColumnsBuilder {
     pub fn with_capacity(rows: usize) -> Self {
-        Self::build(rows, true)
-    }
-
-    /// A builder of the four columns after `burst_tokens` only (see
-    /// [`BurstColumnsBuilder::finish_without_tokens`]).
-    pub fn without_tokens(rows: usize) -> Self {
-        Self::build(rows, false)
-    }
-
-    fn build(rows: usize, with_tokens: bool) -> Self {
-        let (token_rows, token_values) = if with_tokens {
-            (rows, rows * 64)
-        } else {
-            (0, 0)
-        };
         BurstColumnsBuilder {
             tokens: ListBuilder::with_capacity(
-                ListBuilder::new(UInt16Builder::with_capacity(token_values)),
-                token_rows,
+                ListBuilder::new(UInt16Builder::with_capacity(rows * 64)),
+                rows,
             ),
             directions: ListBuilder::with_capacity(BooleanBuilder::new(), rows),
             bytes: ListBuilder::with_capacity(UInt32Builder::new(), rows),
             iats: ListBuilder::with_capacity(UInt64Builder::new(), rows),
             counts: ListBuilder::with_capacity(UInt32Builder::new(), rows),
             token_count: 0,
-            with_tokens,
         }
     }
 
@@ -89,32 +70,18 @@ impl BurstColumnsBuilder {
     pub fn append(&mut self, flow: &TokenizedFlow) {
         self.token_count += flow.tokens.len();
         for (b, tokens) in flow.bursts_with_tokens() {
-            if self.with_tokens {
-                self.tokens.values().values().append_slice(tokens);
-                self.tokens.values().append(true);
-            }
+            self.tokens.values().values().append_slice(tokens);
+            self.tokens.values().append(true);
             self.directions.values().append_value(b.forward);
             self.bytes.values().append_value(b.bytes);
             self.iats.values().append_value(b.iat_us);
             self.counts.values().append_value(b.count);
         }
-        if self.with_tokens {
-            self.tokens.append(true);
-        }
+        self.tokens.append(true);
         self.directions.append(true);
         self.bytes.append(true);
         self.iats.append(true);
         self.counts.append(true);
-    }
-
-    /// The four columns after `burst_tokens`, in [`burst_fields`] order.
-    pub fn finish_without_tokens(mut self) -> [ArrayRef; 4] {
-        [
-            Arc::new(self.directions.finish()),
-            Arc::new(self.bytes.finish()),
-            Arc::new(self.iats.finish()),
-            Arc::new(self.counts.finish()),
-        ]
     }
 
     /// The five columns in [`burst_fields`] order.

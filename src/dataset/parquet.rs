@@ -10,14 +10,14 @@
 //! The burst columns keep netFound's names (`burst_tokens`, `directions`, `bytes`, `iats`,
 //! `counts`), so code written against netFound's Arrow files reads these too.
 //!
-//! Every column but `burst_tokens` goes through Arrow arrays and parquet's Arrow column
-//! writers; `burst_tokens` is encoded into pages straight from the flows by
-//! [`TokenColumn`] (half the writer's time went to it through Arrow), and spliced into the
-//! row group in its place. The file's footer carries the Arrow schema, as Arrow's own
-//! writer would write it.
+//! The flow's own columns go through Arrow arrays and parquet's Arrow column writers; the
+//! five burst columns are encoded into pages straight from the flows by [`TokenColumn`]
+//! and [`BurstColumn`] (through Arrow they took most of the writer's time), and spliced
+//! into the row group in their places. The file's footer carries the Arrow schema, as
+//! Arrow's own writer would write it.
 
-use super::burst_columns::{burst_fields, BurstColumnsBuilder, MAX_BATCH_TOKENS};
-use super::token_column::TokenColumn;
+use super::burst_columns::{burst_fields, MAX_BATCH_TOKENS};
+use super::token_column::{compressor, BurstColumn, BurstField, Compressor, TokenColumn};
 use crate::flow::{mix64, FlowRecord};
 use arrow::array::{
     ArrayRef, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder, UInt8Builder,
@@ -68,10 +68,12 @@ pub struct ParquetSinkConfig {
     pub batch_rows: usize,
     /// zstd level (1-22).
     pub zstd_level: i32,
-    /// Most tokens per batch of rows handed to the encoder (at most [`MAX_BATCH_TOKENS`]).
-    /// The tokens themselves go to [`TokenColumn`], not Arrow, but the batch's burst columns
-    /// are Arrow lists with 32-bit offsets, and a flow never has more bursts than tokens.
+    /// Most tokens per batch of rows handed to the encoder (at most [`MAX_BATCH_TOKENS`]),
+    /// so that a batch of long flows stays bounded too.
     pub batch_tokens: usize,
+    /// Bytes of values per page of the burst columns (a page ends at the first row
+    /// boundary past it).
+    pub page_bytes: usize,
     /// Shard tag written into part names (`s0of1`), so shards never collide.
     pub shard_tag: String,
     /// Part sequence numbers this sink uses: `first`, `first + step`, ... Sinks that write
@@ -88,6 +90,7 @@ impl ParquetSinkConfig {
             batch_rows: 8_192,
             zstd_level: 3,
             batch_tokens: MAX_BATCH_TOKENS,
+            page_bytes: PAGE_BYTES,
             shard_tag: "s0of1".to_string(),
             part_seq: (0, 1),
         }
@@ -225,8 +228,9 @@ fn write_ipv6(out: &mut String, a: std::net::Ipv6Addr) {
     }
 }
 
-/// Builds the native schema's columns from rows, except `burst_tokens` (which
-/// [`TokenColumn`] encodes straight from the flows): one array per field, in schema order.
+/// Builds the native schema's columns from rows, except the burst columns (which
+/// [`TokenColumn`] and [`BurstColumn`] encode straight from the flows): one array per
+/// field, in schema order.
 fn native_columns(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
     let n = rows.len();
     let mut flow_id = UInt64Builder::with_capacity(n);
@@ -245,7 +249,6 @@ fn native_columns(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
     let mut fwd_bytes = UInt64Builder::with_capacity(n);
     let mut bwd_bytes = UInt64Builder::with_capacity(n);
     let mut end_reason = StringBuilder::with_capacity(n, n * 8);
-    let mut bursts = BurstColumnsBuilder::without_tokens(n);
     let mut labels = StringBuilder::with_capacity(n, 0);
     let mut ip = String::with_capacity(40);
     for r in rows {
@@ -270,7 +273,6 @@ fn native_columns(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
         fwd_bytes.append_value(f.fwd_bytes);
         bwd_bytes.append_value(f.bwd_bytes);
         end_reason.append_value(f.end_reason.name());
-        bursts.append(&f.tokens);
         labels.append_option(r.label);
     }
     let mut columns: Vec<ArrayRef> = vec![
@@ -291,30 +293,41 @@ fn native_columns(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
         Arc::new(bwd_bytes.finish()),
         Arc::new(end_reason.finish()),
     ];
-    columns.extend(bursts.finish_without_tokens());
     columns.push(Arc::new(labels.finish()));
     columns
 }
 
 /// Position of `burst_tokens` among the native schema's fields (and Parquet leaves: every
-/// field is one leaf).
+/// field is one leaf); the four other burst columns follow it.
 const TOKENS_FIELD: usize = 16;
 
-/// The row group being written: Arrow column writers for every leaf but the tokens, whose
-/// chunk [`TokenColumn`] builds.
+/// Whether field (and leaf) `i` is one of the burst columns.
+fn is_burst_field(i: usize) -> bool {
+    (TOKENS_FIELD..=TOKENS_FIELD + BurstField::ALL.len()).contains(&i)
+}
+
+/// The row group being written: Arrow column writers for every leaf but the burst columns,
+/// whose chunks [`TokenColumn`] and [`BurstColumn`] build.
 struct OpenGroup {
-    /// Per leaf; `None` at [`TOKENS_FIELD`].
+    /// Per leaf; `None` at the burst columns.
     writers: Vec<Option<ArrowColumnWriter>>,
     tokens: TokenColumn,
+    /// In [`BurstField::ALL`] order.
+    bursts: Vec<BurstColumn>,
     rows: usize,
 }
 
 impl OpenGroup {
-    fn write(&mut self, schema: &Schema, rows: &[NativeRow<'_>]) -> Result<(), ParquetError> {
+    fn write(
+        &mut self,
+        schema: &Schema,
+        rows: &[NativeRow<'_>],
+        zstd: &mut Compressor,
+    ) -> Result<(), ParquetError> {
         let columns = native_columns(rows);
         let mut columns = columns.iter();
         for (i, field) in schema.fields().iter().enumerate() {
-            if i == TOKENS_FIELD {
+            if is_burst_field(i) {
                 continue;
             }
             let (Some(array), Some(Some(writer))) = (columns.next(), self.writers.get_mut(i))
@@ -329,7 +342,12 @@ impl OpenGroup {
             }
         }
         for r in rows {
-            self.tokens.push(&r.flow.tokens)?;
+            self.tokens.push(&r.flow.tokens, zstd)?;
+        }
+        for column in &mut self.bursts {
+            for r in rows {
+                column.push(&r.flow.tokens, zstd)?;
+            }
         }
         self.rows += rows.len();
         Ok(())
@@ -339,6 +357,8 @@ impl OpenGroup {
 struct OpenPart {
     file: SerializedFileWriter<BufWriter<File>>,
     columns: ArrowRowGroupWriterFactory,
+    /// Compresses the burst columns' pages, all row groups of the part.
+    zstd: Compressor,
     group: Option<OpenGroup>,
     row_groups: usize,
     tmp_path: PathBuf,
@@ -354,6 +374,7 @@ impl OpenPart {
         schema: &Schema,
         zstd: ZstdLevel,
         group_rows: usize,
+        page_bytes: usize,
         rows: &[NativeRow<'_>],
     ) -> Result<(), ParquetError> {
         let mut start = 0;
@@ -365,13 +386,23 @@ impl OpenPart {
                     .into_iter()
                     .map(Some)
                     .collect();
-                if let Some(w) = writers.get_mut(TOKENS_FIELD) {
-                    *w = None;
+                for (i, w) in writers.iter_mut().enumerate() {
+                    if is_burst_field(i) {
+                        *w = None;
+                    }
                 }
-                let descr = self.file.schema_descr().column(TOKENS_FIELD);
+                let descr = |i| self.file.schema_descr().column(i);
+                let bursts = BurstField::ALL
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &field)| {
+                        BurstColumn::new(descr(TOKENS_FIELD + 1 + k), field, zstd, page_bytes)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.group = Some(OpenGroup {
                     writers,
-                    tokens: TokenColumn::new(descr, zstd, TOKEN_PAGE_BYTES)?,
+                    tokens: TokenColumn::new(descr(TOKENS_FIELD), zstd, page_bytes)?,
+                    bursts,
                     rows: 0,
                 });
             }
@@ -381,7 +412,7 @@ impl OpenPart {
             let take = (group_rows - group.rows.min(group_rows))
                 .max(1)
                 .min(rows.len() - start);
-            group.write(schema, &rows[start..start + take])?;
+            group.write(schema, &rows[start..start + take], &mut self.zstd)?;
             start += take;
             if group.rows >= group_rows {
                 self.flush_group()?;
@@ -396,13 +427,19 @@ impl OpenPart {
         let Some(group) = self.group.take() else {
             return Ok(());
         };
-        let mut token_chunk = Some(group.tokens.close()?);
+        // The burst columns' chunks, in leaf order.
+        let mut hand = Vec::with_capacity(1 + group.bursts.len());
+        hand.push(group.tokens.close(&mut self.zstd)?);
+        for column in group.bursts {
+            hand.push(column.close(&mut self.zstd)?);
+        }
+        let mut hand = hand.into_iter();
         let mut rg = self.file.next_row_group()?;
         for (i, writer) in group.writers.into_iter().enumerate() {
             match writer {
                 Some(w) => w.close()?.append_to_row_group(&mut rg)?,
-                None if i == TOKENS_FIELD => {
-                    if let Some((bytes, close)) = token_chunk.take() {
+                None if is_burst_field(i) => {
+                    if let Some((bytes, close)) = hand.next() {
                         rg.append_column(&bytes, close)?;
                     }
                 }
@@ -419,8 +456,8 @@ impl OpenPart {
     }
 }
 
-/// Bytes of `burst_tokens` values per Parquet page (the writer's default page size).
-const TOKEN_PAGE_BYTES: usize = 1 << 20;
+/// Bytes of values per page of the burst columns by default (the Arrow writer's page size).
+const PAGE_BYTES: usize = 1 << 20;
 
 struct Partition {
     name: &'static str,
@@ -579,9 +616,14 @@ impl ParquetSink {
             source,
         })?;
         let columns = ArrowRowGroupWriterFactory::new(&file, self.schema.clone());
+        let zstd = compressor(self.zstd).map_err(|source| ParquetSinkError::Parquet {
+            path: tmp_path.clone(),
+            source,
+        })?;
         part.open = Some(OpenPart {
             file,
             columns,
+            zstd,
             group: None,
             row_groups: 0,
             tmp_path,
@@ -600,11 +642,17 @@ impl ParquetSink {
         let Some(open) = part.open.as_mut() else {
             return Ok(());
         };
-        open.write(&self.schema, self.zstd, group_rows, rows)
-            .map_err(|source| ParquetSinkError::Parquet {
-                path: open.tmp_path.clone(),
-                source,
-            })?;
+        open.write(
+            &self.schema,
+            self.zstd,
+            group_rows,
+            self.cfg.page_bytes,
+            rows,
+        )
+        .map_err(|source| ParquetSinkError::Parquet {
+            path: open.tmp_path.clone(),
+            source,
+        })?;
         self.rows_written += rows.len() as u64;
         if open.rows >= part_rows {
             let open = part.open.take().expect("checked above");
@@ -862,21 +910,27 @@ mod token_budget_tests {
 mod token_column_tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{UInt16Type, UInt32Type, UInt64Type};
     use netfm_tokenizer::{Burst, TokenizedFlow};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    fn flow(bursts: &[&[u16]]) -> FlowRecord {
+    /// A flow with these bursts; their metadata varies with the flow's `seed` and the
+    /// burst's position, down to the largest unsigned values.
+    fn flow(seed: u32, bursts: &[&[u16]]) -> FlowRecord {
         let mut tokens = TokenizedFlow {
             protocol: 17,
             ..TokenizedFlow::default()
         };
         for (k, t) in bursts.iter().enumerate() {
+            let x = seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(k as u32 * 40_503);
             let burst = Burst {
                 token_len: 0,
-                forward: k % 2 == 0,
-                bytes: 40 + k as u32,
-                count: 1,
-                iat_us: k as u64,
+                forward: !(x >> 7).is_multiple_of(3),
+                bytes: if k == 1 { u32::MAX } else { x % 100_000 },
+                count: x % 7,
+                iat_us: if k == 2 { u64::MAX } else { u64::from(x) << 3 },
                 start_ns: k as u64,
             };
             tokens.push_burst(burst, t);
@@ -884,19 +938,93 @@ mod token_column_tests {
         super::test_rows::record("2001:db8::2", bursts.len() as u16, tokens)
     }
 
-    fn expected(f: &FlowRecord) -> Vec<Vec<u16>> {
-        f.tokens
-            .bursts_with_tokens()
-            .map(|(_, t)| t.to_vec())
-            .collect()
+    /// One flow's five burst columns.
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct BurstRow {
+        burst_tokens: Vec<Vec<u16>>,
+        directions: Vec<bool>,
+        bytes: Vec<u32>,
+        iats: Vec<u64>,
+        counts: Vec<u32>,
     }
 
-    /// The hand-encoded `burst_tokens` pages read back, with parquet-rs and with pyarrow,
-    /// as exactly the flows' bursts: flows without bursts, bursts without tokens, the
-    /// largest token values, rows across row groups (3 rows each) and across pages (a
-    /// flow set larger than one page).
+    fn expected(f: &FlowRecord) -> BurstRow {
+        let t = &f.tokens;
+        BurstRow {
+            burst_tokens: t.bursts_with_tokens().map(|(_, t)| t.to_vec()).collect(),
+            directions: t.bursts.iter().map(|b| b.forward).collect(),
+            bytes: t.bursts.iter().map(|b| b.bytes).collect(),
+            iats: t.bursts.iter().map(|b| b.iat_us).collect(),
+            counts: t.bursts.iter().map(|b| b.count).collect(),
+        }
+    }
+
+    /// The burst columns of one part, read with parquet-rs.
+    fn read_back(path: &std::path::Path) -> Vec<BurstRow> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open"))
+            .expect("reader");
+        let mut rows = Vec::new();
+        for batch in reader.build().expect("build") {
+            let batch = batch.expect("batch");
+            let list = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .expect(name)
+                    .as_list::<i32>()
+                    .clone()
+            };
+            let (tokens, dirs, bytes, iats, counts) = (
+                list("burst_tokens"),
+                list("directions"),
+                list("bytes"),
+                list("iats"),
+                list("counts"),
+            );
+            for i in 0..batch.num_rows() {
+                for l in [&tokens, &dirs, &bytes, &iats, &counts] {
+                    assert!(l.is_valid(i));
+                }
+                let bursts = tokens.value(i);
+                let bursts = bursts.as_list::<i32>();
+                rows.push(BurstRow {
+                    burst_tokens: (0..bursts.len())
+                        .map(|b| {
+                            bursts
+                                .value(b)
+                                .as_primitive::<UInt16Type>()
+                                .values()
+                                .to_vec()
+                        })
+                        .collect(),
+                    directions: dirs
+                        .value(i)
+                        .as_boolean()
+                        .iter()
+                        .map(|b| b.expect("set"))
+                        .collect(),
+                    bytes: bytes
+                        .value(i)
+                        .as_primitive::<UInt32Type>()
+                        .values()
+                        .to_vec(),
+                    iats: iats.value(i).as_primitive::<UInt64Type>().values().to_vec(),
+                    counts: counts
+                        .value(i)
+                        .as_primitive::<UInt32Type>()
+                        .values()
+                        .to_vec(),
+                });
+            }
+        }
+        rows
+    }
+
+    /// The hand-encoded burst columns read back, with parquet-rs and with pyarrow, as
+    /// exactly the flows' bursts: flows without bursts, bursts without tokens, the largest
+    /// values, rows across row groups (3 rows each) and across pages (a flow set larger than
+    /// one page; and pages of a few bytes, so that bit-packed booleans end mid-byte).
     #[test]
-    fn token_pages_read_back_as_written() {
+    fn burst_pages_read_back_as_written() {
         let big: Vec<Vec<u16>> = (0..300u32)
             .map(|r| {
                 (0..1000u32)
@@ -904,85 +1032,80 @@ mod token_column_tests {
                     .collect()
             })
             .collect();
+        let many: Vec<&[u16]> = (0..13).map(|k| &big[k][..k]).collect();
         let mut flows = vec![
-            flow(&[]),
-            flow(&[&[]]),
-            flow(&[&[1, 2, 3], &[], &[65535, 0]]),
-            flow(&[&[9; 12]]),
-            flow(&[&[], &[]]),
-            flow(&[&[4]]),
+            flow(1, &[]),
+            flow(2, &[&[]]),
+            flow(3, &[&[1, 2, 3], &[], &[65535, 0]]),
+            flow(4, &[&[9; 12]]),
+            flow(5, &[&[], &[]]),
+            flow(6, &many),
+            flow(7, &[&[4]]),
         ];
-        flows.extend(big.iter().map(|t| flow(&[t, &t[..10], &[]])));
-        flows.push(flow(&[]));
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = ParquetSinkConfig::new(dir.path());
-        cfg.row_group_rows = 3;
-        let mut sink = ParquetSink::new(cfg).expect("sink");
-        let rows = super::test_rows::rows(&flows);
-        // In two writes, so that a row group spans writes.
-        sink.write(&rows[..4]).expect("write");
-        sink.write(&rows[4..]).expect("write");
-        let parts = sink.finish().expect("finish");
-        assert_eq!(parts.len(), 1);
-
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&parts[0]).expect("open"))
-            .expect("reader");
-        assert_eq!(reader.metadata().num_row_groups(), flows.len().div_ceil(3));
-        let mut got: Vec<Vec<Vec<u16>>> = Vec::new();
-        let mut directions = Vec::new();
-        for batch in reader.build().expect("build") {
-            let batch = batch.expect("batch");
-            let tokens = batch
-                .column_by_name("burst_tokens")
-                .expect("burst_tokens")
-                .as_list::<i32>();
-            let dirs = batch
-                .column_by_name("directions")
-                .expect("directions")
-                .as_list::<i32>();
-            for i in 0..batch.num_rows() {
-                assert!(tokens.is_valid(i));
-                let bursts = tokens.value(i);
-                let bursts = bursts.as_list::<i32>();
-                got.push(
-                    (0..bursts.len())
-                        .map(|b| {
-                            bursts
-                                .value(b)
-                                .as_primitive::<arrow::datatypes::UInt16Type>()
-                                .values()
-                                .to_vec()
-                        })
-                        .collect(),
-                );
-                directions.push(dirs.value(i).len());
-            }
-        }
-        let want: Vec<Vec<Vec<u16>>> = flows.iter().map(expected).collect();
-        assert_eq!(got, want);
-        let want_dirs: Vec<usize> = flows.iter().map(|f| f.tokens.bursts.len()).collect();
-        assert_eq!(directions, want_dirs);
-
-        // pyarrow, a real consumer, reads the same lists.
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(
-                "import sys, json, pyarrow.parquet as pq\n\
-                 t = pq.read_table(sys.argv[1])\n\
-                 assert str(t.schema.field('burst_tokens').type) == 'list<item: list<item: uint16>>'\n\
-                 print(json.dumps(t.column('burst_tokens').to_pylist()))",
-            )
-            .arg(&parts[0])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        flows.extend(
+            big.iter()
+                .enumerate()
+                .map(|(k, t)| flow(8 + k as u32, &[t, &t[..10], &[], &t[..k % 5]][..1 + k % 4])),
         );
-        let py: Vec<Vec<Vec<u16>>> = serde_json::from_slice(&out.stdout).expect("json");
-        assert_eq!(py, want);
+        flows.push(flow(999, &[]));
+        let want: Vec<BurstRow> = flows.iter().map(expected).collect();
+
+        for page_bytes in [PAGE_BYTES, 37] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cfg = ParquetSinkConfig::new(dir.path());
+            cfg.row_group_rows = 3;
+            cfg.page_bytes = page_bytes;
+            let mut sink = ParquetSink::new(cfg).expect("sink");
+            let rows = super::test_rows::rows(&flows);
+            // In two writes, so that a row group spans writes.
+            sink.write(&rows[..4]).expect("write");
+            sink.write(&rows[4..]).expect("write");
+            let parts = sink.finish().expect("finish");
+            assert_eq!(parts.len(), 1);
+            let meta =
+                ParquetRecordBatchReaderBuilder::try_new(File::open(&parts[0]).expect("open"))
+                    .expect("reader")
+                    .metadata()
+                    .clone();
+            assert_eq!(meta.num_row_groups(), flows.len().div_ceil(3));
+            assert_eq!(read_back(&parts[0]), want, "page_bytes {page_bytes}");
+
+            // pyarrow, a real consumer, reads the same lists, with the same types.
+            let out = std::process::Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import sys, json, pyarrow.parquet as pq\n\
+                     t = pq.read_table(sys.argv[1])\n\
+                     names = ['burst_tokens', 'directions', 'bytes', 'iats', 'counts']\n\
+                     print(json.dumps([str(t.schema.field(n).type) for n in names]))\n\
+                     print(json.dumps(t.select(names).to_pylist()))",
+                )
+                .arg(&parts[0])
+                .output()
+                .expect("python3 runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8(out.stdout).expect("utf-8");
+            let mut lines = stdout.lines();
+            let types: Vec<String> =
+                serde_json::from_str(lines.next().expect("types")).expect("json");
+            assert_eq!(
+                types,
+                [
+                    "list<item: list<item: uint16>>",
+                    "list<item: bool>",
+                    "list<item: uint32>",
+                    "list<item: uint64>",
+                    "list<item: uint32>"
+                ]
+            );
+            let py: Vec<BurstRow> =
+                serde_json::from_str(lines.next().expect("rows")).expect("json");
+            assert_eq!(py, want, "page_bytes {page_bytes}");
+        }
     }
 
     #[test]

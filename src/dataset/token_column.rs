@@ -1,25 +1,31 @@
-//! The native dataset's `burst_tokens` column (`list<list<uint16>>`), encoded into Parquet
-//! pages straight from the flows.
+//! The native dataset's burst columns — `burst_tokens` (`list<list<uint16>>`) and
+//! `directions`, `bytes`, `iats`, `counts` (`list<bool|uint32|uint64|uint32>`) — encoded
+//! into Parquet pages straight from the flows.
 //!
-//! Through Arrow, every token would be copied into a list array, given a repetition and a
-//! definition level one by one, and run through the generic column writer value by value:
-//! half of the native writer's time for a column whose structure is known up front. Here a
-//! burst of n tokens becomes two level runs (its first token's repetition level, then n - 1
-//! times level 2; n times the full definition level) and its tokens are widened to the
-//! column's INT32 values. The pages are ordinary Parquet v1 data pages — RLE levels,
-//! PLAIN values, zstd — cut at row boundaries, so every reader sees exactly what Arrow's
-//! writer would have written for the same rows (the tests read them back with parquet-rs
-//! and pyarrow).
+//! Through Arrow, every token and burst value would be copied into a list array, given a
+//! repetition and a definition level one by one, and run through the generic column writer
+//! value by value: most of the native writer's time, for columns whose structure is known
+//! up front. Here a burst of n tokens becomes two level runs (its first token's repetition
+//! level, then n - 1 times level 2; n times the full definition level) and its tokens are
+//! widened to the column's INT32 values; a flow's n bursts become two level runs in each of
+//! the other four columns and n values. The pages are ordinary Parquet v1 data pages — RLE
+//! levels, PLAIN values (booleans bit-packed), zstd — cut at row boundaries, so every
+//! reader sees exactly what Arrow's writer would have written for the same rows (the tests
+//! read them back with parquet-rs and pyarrow). One zstd context, the caller's, compresses
+//! every page.
 //!
 //! Levels of `optional group burst_tokens (LIST) { repeated group list { optional group
 //! item (LIST) { repeated group list { optional int32 item (INT(16, false)) } } } }`:
 //! definition 1 = a flow without bursts, 3 = a burst without tokens, 5 = a token;
 //! repetition 0 = a flow's first entry, 1 = a later burst's first entry, 2 = a burst's
-//! later token. (No flow, burst or token is ever null.)
+//! later token. Levels of `optional group directions (LIST) { repeated group list {
+//! optional boolean item } }` (and the other three alike): definition 1 = a flow without
+//! bursts, 3 = a burst's value; repetition 0 = a flow's first burst, 1 = a later one. (No
+//! flow, burst or value is ever null.)
 
 use bytes::Bytes;
 use netfm_tokenizer::TokenizedFlow;
-use parquet::basic::{Compression, Encoding, PageType, ZstdLevel};
+use parquet::basic::{Compression, Encoding, PageType, Type as PhysicalType, ZstdLevel};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
@@ -35,6 +41,21 @@ const DEF_NO_TOKENS: u8 = 3;
 const DEF_TOKEN: u8 = 5;
 const MAX_DEF: i16 = 5;
 const MAX_REP: i16 = 2;
+/// Definition level of a flow without bursts in a per-burst column.
+const DEF_NO_VALUES: u8 = 1;
+/// Definition level of a burst's value in a per-burst column.
+const DEF_VALUE: u8 = 3;
+const MAX_DEF_PER_BURST: i16 = 3;
+const MAX_REP_PER_BURST: i16 = 1;
+
+/// A zstd context for [`TokenColumn`] and [`BurstColumn`] pages.
+pub type Compressor = zstd::bulk::Compressor<'static>;
+
+/// A zstd context at `level`.
+pub fn compressor(level: ZstdLevel) -> Result<Compressor, ParquetError> {
+    zstd::bulk::Compressor::new(level.compression_level())
+        .map_err(|e| ParquetError::External(Box::new(e)))
+}
 
 /// Levels as RLE runs of the Parquet RLE/bit-packing hybrid (every run an RLE run; levels
 /// here fit one byte).
@@ -87,16 +108,18 @@ impl LevelRuns {
     }
 }
 
-/// One row group's `burst_tokens` column chunk, built flow by flow.
-pub struct TokenColumn {
+/// The pages of one column chunk being built: the open page's levels and values, and the
+/// chunk's finished pages.
+struct ChunkPages {
     descr: ColumnDescPtr,
     level: ZstdLevel,
-    compressor: zstd::bulk::Compressor<'static>,
     /// Bytes of PLAIN values after which a page is closed (at the next row boundary).
     page_bytes: usize,
     rep: LevelRuns,
     def: LevelRuns,
     values: Vec<u8>,
+    /// Booleans bit-packed into the last byte of `values` (0 when it is full).
+    bits: u8,
     /// Level entries of the open page.
     page_entries: u64,
     page: Vec<u8>,
@@ -108,31 +131,36 @@ pub struct TokenColumn {
     rows: u64,
 }
 
-impl TokenColumn {
-    /// A column chunk for `descr`, which must be the `burst_tokens` leaf of
-    /// [`super::parquet::native_schema`].
-    pub fn new(
+impl ChunkPages {
+    fn new(
         descr: ColumnDescPtr,
         level: ZstdLevel,
         page_bytes: usize,
+        max_def: i16,
+        max_rep: i16,
+        physical: PhysicalType,
     ) -> Result<Self, ParquetError> {
-        if descr.max_def_level() != MAX_DEF || descr.max_rep_level() != MAX_REP {
+        if descr.max_def_level() != max_def
+            || descr.max_rep_level() != max_rep
+            || descr.physical_type() != physical
+        {
             return Err(ParquetError::General(format!(
-                "burst_tokens column has levels (def {}, rep {}), expected ({MAX_DEF}, {MAX_REP})",
+                "column {} is {:?} with levels (def {}, rep {}), expected {physical:?} with \
+                 ({max_def}, {max_rep})",
+                descr.path(),
+                descr.physical_type(),
                 descr.max_def_level(),
                 descr.max_rep_level()
             )));
         }
-        let compressor = zstd::bulk::Compressor::new(level.compression_level())
-            .map_err(|e| ParquetError::External(Box::new(e)))?;
-        Ok(TokenColumn {
+        Ok(ChunkPages {
             descr,
             level,
-            compressor,
             page_bytes: page_bytes.max(1),
             rep: LevelRuns::default(),
             def: LevelRuns::default(),
             values: Vec::new(),
+            bits: 0,
             page_entries: 0,
             page: Vec::new(),
             chunk: TrackedWrite::new(Vec::new()),
@@ -144,55 +172,37 @@ impl TokenColumn {
         })
     }
 
-    /// Rows (flows) appended to this chunk.
-    pub fn rows(&self) -> u64 {
-        self.rows
+    /// Appends one PLAIN boolean (bit-packed, least significant bit first).
+    fn push_bool(&mut self, b: bool) {
+        if self.bits == 0 {
+            self.values.push(0);
+        }
+        if b {
+            if let Some(last) = self.values.last_mut() {
+                *last |= 1 << self.bits;
+            }
+        }
+        self.bits = (self.bits + 1) % 8;
     }
 
-    /// Appends one flow's row.
-    pub fn push(&mut self, flow: &TokenizedFlow) -> Result<(), ParquetError> {
-        let mut first = true;
-        for (_, tokens) in flow.bursts_with_tokens() {
-            let rep = if first { 0 } else { 1 };
-            first = false;
-            if tokens.is_empty() {
-                self.rep.push(rep, 1);
-                self.def.push(DEF_NO_TOKENS, 1);
-                self.page_entries += 1;
-                continue;
-            }
-            let n = tokens.len() as u64;
-            self.rep.push(rep, 1);
-            self.rep.push(2, n - 1);
-            self.def.push(DEF_TOKEN, n);
-            self.page_entries += n;
-            // Widened in place: zeroed 4-byte slots, the low two bytes set.
-            let start = self.values.len();
-            self.values.resize(start + tokens.len() * 4, 0);
-            for (slot, &t) in self.values[start..].chunks_exact_mut(4).zip(tokens) {
-                slot[..2].copy_from_slice(&t.to_le_bytes());
-            }
-        }
-        if first {
-            self.rep.push(0, 1);
-            self.def.push(DEF_NO_BURSTS, 1);
-            self.page_entries += 1;
-        }
+    /// Ends a row; closes the page once it holds `page_bytes` of values.
+    fn end_row(&mut self, zstd: &mut Compressor) -> Result<(), ParquetError> {
         self.rows += 1;
         if self.values.len() >= self.page_bytes {
-            self.flush_page()?;
+            self.flush_page(zstd)?;
         }
         Ok(())
     }
 
-    fn flush_page(&mut self) -> Result<(), ParquetError> {
+    fn flush_page(&mut self, zstd: &mut Compressor) -> Result<(), ParquetError> {
         if self.page_entries == 0 {
             return Ok(());
         }
         let entries = u32::try_from(self.page_entries).map_err(|_| {
             ParquetError::General(format!(
-                "{} level entries in one burst_tokens page",
-                self.page_entries
+                "{} level entries in one {} page",
+                self.page_entries,
+                self.descr.path()
             ))
         })?;
         self.page.clear();
@@ -200,8 +210,8 @@ impl TokenColumn {
         self.def.drain_into(&mut self.page);
         self.page.extend_from_slice(&self.values);
         self.values.clear();
-        let compressed = self
-            .compressor
+        self.bits = 0;
+        let compressed = zstd
             .compress(&self.page)
             .map_err(|e| ParquetError::External(Box::new(e)))?;
         let page = Page::DataPage {
@@ -224,8 +234,8 @@ impl TokenColumn {
 
     /// Closes the chunk: its bytes (pages from offset 0) and what the row group writer
     /// needs to splice them in.
-    pub fn close(mut self) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
-        self.flush_page()?;
+    fn close(mut self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        self.flush_page(zstd)?;
         let metadata = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(Compression::ZSTD(self.level))
             .set_encodings(vec![Encoding::PLAIN, Encoding::RLE])
@@ -249,5 +259,184 @@ impl TokenColumn {
             offset_index: None,
         };
         Ok((Bytes::from(bytes), close))
+    }
+}
+
+/// One row group's `burst_tokens` column chunk, built flow by flow.
+pub struct TokenColumn {
+    pages: ChunkPages,
+}
+
+impl TokenColumn {
+    /// A column chunk for `descr`, which must be the `burst_tokens` leaf of
+    /// [`super::parquet::native_schema`].
+    pub fn new(
+        descr: ColumnDescPtr,
+        level: ZstdLevel,
+        page_bytes: usize,
+    ) -> Result<Self, ParquetError> {
+        Ok(TokenColumn {
+            pages: ChunkPages::new(
+                descr,
+                level,
+                page_bytes,
+                MAX_DEF,
+                MAX_REP,
+                PhysicalType::INT32,
+            )?,
+        })
+    }
+
+    /// Rows (flows) appended to this chunk.
+    pub fn rows(&self) -> u64 {
+        self.pages.rows
+    }
+
+    /// Appends one flow's row.
+    pub fn push(
+        &mut self,
+        flow: &TokenizedFlow,
+        zstd: &mut Compressor,
+    ) -> Result<(), ParquetError> {
+        let c = &mut self.pages;
+        let mut first = true;
+        for (_, tokens) in flow.bursts_with_tokens() {
+            let rep = if first { 0 } else { 1 };
+            first = false;
+            if tokens.is_empty() {
+                c.rep.push(rep, 1);
+                c.def.push(DEF_NO_TOKENS, 1);
+                c.page_entries += 1;
+                continue;
+            }
+            let n = tokens.len() as u64;
+            c.rep.push(rep, 1);
+            c.rep.push(2, n - 1);
+            c.def.push(DEF_TOKEN, n);
+            c.page_entries += n;
+            // Widened in place: zeroed 4-byte slots, the low two bytes set.
+            let start = c.values.len();
+            c.values.resize(start + tokens.len() * 4, 0);
+            for (slot, &t) in c.values[start..].chunks_exact_mut(4).zip(tokens) {
+                slot[..2].copy_from_slice(&t.to_le_bytes());
+            }
+        }
+        if first {
+            c.rep.push(0, 1);
+            c.def.push(DEF_NO_BURSTS, 1);
+            c.page_entries += 1;
+        }
+        c.end_row(zstd)
+    }
+
+    /// Closes the chunk: its bytes (pages from offset 0) and what the row group writer
+    /// needs to splice them in.
+    pub fn close(self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        self.pages.close(zstd)
+    }
+}
+
+/// Which per-burst column a [`BurstColumn`] holds, in the native schema's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BurstField {
+    Directions,
+    Bytes,
+    Iats,
+    Counts,
+}
+
+impl BurstField {
+    /// The four, in the native schema's order (right after `burst_tokens`).
+    pub const ALL: [BurstField; 4] = [
+        BurstField::Directions,
+        BurstField::Bytes,
+        BurstField::Iats,
+        BurstField::Counts,
+    ];
+
+    fn physical(self) -> PhysicalType {
+        match self {
+            BurstField::Directions => PhysicalType::BOOLEAN,
+            BurstField::Bytes | BurstField::Counts => PhysicalType::INT32,
+            BurstField::Iats => PhysicalType::INT64,
+        }
+    }
+}
+
+/// One row group's column chunk of `directions`, `bytes`, `iats` or `counts`: one value
+/// per burst, built flow by flow.
+pub struct BurstColumn {
+    field: BurstField,
+    pages: ChunkPages,
+}
+
+impl BurstColumn {
+    /// A column chunk for `descr`, which must be `field`'s leaf of
+    /// [`super::parquet::native_schema`].
+    pub fn new(
+        descr: ColumnDescPtr,
+        field: BurstField,
+        level: ZstdLevel,
+        page_bytes: usize,
+    ) -> Result<Self, ParquetError> {
+        Ok(BurstColumn {
+            field,
+            pages: ChunkPages::new(
+                descr,
+                level,
+                page_bytes,
+                MAX_DEF_PER_BURST,
+                MAX_REP_PER_BURST,
+                field.physical(),
+            )?,
+        })
+    }
+
+    /// Appends one flow's row.
+    pub fn push(
+        &mut self,
+        flow: &TokenizedFlow,
+        zstd: &mut Compressor,
+    ) -> Result<(), ParquetError> {
+        let c = &mut self.pages;
+        let n = flow.bursts.len() as u64;
+        if n == 0 {
+            c.rep.push(0, 1);
+            c.def.push(DEF_NO_VALUES, 1);
+            c.page_entries += 1;
+            return c.end_row(zstd);
+        }
+        c.rep.push(0, 1);
+        c.rep.push(1, n - 1);
+        c.def.push(DEF_VALUE, n);
+        c.page_entries += n;
+        match self.field {
+            BurstField::Directions => {
+                for b in &flow.bursts {
+                    c.push_bool(b.forward);
+                }
+            }
+            BurstField::Bytes => {
+                for b in &flow.bursts {
+                    c.values.extend_from_slice(&b.bytes.to_le_bytes());
+                }
+            }
+            BurstField::Iats => {
+                for b in &flow.bursts {
+                    c.values.extend_from_slice(&b.iat_us.to_le_bytes());
+                }
+            }
+            BurstField::Counts => {
+                for b in &flow.bursts {
+                    c.values.extend_from_slice(&b.count.to_le_bytes());
+                }
+            }
+        }
+        c.end_row(zstd)
+    }
+
+    /// Closes the chunk (see [`TokenColumn::close`]).
+    pub fn close(self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        self.pages.close(zstd)
     }
 }
