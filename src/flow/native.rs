@@ -218,22 +218,25 @@ const EXPIRE_PER_PACKET: usize = 16;
 /// How many packets ahead of the current one [`NativeFlowTable::push_batch`] prefetches.
 const PREFETCH_AHEAD: usize = 8;
 
+/// Laid out in the order a packet reads it (`repr(C)`): key and times in the first cache
+/// line, counters and TCP state next, the tokenizer after.
+#[repr(C)]
 struct Flow {
     key: FlowKey,
-    /// Low 32 bits of the key's hash (what the index stores).
-    hash: u32,
     first_ts: u64,
     last_ts: u64,
     fwd_packets: u64,
     bwd_packets: u64,
     fwd_bytes: u64,
     bwd_bytes: u64,
+    relseq: RelativeSeqAck,
+    /// Low 32 bits of the key's hash (what the index stores).
+    hash: u32,
+    /// Bumped each time the slot is reused, so stale queue entries are recognised.
+    generation: u32,
     fin_fwd: bool,
     fin_bwd: bool,
     rst: bool,
-    relseq: RelativeSeqAck,
-    /// Bumped each time the slot is reused, so stale queue entries are recognised.
-    generation: u32,
     /// The side of the flow's first packet (relative seq/ack initiator).
     first_is_fwd: bool,
     /// The forward endpoint (decided on the first packet) is the key's lower one.
