@@ -172,6 +172,15 @@ impl ChunkPages {
         })
     }
 
+    /// Appends the levels of `n` (at least 1) level entries: the first repeated at
+    /// `first_rep`, the rest at `rest_rep`, all defined to `def`.
+    fn entries(&mut self, first_rep: u8, rest_rep: u8, def: u8, n: u64) {
+        self.rep.push(first_rep, 1);
+        self.rep.push(rest_rep, n - 1);
+        self.def.push(def, n);
+        self.page_entries += n;
+    }
+
     /// Appends one PLAIN boolean (bit-packed, least significant bit first).
     fn push_bool(&mut self, b: bool) {
         if self.bits == 0 {
@@ -304,16 +313,10 @@ impl TokenColumn {
             let rep = if first { 0 } else { 1 };
             first = false;
             if tokens.is_empty() {
-                c.rep.push(rep, 1);
-                c.def.push(DEF_NO_TOKENS, 1);
-                c.page_entries += 1;
+                c.entries(rep, rep, DEF_NO_TOKENS, 1);
                 continue;
             }
-            let n = tokens.len() as u64;
-            c.rep.push(rep, 1);
-            c.rep.push(2, n - 1);
-            c.def.push(DEF_TOKEN, n);
-            c.page_entries += n;
+            c.entries(rep, 2, DEF_TOKEN, tokens.len() as u64);
             // Widened in place: zeroed 4-byte slots, the low two bytes set.
             let start = c.values.len();
             c.values.resize(start + tokens.len() * 4, 0);
@@ -322,9 +325,7 @@ impl TokenColumn {
             }
         }
         if first {
-            c.rep.push(0, 1);
-            c.def.push(DEF_NO_BURSTS, 1);
-            c.page_entries += 1;
+            c.entries(0, 0, DEF_NO_BURSTS, 1);
         }
         c.end_row(zstd)
     }
@@ -401,15 +402,10 @@ impl BurstColumn {
         let c = &mut self.pages;
         let n = flow.bursts.len() as u64;
         if n == 0 {
-            c.rep.push(0, 1);
-            c.def.push(DEF_NO_VALUES, 1);
-            c.page_entries += 1;
+            c.entries(0, 0, DEF_NO_VALUES, 1);
             return c.end_row(zstd);
         }
-        c.rep.push(0, 1);
-        c.rep.push(1, n - 1);
-        c.def.push(DEF_VALUE, n);
-        c.page_entries += n;
+        c.entries(0, 1, DEF_VALUE, n);
         match self.field {
             BurstField::Directions => {
                 for b in &flow.bursts {

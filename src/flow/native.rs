@@ -425,6 +425,16 @@ impl NativeFlowTable {
         now.saturating_sub(e.ts) > self.cfg.idle_timeout_ns
     }
 
+    /// Why the flow of recency entry `e` ends when `reason` ends it now: idle if it had
+    /// idled out already (its end not yet swept), else `reason`.
+    fn idle_or(&self, e: &Recency, reason: EndReason) -> EndReason {
+        if self.idled_out(e, self.now) {
+            EndReason::Idle
+        } else {
+            reason
+        }
+    }
+
     fn why_ended(&self, f: &Flow, p: &DecodedPacket) -> Option<EndReason> {
         let quiet = p.ts_ns.saturating_sub(f.last_ts);
         if quiet > self.cfg.idle_timeout_ns {
@@ -497,11 +507,7 @@ impl NativeFlowTable {
                 self.recency.pop_front();
                 self.prefetch_victims();
                 // The oldest flow may have idled out already, its end not yet swept.
-                let reason = if self.idled_out(&e, self.now) {
-                    EndReason::Idle
-                } else {
-                    EndReason::Evicted
-                };
+                let reason = self.idle_or(&e, EndReason::Evicted);
                 self.remove(e.slot, reason, out);
             }
         }
@@ -656,11 +662,7 @@ impl FlowAssembler for NativeFlowTable {
             self.recency.pop_front();
             self.prefetch_victims();
             // Flows whose idle timeout had passed, their end not yet swept, ended idle.
-            let reason = if self.idled_out(&e, self.now) {
-                EndReason::Idle
-            } else {
-                EndReason::EndOfCapture
-            };
+            let reason = self.idle_or(&e, EndReason::EndOfCapture);
             self.remove(e.slot, reason, out);
         }
         false
