@@ -104,7 +104,11 @@ impl PrefaultAhead {
         {
             let helper = match &mut self.helper {
                 Some(h) => h,
-                None => match prefault::Helper::start(self.base) {
+                None => match prefault::Helper::start(
+                    "netfm-prefault",
+                    self.base,
+                    prefault::Populate::Write,
+                ) {
                     Some(h) => self.helper.insert(h),
                     None => {
                         self.stop();
@@ -112,7 +116,7 @@ impl PrefaultAhead {
                     }
                 },
             };
-            if !helper.ask(upto) {
+            if helper.ask(upto).is_none() {
                 self.stop();
             }
         }
@@ -121,9 +125,10 @@ impl PrefaultAhead {
     /// Ends prefaulting; returns once the helper is done with the region.
     pub fn stop(&mut self) {
         self.off = true;
+        // Dropping the helper stops it.
         #[cfg(target_os = "linux")]
-        if let Some(h) = self.helper.take() {
-            h.stop();
+        {
+            self.helper = None;
         }
     }
 
@@ -225,8 +230,22 @@ mod prefault_tests {
 }
 
 #[cfg(target_os = "linux")]
-mod prefault {
+pub(crate) mod prefault {
     use std::sync::{Arc, Condvar, Mutex};
+
+    /// Bytes a helper populates per call, publishing its progress after each.
+    const CHUNK: usize = 2 << 20;
+
+    /// How a [`Helper`] populates its region.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Populate {
+        /// `MADV_POPULATE_WRITE` on memory the owner reserved (anonymous, zero-filled): whole
+        /// pages inside the region only; the partial last page faults in on first touch.
+        Write,
+        /// `MADV_POPULATE_READ` on a file mapping, which covers the file's last page whole:
+        /// offsets below the helper's progress are safe to read.
+        Read,
+    }
 
     #[derive(Default)]
     struct State {
@@ -234,62 +253,91 @@ mod prefault {
         upto: usize,
         /// Populated up to this offset.
         done: usize,
+        /// Release the pages wholly before this offset.
+        release_to: usize,
         stop: bool,
-        /// The helper has stopped (populating failed).
+        /// Populating failed; the helper populates no more.
         failed: bool,
     }
 
-    pub(super) struct Helper {
+    /// A thread that populates the pages of a region ahead of its owner, and releases pages
+    /// behind it on request, so that the owner's thread spends its time on its own work.
+    /// Dropping it stops the thread and waits for it.
+    pub(crate) struct Helper {
         shared: Arc<(Mutex<State>, Condvar)>,
-        thread: std::thread::JoinHandle<()>,
+        thread: Option<std::thread::JoinHandle<()>>,
     }
 
     impl Helper {
-        pub(super) fn start(base: usize) -> Option<Helper> {
+        /// A helper thread named `name` for the region at `base`.
+        pub(crate) fn start(name: &str, base: usize, how: Populate) -> Option<Helper> {
             let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
             let theirs = shared.clone();
             let thread = std::thread::Builder::new()
-                .name("netfm-prefault".into())
-                .spawn(move || run(base, &theirs))
+                .name(name.into())
+                .spawn(move || run(base, how, &theirs))
                 .ok()?;
-            Some(Helper { shared, thread })
+            Some(Helper {
+                shared,
+                thread: Some(thread),
+            })
         }
 
-        /// Asks for the region populated up to `upto`; `false` once the helper has failed.
-        pub(super) fn ask(&self, upto: usize) -> bool {
+        /// Asks for the region populated up to `upto`. Returns how far it is populated so
+        /// far, or `None` once the helper has failed.
+        pub(crate) fn ask(&self, upto: usize) -> Option<usize> {
             let (lock, cv) = &*self.shared;
-            let Ok(mut st) = lock.lock() else {
-                return false;
-            };
+            let mut st = lock.lock().ok()?;
             if st.failed {
-                return false;
+                return None;
             }
-            st.upto = st.upto.max(upto);
-            cv.notify_one();
-            true
+            if upto > st.upto {
+                st.upto = upto;
+                cv.notify_one();
+            }
+            Some(st.done)
         }
 
-        pub(super) fn done(&self) -> usize {
+        /// Asks for the whole pages before `to` to be released (`MADV_DONTNEED`).
+        pub(crate) fn release(&self, to: usize) {
+            let (lock, cv) = &*self.shared;
+            if let Ok(mut st) = lock.lock() {
+                st.release_to = st.release_to.max(to);
+                cv.notify_one();
+            }
+        }
+
+        pub(crate) fn done(&self) -> usize {
             self.shared.0.lock().map(|st| st.done).unwrap_or(0)
         }
+    }
 
-        pub(super) fn stop(self) {
+    impl Drop for Helper {
+        /// Stops the helper; returns once it no longer touches the region.
+        fn drop(&mut self) {
             let (lock, cv) = &*self.shared;
             if let Ok(mut st) = lock.lock() {
                 st.stop = true;
                 cv.notify_one();
             }
-            let _ = self.thread.join();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 
-    fn run(base: usize, shared: &(Mutex<State>, Condvar)) {
+    fn run(base: usize, how: Populate, shared: &(Mutex<State>, Condvar)) {
         let (lock, cv) = shared;
         let page = super::page_size();
+        // Offset before which every whole page has been released.
+        let mut released = 0;
         loop {
-            let (from, to) = {
+            let (from, to, release_to) = {
                 let Ok(mut st) = lock.lock() else { return };
-                while !st.stop && st.upto <= st.done {
+                while !st.stop
+                    && (st.failed || st.upto <= st.done)
+                    && st.release_to.saturating_sub(released) < page
+                {
                     st = match cv.wait(st) {
                         Ok(st) => st,
                         Err(_) => return,
@@ -298,29 +346,47 @@ mod prefault {
                 if st.stop {
                     return;
                 }
-                (st.done, st.upto)
+                let to = if st.failed {
+                    st.done
+                } else {
+                    st.upto.min(st.done.saturating_add(CHUNK))
+                };
+                (st.done, to, st.release_to)
             };
-            // Whole pages only: the one holding `base` is mapped (the region starts in it);
-            // a partial last page faults in on first touch.
+            let release_end = (base + release_to) / page * page;
+            let release_start = (base + released).next_multiple_of(page);
+            if release_end > release_start {
+                // SAFETY: the owner asked for these pages to go (it no longer reads them); on
+                // a private file mapping they read back from the file if touched again.
+                unsafe {
+                    libc::madvise(
+                        release_start as *mut libc::c_void,
+                        release_end - release_start,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                released = release_end - base;
+            }
+            if to <= from {
+                continue;
+            }
             let start = (base + from) / page * page;
-            let end = (base + to) / page * page;
-            // SAFETY: the range lies in memory the owner reserved (or, if the owner gave it
-            // up meanwhile, memory this process maps or an error); populating maps pages
+            let (end, advice) = match how {
+                // The page holding `base` is mapped (the region starts in it).
+                Populate::Write => ((base + to) / page * page, libc::MADV_POPULATE_WRITE),
+                Populate::Read => ((base + to).next_multiple_of(page), libc::MADV_POPULATE_READ),
+            };
+            // SAFETY: the range lies in memory the owner maps (or, if the owner gave it up
+            // meanwhile, memory this process maps or an error); populating maps pages
             // without changing their contents.
             let ok = end <= start
-                || unsafe {
-                    libc::madvise(
-                        start as *mut libc::c_void,
-                        end - start,
-                        libc::MADV_POPULATE_WRITE,
-                    )
-                } == 0;
+                || unsafe { libc::madvise(start as *mut libc::c_void, end - start, advice) } == 0;
             let Ok(mut st) = lock.lock() else { return };
-            if !ok {
+            if ok {
+                st.done = st.done.max(to);
+            } else {
                 st.failed = true;
-                return;
             }
-            st.done = to;
         }
     }
 }

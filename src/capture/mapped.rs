@@ -9,8 +9,14 @@
 //! both ways and compares.
 //!
 //! Memory stays bounded: pages already parsed are dropped from the mapping as the reader
-//! moves on (they stay in the page cache), so no more than about [`WINDOW`] bytes of the
+//! moves on (they stay in the page cache), so no more than about three [`WINDOW`]s of the
 //! file are resident in the process at once, however large it is.
+//!
+//! On a large file a helper thread (`netfm-readahead`) does the page work: it faults pages
+//! in [`LEAD`] bytes ahead of the reader and releases them behind it. Faulting in and
+//! releasing took about a seventh of the reader's time, and the reader is the pipeline's
+//! busiest stage while the flow table fills; where the helper falls behind, the reader
+//! faults in what it needs itself.
 //!
 //! Touching a mapped page the kernel cannot read (an I/O error, or a page another process
 //! truncated away) raises SIGBUS instead of returning an error. So the reader never touches
@@ -23,6 +29,8 @@
 //! kernels without `MADV_POPULATE_READ` (before 5.14) pages fault in on first touch.
 
 use super::reader::{pcap_record_header, pcap_record_len};
+use crate::process::page_size;
+use crate::process::prefault::{Helper, Populate};
 use netfm_tokenizer::hint::prefetch_bytes;
 use pcap_parser::nom;
 use pcap_parser::pcap::{
@@ -38,6 +46,15 @@ use std::sync::{Arc, Mutex};
 /// Parsed pages are released from the mapping once this many bytes lie behind the read
 /// position, and pages ahead are faulted in this many bytes at a time.
 pub(crate) const WINDOW: usize = 8 << 20;
+/// Files at least this large get a helper thread for their pages (smaller ones are faulted
+/// in a window at a time by the reader itself).
+const HELPER_MIN_LEN: usize = 4 * WINDOW;
+/// How far ahead of the reader the helper keeps pages faulted in.
+const LEAD: usize = 2 * WINDOW;
+/// The reader moves the helper's target on each time it has read this far.
+const ASK_EVERY: usize = 2 << 20;
+/// Bytes the reader faults in itself when the helper has not got there yet.
+const OWN_CHUNK: usize = 1 << 20;
 /// How far ahead of the read position records are prefetched, and how many bytes.
 const PREFETCH_AHEAD: usize = 2048;
 const PREFETCH_LEN: usize = 192;
@@ -135,16 +152,13 @@ impl Drop for Mapping {
     }
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf reads a constant of the system.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
-}
-
 /// A mapped classic pcap file behind pcap-parser's reader interface.
 pub(crate) struct MappedPcap {
     /// Kept open to tell a shrunk file from a failing one.
     file: File,
+    /// Faults pages in ahead and releases them behind on a large file; declared before
+    /// `map` so that it stops before the mapping goes.
+    helper: Option<Helper>,
     map: Mapping,
     header: PcapHeader,
     parse: ParseFn,
@@ -202,7 +216,13 @@ impl MappedPcap {
             parse_pcap_frame
         };
         map.advise(0, len, libc::MADV_SEQUENTIAL);
+        let helper = if checked && len >= HELPER_MIN_LEN {
+            Helper::start("netfm-readahead", map.ptr as usize, Populate::Read)
+        } else {
+            None
+        };
         Ok(MappedPcap {
+            helper,
             big_endian: header.is_bigendian() && !modified,
             file,
             map,
@@ -228,6 +248,26 @@ impl MappedPcap {
         }
         if self.failure.is_some() {
             return false;
+        }
+        if let Some(h) = &self.helper {
+            // What the helper has faulted in is safe. Taking at most ASK_EVERY of it brings
+            // the reader back that soon to move the helper's target on, so the helper stays
+            // LEAD ahead. Where it is behind (or has failed) the reader faults in what it
+            // needs now itself.
+            let len = self.map.len;
+            if let Some(done) = h.ask(end.saturating_add(LEAD).min(len)) {
+                self.ready = self
+                    .ready
+                    .max(done.min(end.saturating_add(ASK_EVERY)).min(len));
+                if end <= self.ready {
+                    return true;
+                }
+                let target = end.max(self.ready.saturating_add(OWN_CHUNK)).min(len);
+                if self.map.populate(self.ready, target).is_ok() {
+                    self.ready = target;
+                    return true;
+                }
+            }
         }
         let target = end.max(self.ready.saturating_add(WINDOW)).min(self.map.len);
         match self.map.populate(self.ready, target) {
@@ -304,8 +344,12 @@ impl MappedPcap {
             PREFETCH_LEN,
         );
         if self.pos - self.released >= WINDOW {
-            self.map
-                .advise(self.released, self.pos, libc::MADV_DONTNEED);
+            match &self.helper {
+                Some(h) => h.release(self.pos),
+                None => self
+                    .map
+                    .advise(self.released, self.pos, libc::MADV_DONTNEED),
+            }
             let page = page_size();
             self.released = self.pos / page * page;
         }
@@ -374,4 +418,121 @@ impl PcapReaderIterator for MappedPcap {
     fn reader_exhausted(&self) -> bool {
         true
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    /// Bytes of the mapping at `ptr` mapped into this process (its `Rss` in smaps).
+    fn mapped_bytes(ptr: usize) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let head = line
+                .split_once(' ')
+                .and_then(|(range, _)| range.split_once('-'));
+            if let Some((a, b)) = head.and_then(|(a, b)| {
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(b, 16).ok()?,
+                ))
+            }) {
+                inside = a <= ptr && ptr < b;
+            } else if let (true, Some(kb)) = (inside, line.strip_prefix("Rss:")) {
+                let kb = kb.trim().trim_end_matches("kB").trim();
+                return kb.parse::<usize>().expect("Rss") << 10;
+            }
+        }
+        panic!("no mapping at {ptr:#x}");
+    }
+
+    /// A classic pcap of `len` bytes or a little more: 1,514-byte frames.
+    fn big_capture(len: usize) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        let mut head = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+        head.extend_from_slice(&2u16.to_le_bytes());
+        head.extend_from_slice(&4u16.to_le_bytes());
+        for v in [0u32, 0, 65535, 1] {
+            head.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut record = Vec::new();
+        for v in [1u32, 0, 1514, 1514] {
+            record.extend_from_slice(&v.to_le_bytes());
+        }
+        record.resize(16 + 1514, 0xab);
+        let mut buf = head;
+        while buf.len() < len {
+            buf.extend_from_slice(&record);
+        }
+        f.write_all(&buf).expect("write");
+        f
+    }
+
+    /// On a large file the helper faults pages in a lead ahead of the reader and releases
+    /// them behind it: the pages mapped at any time stay within a few windows, and every
+    /// record comes through.
+    #[test]
+    fn the_helper_keeps_a_bounded_range_mapped_around_the_reader() {
+        let len = 6 * WINDOW;
+        let capture = big_capture(len);
+        let file = capture.reopen().expect("reopen");
+        let size = file.metadata().expect("metadata").len();
+        let mut r = MappedPcap::open(file, size, 1 << 20, Arc::default()).unwrap_or_else(|_| {
+            panic!("not mapped");
+        });
+        if !r.checked {
+            eprintln!("skipped: this kernel has no MADV_POPULATE_READ (Linux 5.14+)");
+            return;
+        }
+        assert!(r.helper.is_some());
+        let base = r.map.ptr as usize;
+        let (mut records, mut most_mapped, mut checks) = (0usize, 0usize, 0);
+        loop {
+            match r.next() {
+                Ok((n, PcapBlockOwned::Legacy(b))) => {
+                    assert_eq!(b.data.len(), 1514);
+                    records += 1;
+                    r.consume(n);
+                }
+                Ok((n, _)) => r.consume(n),
+                Err(PcapError::Eof) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+            if records > 0 && records % 4096 == 0 && r.pos < len - LEAD - WINDOW {
+                // The helper reaches its lead ahead of the reader (given time), whatever the
+                // reader's own position.
+                let want = r.pos.saturating_add(LEAD - AHEAD_SLACK);
+                let t0 = Instant::now();
+                while r.helper.as_ref().map_or(0, |h| h.done()) < want
+                    && t0.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let done = r.helper.as_ref().map_or(0, |h| h.done());
+                assert!(
+                    done >= want,
+                    "at {}: the helper is at {done}, not {want}",
+                    r.pos
+                );
+                checks += 1;
+                std::thread::sleep(Duration::from_millis(5));
+                most_mapped = most_mapped.max(mapped_bytes(base));
+            }
+        }
+        assert_eq!(records, (size as usize - 24) / 1530);
+        assert_eq!(checks, 4);
+        // Behind: up to a window unreleased (plus a page); ahead: the lead, plus what the
+        // reader faulted in itself while the helper started.
+        let bound = WINDOW + LEAD + OWN_CHUNK + (64 << 10);
+        assert!(
+            most_mapped > LEAD / 2 && most_mapped <= bound,
+            "{most_mapped} mapped, bound {bound}"
+        );
+    }
+
+    /// Populating goes in chunks, so a lead this much short of the full one counts.
+    const AHEAD_SLACK: usize = 4 << 20;
 }
