@@ -116,7 +116,7 @@ impl PrefaultAhead {
                     }
                 },
             };
-            if helper.ask(upto).is_none() {
+            if helper.ask(0, upto).is_none() {
                 self.stop();
             }
         }
@@ -253,15 +253,15 @@ pub(crate) mod prefault {
         upto: usize,
         /// Populated up to this offset.
         done: usize,
-        /// Release the pages wholly before this offset.
-        release_to: usize,
+        /// The owner has let go of the pages before this offset (see [`Helper::leave`]).
+        left: usize,
         stop: bool,
-        /// Populating failed; the helper populates no more.
+        /// The helper has stopped (populating failed).
         failed: bool,
     }
 
-    /// A thread that populates the pages of a region ahead of its owner, and releases pages
-    /// behind it on request, so that the owner's thread spends its time on its own work.
+    /// A thread that populates the pages of a region ahead of its owner, so that the owner's
+    /// thread spends its time on its own work.
     /// Dropping it stops the thread and waits for it.
     pub(crate) struct Helper {
         shared: Arc<(Mutex<State>, Condvar)>,
@@ -275,7 +275,14 @@ pub(crate) mod prefault {
             let theirs = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || run(base, how, &theirs))
+                .spawn(move || {
+                    // The lowest priority: the helper should take only time the owner's
+                    // stage and the others leave idle (where it falls behind, the owner
+                    // populates what it needs itself). Nice values are per thread on Linux.
+                    // SAFETY: changes only this thread's nice value.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+                    run(base, how, &theirs)
+                })
                 .ok()?;
             Some(Helper {
                 shared,
@@ -283,14 +290,16 @@ pub(crate) mod prefault {
             })
         }
 
-        /// Asks for the region populated up to `upto`. Returns how far it is populated so
-        /// far, or `None` once the helper has failed.
-        pub(crate) fn ask(&self, upto: usize) -> Option<usize> {
+        /// Asks for the region populated up to `upto`; the owner has itself populated
+        /// everything before `ready` (the helper goes on from there). Returns how far it is
+        /// populated so far, or `None` once the helper has failed.
+        pub(crate) fn ask(&self, ready: usize, upto: usize) -> Option<usize> {
             let (lock, cv) = &*self.shared;
             let mut st = lock.lock().ok()?;
             if st.failed {
                 return None;
             }
+            st.done = st.done.max(ready);
             if upto > st.upto {
                 st.upto = upto;
                 cv.notify_one();
@@ -298,12 +307,13 @@ pub(crate) mod prefault {
             Some(st.done)
         }
 
-        /// Asks for the whole pages before `to` to be released (`MADV_DONTNEED`).
-        pub(crate) fn release(&self, to: usize) {
-            let (lock, cv) = &*self.shared;
-            if let Ok(mut st) = lock.lock() {
-                st.release_to = st.release_to.max(to);
-                cv.notify_one();
+        /// The owner is about to release the pages before `to` and will not touch them
+        /// again. A helper that was behind and populates some of them afterwards releases
+        /// them itself, so that what stays mapped is bounded by the owner's releases
+        /// however late the helper runs. For [`Populate::Read`] regions only.
+        pub(crate) fn leave(&self, to: usize) {
+            if let Ok(mut st) = self.shared.0.lock() {
+                st.left = st.left.max(to);
             }
         }
 
@@ -329,15 +339,10 @@ pub(crate) mod prefault {
     fn run(base: usize, how: Populate, shared: &(Mutex<State>, Condvar)) {
         let (lock, cv) = shared;
         let page = super::page_size();
-        // Offset before which every whole page has been released.
-        let mut released = 0;
         loop {
-            let (from, to, release_to) = {
+            let (from, to) = {
                 let Ok(mut st) = lock.lock() else { return };
-                while !st.stop
-                    && (st.failed || st.upto <= st.done)
-                    && st.release_to.saturating_sub(released) < page
-                {
+                while !st.stop && st.upto <= st.done {
                     st = match cv.wait(st) {
                         Ok(st) => st,
                         Err(_) => return,
@@ -346,27 +351,8 @@ pub(crate) mod prefault {
                 if st.stop {
                     return;
                 }
-                let to = if st.failed {
-                    st.done
-                } else {
-                    st.upto.min(st.done.saturating_add(CHUNK))
-                };
-                (st.done, to, st.release_to)
+                (st.done, st.upto.min(st.done.saturating_add(CHUNK)))
             };
-            let release_end = (base + release_to) / page * page;
-            let release_start = (base + released).next_multiple_of(page);
-            if release_end > release_start {
-                // SAFETY: the owner asked for these pages to go (it no longer reads them); on
-                // a private file mapping they read back from the file if touched again.
-                unsafe {
-                    libc::madvise(
-                        release_start as *mut libc::c_void,
-                        release_end - release_start,
-                        libc::MADV_DONTNEED,
-                    )
-                };
-                released = release_end - base;
-            }
             if to <= from {
                 continue;
             }
@@ -381,11 +367,29 @@ pub(crate) mod prefault {
             // without changing their contents.
             let ok = end <= start
                 || unsafe { libc::madvise(start as *mut libc::c_void, end - start, advice) } == 0;
-            let Ok(mut st) = lock.lock() else { return };
-            if ok {
+            let left = {
+                let Ok(mut st) = lock.lock() else { return };
+                if !ok {
+                    st.failed = true;
+                    return;
+                }
                 st.done = st.done.max(to);
-            } else {
-                st.failed = true;
+                st.left
+            };
+            // The owner let go of part of this range while it was populated: drop that part
+            // again (the owner set `left` before releasing, so either its release or this
+            // one comes after the populating).
+            let drop_end = (base + to.min(left)) / page * page;
+            if how == Populate::Read && drop_end > start {
+                // SAFETY: pages of a private file mapping the owner no longer reads; if
+                // touched again they read back from the file.
+                unsafe {
+                    libc::madvise(
+                        start as *mut libc::c_void,
+                        drop_end - start,
+                        libc::MADV_DONTNEED,
+                    )
+                };
             }
         }
     }

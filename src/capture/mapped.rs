@@ -10,13 +10,14 @@
 //!
 //! Memory stays bounded: pages already parsed are dropped from the mapping as the reader
 //! moves on (they stay in the page cache), so no more than about three [`WINDOW`]s of the
-//! file are resident in the process at once, however large it is.
+//! file are mapped in the process at once, however large it is.
 //!
-//! On a large file a helper thread (`netfm-readahead`) does the page work: it faults pages
-//! in [`LEAD`] bytes ahead of the reader and releases them behind it. Faulting in and
-//! releasing took about a seventh of the reader's time, and the reader is the pipeline's
-//! busiest stage while the flow table fills; where the helper falls behind, the reader
-//! faults in what it needs itself.
+//! On a large file a helper thread (`netfm-readahead`, at the lowest priority) faults pages
+//! in [`LEAD`] bytes ahead of the reader: faulting in was a tenth of the reader's time, and
+//! the reader was the pipeline's busiest stage while the flow table fills. Where the helper
+//! falls behind, the reader faults in what it needs itself. The reader still releases
+//! pages itself, so the bound above holds however late the helper runs (a late helper
+//! drops again what it populated behind the reader).
 //!
 //! Touching a mapped page the kernel cannot read (an I/O error, or a page another process
 //! truncated away) raises SIGBUS instead of returning an error. So the reader never touches
@@ -255,7 +256,7 @@ impl MappedPcap {
             // LEAD ahead. Where it is behind (or has failed) the reader faults in what it
             // needs now itself.
             let len = self.map.len;
-            if let Some(done) = h.ask(end.saturating_add(LEAD).min(len)) {
+            if let Some(done) = h.ask(self.ready, end.saturating_add(LEAD).min(len)) {
                 self.ready = self
                     .ready
                     .max(done.min(end.saturating_add(ASK_EVERY)).min(len));
@@ -344,12 +345,14 @@ impl MappedPcap {
             PREFETCH_LEN,
         );
         if self.pos - self.released >= WINDOW {
-            match &self.helper {
-                Some(h) => h.release(self.pos),
-                None => self
-                    .map
-                    .advise(self.released, self.pos, libc::MADV_DONTNEED),
+            // On this thread, so that the bound on what stays mapped does not depend on
+            // the helper being scheduled (a helper running late drops what it populates
+            // here again).
+            if let Some(h) = &self.helper {
+                h.leave(self.pos);
             }
+            self.map
+                .advise(self.released, self.pos, libc::MADV_DONTNEED);
             let page = page_size();
             self.released = self.pos / page * page;
         }
@@ -531,6 +534,40 @@ mod tests {
             most_mapped > LEAD / 2 && most_mapped <= bound,
             "{most_mapped} mapped, bound {bound}"
         );
+    }
+
+    /// A helper that populates pages the reader has already let go of (it ran late) drops
+    /// them again, so what stays mapped is bounded by the reader's releases.
+    #[test]
+    fn a_late_helper_drops_what_the_reader_has_left_behind() {
+        let capture = big_capture(4 * WINDOW);
+        let file = capture.reopen().expect("reopen");
+        let len = file.metadata().expect("metadata").len() as usize;
+        let Some(map) = Mapping::new(&file, len) else {
+            panic!("not mapped");
+        };
+        if map.populate(0, 1).is_err() {
+            eprintln!("skipped: this kernel has no MADV_POPULATE_READ (Linux 5.14+)");
+            return;
+        }
+        map.advise(0, len, libc::MADV_DONTNEED);
+        let base = map.ptr as usize;
+        let h = Helper::start("test-readahead", base, Populate::Read).expect("helper");
+        // The reader has moved past 2 windows (and released them) before the helper got to
+        // them; it then wants the next window.
+        h.leave(2 * WINDOW);
+        let want = 3 * WINDOW;
+        assert_eq!(h.ask(0, want), Some(0));
+        let t0 = Instant::now();
+        while h.done() < want && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(h.done() >= want, "{}", h.done());
+        drop(h);
+        // Only the window past what was left behind stays mapped.
+        let mapped = mapped_bytes(base);
+        assert!(mapped <= WINDOW + (64 << 10), "{mapped}");
+        assert!(mapped >= WINDOW - (64 << 10), "{mapped}");
     }
 
     /// Populating goes in chunks, so a lead this much short of the full one counts.
