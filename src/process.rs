@@ -403,7 +403,7 @@ pub(crate) fn page_size() -> usize {
 }
 
 #[cfg(target_os = "linux")]
-mod thp {
+pub(crate) mod thp {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// `PR_SET_THP_DISABLE`'s flag (Linux 6.18): off except where `MADV_HUGEPAGE` asks.
@@ -468,7 +468,7 @@ mod thp {
     }
 
     /// The address range of a mapping's header line in smaps (`start-end perms ...`).
-    fn mapping_range(line: &str) -> Option<(usize, usize)> {
+    pub(crate) fn mapping_range(line: &str) -> Option<(usize, usize)> {
         let (range, rest) = line.split_once(' ')?;
         let (start, end) = range.split_once('-')?;
         if rest.is_empty() {

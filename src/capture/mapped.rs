@@ -54,7 +54,8 @@ const HELPER_MIN_LEN: usize = 4 * WINDOW;
 const LEAD: usize = 2 * WINDOW;
 /// The reader moves the helper's target on each time it has read this far.
 const ASK_EVERY: usize = 2 << 20;
-/// Bytes the reader faults in itself when the helper has not got there yet.
+/// Bytes the reader faults in at a time itself where the helper has not got there yet
+/// (without a helper it takes a [`WINDOW`] at a time).
 const OWN_CHUNK: usize = 1 << 20;
 /// How far ahead of the read position records are prefetched, and how many bytes.
 const PREFETCH_AHEAD: usize = 2048;
@@ -157,8 +158,8 @@ impl Drop for Mapping {
 pub(crate) struct MappedPcap {
     /// Kept open to tell a shrunk file from a failing one.
     file: File,
-    /// Faults pages in ahead and releases them behind on a large file; declared before
-    /// `map` so that it stops before the mapping goes.
+    /// Faults pages in ahead of the reader on a large file; declared before `map` so that it
+    /// stops before the mapping goes.
     helper: Option<Helper>,
     map: Mapping,
     header: PcapHeader,
@@ -257,25 +258,20 @@ impl MappedPcap {
             // needs now itself.
             let len = self.map.len;
             if let Some(done) = h.ask(self.ready, end.saturating_add(LEAD).min(len)) {
-                self.ready = self
-                    .ready
-                    .max(done.min(end.saturating_add(ASK_EVERY)).min(len));
-                if end <= self.ready {
-                    return true;
-                }
-                let target = end.max(self.ready.saturating_add(OWN_CHUNK)).min(len);
-                if self.map.populate(self.ready, target).is_ok() {
-                    self.ready = target;
-                    return true;
+                let took = done.min(end.saturating_add(ASK_EVERY)).min(len);
+                if took > self.ready && (self.take_ready(took, end) || self.failure.is_some()) {
+                    return end <= self.ready;
                 }
             }
         }
-        let target = end.max(self.ready.saturating_add(WINDOW)).min(self.map.len);
+        let step = if self.helper.is_some() {
+            OWN_CHUNK
+        } else {
+            WINDOW
+        };
+        let target = end.max(self.ready.saturating_add(step)).min(self.map.len);
         match self.map.populate(self.ready, target) {
-            Ok(()) => {
-                self.ready = target;
-                return true;
-            }
+            Ok(()) => return self.take_ready(target, end),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !self.checked => {
                 self.ready = self.map.len;
                 return true;
@@ -296,23 +292,48 @@ impl MappedPcap {
         };
         let Some(error) = error else {
             // Readable after all on a second try.
-            self.ready = target;
-            return true;
+            return self.take_ready(target, end);
         };
         self.ready = at.max(self.ready);
-        let now = self.file.metadata().map(|m| m.len()).ok();
-        self.failure = Some(match now {
-            Some(n) if n < self.map.len as u64 => {
-                // The page holding the new end reads as zeros past it: not data.
-                self.ready = self.ready.min(n as usize);
-                format!(
-                    "the file shrank from {} to {n} bytes while it was read",
-                    self.map.len
-                )
-            }
-            _ => format!("cannot read the file at byte {at}: {error}"),
+        let now = self.file_len();
+        self.failure = Some(if now < self.map.len {
+            // The page holding the new end reads as zeros past it: not data.
+            self.ready = self.ready.min(now);
+            self.shrank_from(now)
+        } else {
+            format!("cannot read the file at byte {at}: {error}")
         });
         end <= self.ready
+    }
+
+    /// Takes the bytes before `to` as safe to read, now that their pages are faulted in;
+    /// whether the bytes before `end` are. Faulting in the page that holds the end of a file
+    /// truncated since it was opened succeeds, and past the new end that page reads as
+    /// zeros, not data: so no more than the file's present size is taken, and a record
+    /// reaching past it is the "shrank" failure.
+    fn take_ready(&mut self, to: usize, end: usize) -> bool {
+        let now = self.file_len();
+        self.ready = self.ready.max(to.min(now));
+        if end > now {
+            self.failure = Some(self.shrank_from(now));
+        }
+        end <= self.ready
+    }
+
+    /// The file's present size (the mapping's if it cannot be read).
+    fn file_len(&self) -> usize {
+        self.file
+            .metadata()
+            .ok()
+            .and_then(|m| usize::try_from(m.len()).ok())
+            .map_or(self.map.len, |n| n.min(self.map.len))
+    }
+
+    fn shrank_from(&self, now: usize) -> String {
+        format!(
+            "the file shrank from {} to {now} bytes while it was read",
+            self.map.len
+        )
     }
 
     /// Reports the failure found by [`MappedPcap::ensure`] as pcap-parser's read error.
@@ -434,15 +455,7 @@ mod tests {
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
         let mut inside = false;
         for line in smaps.lines() {
-            let head = line
-                .split_once(' ')
-                .and_then(|(range, _)| range.split_once('-'));
-            if let Some((a, b)) = head.and_then(|(a, b)| {
-                Some((
-                    usize::from_str_radix(a, 16).ok()?,
-                    usize::from_str_radix(b, 16).ok()?,
-                ))
-            }) {
+            if let Some((a, b)) = crate::process::thp::mapping_range(line) {
                 inside = a <= ptr && ptr < b;
             } else if let (true, Some(kb)) = (inside, line.strip_prefix("Rss:")) {
                 let kb = kb.trim().trim_end_matches("kB").trim();
@@ -474,9 +487,9 @@ mod tests {
         f
     }
 
-    /// On a large file the helper faults pages in a lead ahead of the reader and releases
-    /// them behind it: the pages mapped at any time stay within a few windows, and every
-    /// record comes through.
+    /// On a large file the helper faults pages in a lead ahead of the reader, and the reader
+    /// releases them behind it: the pages mapped at any time stay within a few windows, and
+    /// every record comes through.
     #[test]
     fn the_helper_keeps_a_bounded_range_mapped_around_the_reader() {
         let len = 6 * WINDOW;
