@@ -2,6 +2,7 @@
 //! Parsing and validation only; the work is done by [`crate::pipeline`].
 
 use crate::dataset::burst_columns::MAX_PACKETS_PER_FLOW;
+use crate::dataset::parquet::{DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
 use crate::flow::native::NativeFlowConfig;
 use crate::pipeline::{OutputFormat, Shard, TokenizeOptions};
 use crate::runtime::{Device, RuntimeOptions};
@@ -128,6 +129,9 @@ pub struct TokenizeArgs {
     /// Parquet: flows per part file.
     #[arg(long, default_value_t = 1_000_000)]
     pub part_rows: usize,
+    /// Parquet: zstd level, 1 (fastest, largest parts) to 22 (slowest, smallest).
+    #[arg(long, default_value_t = DEFAULT_ZSTD_LEVEL)]
+    pub zstd_level: i32,
     /// Label each flow with its capture file's parent directory name (netFound's fine-tuning layout).
     #[arg(long)]
     pub label_from_dir: bool,
@@ -233,6 +237,14 @@ impl TokenizeArgs {
         if self.part_rows == 0 {
             bail!("--part-rows must be at least 1");
         }
+        if !ZSTD_LEVELS.contains(&self.zstd_level) {
+            bail!(
+                "--zstd-level must be {} to {}, got {}",
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end(),
+                self.zstd_level
+            );
+        }
         let burst_gap_ns = seconds_to_ns("burst-gap-ms", self.burst_gap_ms / 1e3)?;
         let bursts = BurstConfig {
             max_bursts: self.max_bursts,
@@ -268,6 +280,7 @@ impl TokenizeArgs {
             native,
             shard: self.shard.unwrap_or(Shard { index: 0, count: 1 }),
             part_rows: self.part_rows,
+            zstd_level: self.zstd_level,
             label_from_dir: self.label_from_dir,
             progress: !self.quiet && !self.json,
         })
@@ -303,6 +316,23 @@ mod tests {
             .to_options()
             .is_err());
         assert!(args(&["--max-bursts", "0"]).to_options().is_err());
+        for bad in ["0", "23", "-5"] {
+            let err = args(&[&format!("--zstd-level={bad}")])
+                .to_options()
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("--zstd-level must be 1 to 22"),
+                "{err}"
+            );
+        }
+        assert_eq!(args(&[]).to_options().expect("valid").zstd_level, 3);
+        assert_eq!(
+            args(&["--zstd-level", "19"])
+                .to_options()
+                .expect("valid")
+                .zstd_level,
+            19
+        );
         // Flows too long for one Arrow record batch are refused up front.
         let err = args(&["--max-bursts", "2000", "--max-packets-per-burst", "1000"])
             .to_options()

@@ -2,6 +2,7 @@
 //! code. Everything a user sees printed comes from here.
 
 use crate::cli::{DTypeArg, DemoArgs, DoctorArgs, ModelExportArgs, TokenizeArgs};
+use crate::dataset::parquet::DEFAULT_ZSTD_LEVEL;
 use crate::pipeline::{run_tokenize, OutputFormat};
 use crate::runtime::{self, Device, RuntimeOptions};
 use crate::summary::RunSummary;
@@ -98,6 +99,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         max_flows: 262_144,
         shard: None,
         part_rows: 1_000_000,
+        zstd_level: DEFAULT_ZSTD_LEVEL,
         label_from_dir: false,
         strict: false,
         json: false,

@@ -63,6 +63,8 @@ pub struct TokenizeOptions {
     pub native: NativeFlowConfig,
     pub shard: Shard,
     pub part_rows: usize,
+    /// zstd level of the Parquet parts.
+    pub zstd_level: i32,
     pub label_from_dir: bool,
     pub progress: bool,
 }
@@ -186,6 +188,7 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             .map(|w| -> anyhow::Result<Sink> {
                 let mut cfg = ParquetSinkConfig::new(&opts.out_dir);
                 cfg.part_rows = opts.part_rows;
+                cfg.zstd_level = opts.zstd_level;
                 cfg.shard_tag = opts.shard.tag();
                 cfg.part_seq = (w as u32, PARQUET_WRITERS as u32);
                 Ok(Sink::Parquet(Box::new(ParquetSink::new(cfg)?)))

@@ -254,6 +254,36 @@ fn parallel_writers_are_deterministic_and_respect_part_rows() {
 }
 
 #[test]
+fn zstd_level_changes_the_bytes_not_the_rows() {
+    // The same flows at levels 1 and 19: pyarrow reads the same table from both, and the
+    // higher level's parts are smaller (so the level reaches the encoder of
+    // every column, the hand-encoded burst columns included).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fast = tokenize_bundled(tmp.path(), "fast", &["--zstd-level", "1"]);
+    let small = tokenize_bundled(tmp.path(), "small", &["--zstd-level", "19"]);
+    let bytes = |d: &Path| -> u64 {
+        walk(d)
+            .iter()
+            .map(|p| std::fs::metadata(p).expect("part").len())
+            .sum()
+    };
+    let (b_fast, b_small) = (bytes(&fast), bytes(&small));
+    assert!(
+        b_small < b_fast,
+        "level 19 wrote {b_small} bytes, level 1 {b_fast}"
+    );
+    let table = |d: &Path| {
+        python(
+            "import sys, hashlib, pyarrow.dataset as ds\nt = ds.dataset(sys.argv[1], partitioning='hive').to_table().sort_by('flow_id')\nprint(t.num_rows, hashlib.sha256(str(t.to_pylist()).encode()).hexdigest())",
+            d,
+        )
+    };
+    let (t_fast, t_small) = (table(&fast), table(&small));
+    assert!(!t_fast.starts_with("0 "), "{t_fast}");
+    assert_eq!(t_fast, t_small, "same rows at both levels");
+}
+
+#[test]
 fn flow_table_bound_evicts_without_losing_packets() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = run_ok(
@@ -412,6 +442,7 @@ fn bad_flags_and_missing_inputs_are_clear_errors() {
     let cases: &[&[&str]] = &[
         &["tokenize", "/nonexistent/x.pcap", "--out"],
         &["tokenize", "datasets/pcaps", "--shard", "3/3", "--out"],
+        &["tokenize", "datasets/pcaps", "--zstd-level", "23", "--out"],
         &[
             "tokenize",
             "datasets/pcaps",

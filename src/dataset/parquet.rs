@@ -56,6 +56,13 @@ pub enum ParquetSinkError {
     FlowTooLarge { tokens: usize, max: usize },
 }
 
+/// The zstd level parts are written at unless set: 3, zstd's own default. Level 1 (the
+/// default of Arrow's own Parquet writers) wrote the benchmark dataset about 1% faster end
+/// to end into parts about 15% larger (`benches/README.md`); `--zstd-level` chooses.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// The zstd levels `--zstd-level` takes.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+
 /// Settings of the Parquet sink.
 #[derive(Clone, Debug)]
 pub struct ParquetSinkConfig {
@@ -66,7 +73,7 @@ pub struct ParquetSinkConfig {
     pub row_group_rows: usize,
     /// Flows buffered per partition before they are encoded.
     pub batch_rows: usize,
-    /// zstd level (1-22).
+    /// zstd level (1-22; [`DEFAULT_ZSTD_LEVEL`] unless set).
     pub zstd_level: i32,
     /// Most tokens per batch of rows handed to the encoder (at most [`MAX_BATCH_TOKENS`]),
     /// so that a batch of long flows stays bounded too.
@@ -88,7 +95,7 @@ impl ParquetSinkConfig {
             part_rows: 1_000_000,
             row_group_rows: 16_384,
             batch_rows: 8_192,
-            zstd_level: 3,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
             batch_tokens: MAX_BATCH_TOKENS,
             page_bytes: PAGE_BYTES,
             shard_tag: "s0of1".to_string(),
