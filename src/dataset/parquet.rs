@@ -10,26 +10,26 @@
 //! The burst columns keep netFound's names (`burst_tokens`, `directions`, `bytes`, `iats`,
 //! `counts`), so code written against netFound's Arrow files reads these too.
 //!
-//! The flow's own columns go through Arrow arrays and parquet's Arrow column writers; the
-//! five burst columns are encoded into pages straight from the flows by [`TokenColumn`]
-//! and [`BurstColumn`] (through Arrow they took most of the writer's time), and spliced
-//! into the row group in their places. The file's footer carries the Arrow schema, as
-//! Arrow's own writer would write it.
+//! Every column is encoded into Parquet pages straight from the flows, without Arrow
+//! arrays: the flow's own columns by [`FlatColumns`], the five burst columns by
+//! [`TokenColumn`] and [`BurstColumn`] (through Arrow's column writers these took most of
+//! the writer's time). Each row group's chunks are spliced into the file in leaf order.
+//! The file's footer carries the Arrow schema, as Arrow's own writer would write it, so
+//! Arrow readers get the schema's exact types back.
 
 use super::burst_columns::{burst_fields, MAX_BATCH_TOKENS};
+use super::flat_columns::{flat_leaves, FlatColumns};
 use super::token_column::{compressor, BurstColumn, BurstField, Compressor, TokenColumn};
 use crate::flow::{mix64, FlowRecord};
-use arrow::array::{
-    ArrayRef, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder, UInt8Builder,
-};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
+use bytes::Bytes;
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::{ColumnPath, SchemaDescriptor};
+use parquet::schema::types::SchemaDescriptor;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -158,7 +158,7 @@ fn partition_name(protocol: u8) -> &'static str {
 
 /// Appends `a` as text, exactly as its `Display` writes it, without going through `fmt`
 /// (which cost about 2% of a tokenize run for IPv4 and 1% for IPv6).
-fn write_ip(out: &mut String, a: IpAddr) {
+pub(super) fn write_ip(out: &mut String, a: IpAddr) {
     match a {
         IpAddr::V4(v4) => write_ipv4(out, v4),
         IpAddr::V6(v6) => write_ipv6(out, v6),
@@ -235,89 +235,14 @@ fn write_ipv6(out: &mut String, a: std::net::Ipv6Addr) {
     }
 }
 
-/// Builds the native schema's columns from rows, except the burst columns (which
-/// [`TokenColumn`] and [`BurstColumn`] encode straight from the flows): one array per
-/// field, in schema order.
-fn native_columns(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
-    let n = rows.len();
-    let mut flow_id = UInt64Builder::with_capacity(n);
-    let mut source = StringBuilder::with_capacity(n, n * 16);
-    let mut src_ip = StringBuilder::with_capacity(n, n * 16);
-    let mut dst_ip = StringBuilder::with_capacity(n, n * 16);
-    let mut src_port = UInt16Builder::with_capacity(n);
-    let mut dst_port = UInt16Builder::with_capacity(n);
-    let mut protocol = UInt8Builder::with_capacity(n);
-    let mut ip_version = UInt8Builder::with_capacity(n);
-    let mut start = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut end = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut duration = UInt64Builder::with_capacity(n);
-    let mut fwd_packets = UInt64Builder::with_capacity(n);
-    let mut bwd_packets = UInt64Builder::with_capacity(n);
-    let mut fwd_bytes = UInt64Builder::with_capacity(n);
-    let mut bwd_bytes = UInt64Builder::with_capacity(n);
-    let mut end_reason = StringBuilder::with_capacity(n, n * 8);
-    let mut labels = StringBuilder::with_capacity(n, 0);
-    let mut ip = String::with_capacity(40);
-    for r in rows {
-        let f = r.flow;
-        flow_id.append_value(r.flow_id);
-        source.append_value(r.source);
-        ip.clear();
-        write_ip(&mut ip, f.src);
-        src_ip.append_value(&ip);
-        ip.clear();
-        write_ip(&mut ip, f.dst);
-        dst_ip.append_value(&ip);
-        src_port.append_value(f.src_port);
-        dst_port.append_value(f.dst_port);
-        protocol.append_value(f.protocol);
-        ip_version.append_value(if f.src.is_ipv4() { 4 } else { 6 });
-        start.append_value(f.first_ts_ns as i64);
-        end.append_value(f.last_ts_ns as i64);
-        duration.append_value(f.tokens.flow_duration_us);
-        fwd_packets.append_value(f.fwd_packets);
-        bwd_packets.append_value(f.bwd_packets);
-        fwd_bytes.append_value(f.fwd_bytes);
-        bwd_bytes.append_value(f.bwd_bytes);
-        end_reason.append_value(f.end_reason.name());
-        labels.append_option(r.label);
-    }
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(flow_id.finish()),
-        Arc::new(source.finish()),
-        Arc::new(src_ip.finish()),
-        Arc::new(dst_ip.finish()),
-        Arc::new(src_port.finish()),
-        Arc::new(dst_port.finish()),
-        Arc::new(protocol.finish()),
-        Arc::new(ip_version.finish()),
-        Arc::new(start.finish()),
-        Arc::new(end.finish()),
-        Arc::new(duration.finish()),
-        Arc::new(fwd_packets.finish()),
-        Arc::new(bwd_packets.finish()),
-        Arc::new(fwd_bytes.finish()),
-        Arc::new(bwd_bytes.finish()),
-        Arc::new(end_reason.finish()),
-    ];
-    columns.push(Arc::new(labels.finish()));
-    columns
-}
-
 /// Position of `burst_tokens` among the native schema's fields (and Parquet leaves: every
 /// field is one leaf); the four other burst columns follow it.
 const TOKENS_FIELD: usize = 16;
 
-/// Whether field (and leaf) `i` is one of the burst columns.
-fn is_burst_field(i: usize) -> bool {
-    (TOKENS_FIELD..=TOKENS_FIELD + BurstField::ALL.len()).contains(&i)
-}
-
-/// The row group being written: Arrow column writers for every leaf but the burst columns,
-/// whose chunks [`TokenColumn`] and [`BurstColumn`] build.
+/// The row group being written: [`FlatColumns`] builds the chunks of the flow's own
+/// columns, [`TokenColumn`] and [`BurstColumn`] those of the burst columns.
 struct OpenGroup {
-    /// Per leaf; `None` at the burst columns.
-    writers: Vec<Option<ArrowColumnWriter>>,
+    flat: FlatColumns,
     tokens: TokenColumn,
     /// In [`BurstField::ALL`] order.
     bursts: Vec<BurstColumn>,
@@ -325,28 +250,9 @@ struct OpenGroup {
 }
 
 impl OpenGroup {
-    fn write(
-        &mut self,
-        schema: &Schema,
-        rows: &[NativeRow<'_>],
-        zstd: &mut Compressor,
-    ) -> Result<(), ParquetError> {
-        let columns = native_columns(rows);
-        let mut columns = columns.iter();
-        for (i, field) in schema.fields().iter().enumerate() {
-            if is_burst_field(i) {
-                continue;
-            }
-            let (Some(array), Some(Some(writer))) = (columns.next(), self.writers.get_mut(i))
-            else {
-                return Err(ParquetError::General(format!(
-                    "no column writer for field {}",
-                    field.name()
-                )));
-            };
-            for leaf in compute_leaves(field, array)? {
-                writer.write(&leaf)?;
-            }
+    fn write(&mut self, rows: &[NativeRow<'_>], zstd: &mut Compressor) -> Result<(), ParquetError> {
+        for r in rows {
+            self.flat.push(r, zstd)?;
         }
         for r in rows {
             self.tokens.push(&r.flow.tokens, zstd)?;
@@ -363,7 +269,6 @@ impl OpenGroup {
 
 struct OpenPart {
     file: SerializedFileWriter<BufWriter<File>>,
-    columns: ArrowRowGroupWriterFactory,
     /// Compresses the burst columns' pages, all row groups of the part.
     zstd: Compressor,
     group: Option<OpenGroup>,
@@ -378,7 +283,6 @@ impl OpenPart {
     /// once it holds `group_rows`.
     fn write(
         &mut self,
-        schema: &Schema,
         zstd: ZstdLevel,
         group_rows: usize,
         page_bytes: usize,
@@ -387,17 +291,6 @@ impl OpenPart {
         let mut start = 0;
         while start < rows.len() {
             if self.group.is_none() {
-                let mut writers: Vec<Option<ArrowColumnWriter>> = self
-                    .columns
-                    .create_column_writers(self.row_groups)?
-                    .into_iter()
-                    .map(Some)
-                    .collect();
-                for (i, w) in writers.iter_mut().enumerate() {
-                    if is_burst_field(i) {
-                        *w = None;
-                    }
-                }
                 let descr = |i| self.file.schema_descr().column(i);
                 let bursts = BurstField::ALL
                     .iter()
@@ -407,7 +300,7 @@ impl OpenPart {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 self.group = Some(OpenGroup {
-                    writers,
+                    flat: FlatColumns::new(self.file.schema_descr(), zstd, page_bytes)?,
                     tokens: TokenColumn::new(descr(TOKENS_FIELD), zstd, page_bytes)?,
                     bursts,
                     rows: 0,
@@ -419,7 +312,7 @@ impl OpenPart {
             let take = (group_rows - group.rows.min(group_rows))
                 .max(1)
                 .min(rows.len() - start);
-            group.write(schema, &rows[start..start + take], &mut self.zstd)?;
+            group.write(&rows[start..start + take], &mut self.zstd)?;
             start += take;
             if group.rows >= group_rows {
                 self.flush_group()?;
@@ -434,28 +327,31 @@ impl OpenPart {
         let Some(group) = self.group.take() else {
             return Ok(());
         };
-        // The burst columns' chunks, in leaf order.
-        let mut hand = Vec::with_capacity(1 + group.bursts.len());
-        hand.push(group.tokens.close(&mut self.zstd)?);
-        for column in group.bursts {
-            hand.push(column.close(&mut self.zstd)?);
-        }
-        let mut hand = hand.into_iter();
-        let mut rg = self.file.next_row_group()?;
-        for (i, writer) in group.writers.into_iter().enumerate() {
-            match writer {
-                Some(w) => w.close()?.append_to_row_group(&mut rg)?,
-                None if is_burst_field(i) => {
-                    if let Some((bytes, close)) = hand.next() {
-                        rg.append_column(&bytes, close)?;
-                    }
-                }
-                None => {
-                    return Err(ParquetError::General(format!(
-                        "no column writer for leaf {i}"
-                    )))
-                }
+        // Every chunk at its leaf.
+        let leaves = self.file.schema_descr().num_columns();
+        let mut chunks: Vec<Option<(Bytes, ColumnCloseResult)>> = vec![None; leaves];
+        let mut place = |leaf: usize, chunk| match chunks.get_mut(leaf) {
+            Some(slot @ None) => {
+                *slot = Some(chunk);
+                Ok(())
             }
+            _ => Err(ParquetError::General(format!(
+                "leaf {leaf} of {leaves} written twice or not in the schema"
+            ))),
+        };
+        for (leaf, chunk) in flat_leaves().zip(group.flat.close(&mut self.zstd)?) {
+            place(leaf, chunk)?;
+        }
+        place(TOKENS_FIELD, group.tokens.close(&mut self.zstd)?)?;
+        for (k, column) in group.bursts.into_iter().enumerate() {
+            place(TOKENS_FIELD + 1 + k, column.close(&mut self.zstd)?)?;
+        }
+        let mut rg = self.file.next_row_group()?;
+        for (leaf, chunk) in chunks.into_iter().enumerate() {
+            let Some((bytes, close)) = chunk else {
+                return Err(ParquetError::General(format!("no chunk for leaf {leaf}")));
+            };
+            rg.append_column(&bytes, close)?;
         }
         rg.close()?;
         self.row_groups += 1;
@@ -476,7 +372,6 @@ struct Partition {
 /// [`ParquetSink::finish`] at the end; dropping it without `finish` removes unfinished parts.
 pub struct ParquetSink {
     cfg: ParquetSinkConfig,
-    schema: SchemaRef,
     /// The Parquet schema `schema` converts to.
     parquet_schema: SchemaDescriptor,
     /// Writer settings, with the Arrow schema embedded in the file metadata (as Arrow's
@@ -501,26 +396,12 @@ impl ParquetSink {
             })?;
         // Token lists are high-entropy 16-bit values: a dictionary costs a hash per token and
         // gains nothing over plain encoding + zstd, so only the low-cardinality strings keep one.
-        let mut builder = WriterProperties::builder().set_dictionary_enabled(false);
-        for col in ["source", "end_reason", "labels"] {
-            builder = builder.set_column_dictionary_enabled(ColumnPath::from(col), true);
-        }
-        // Min/max of token lists help no query; the scalar columns (times, ports, counts)
-        // keep chunk statistics for predicate pushdown.
-        for col in [
-            "burst_tokens.list.item.list.item",
-            "directions.list.item",
-            "bytes.list.item",
-            "iats.list.item",
-            "counts.list.item",
-        ] {
-            builder = builder.set_column_statistics_enabled(
-                ColumnPath::from(col.split('.').map(String::from).collect::<Vec<_>>()),
-                EnabledStatistics::None,
-            );
-        }
-        let mut props = builder
-            .set_statistics_enabled(EnabledStatistics::Chunk)
+        // The pages, their compression and the chunk statistics are this module's (see
+        // [`FlatColumns`], [`TokenColumn`]); the file writer lays out row groups and the
+        // footer. Chunk statistics (min, max, nulls) on the flow's own columns (times,
+        // ports, counts: predicate pushdown); none on the token lists, where they help no
+        // query.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
             .set_created_by(format!("netfm {}", env!("CARGO_PKG_VERSION")))
@@ -536,7 +417,6 @@ impl ParquetSink {
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         Ok(ParquetSink {
             cfg,
-            schema,
             parquet_schema,
             props: Arc::new(props),
             zstd: level,
@@ -622,14 +502,12 @@ impl ParquetSink {
             path: tmp_path.clone(),
             source,
         })?;
-        let columns = ArrowRowGroupWriterFactory::new(&file, self.schema.clone());
         let zstd = compressor(self.zstd).map_err(|source| ParquetSinkError::Parquet {
             path: tmp_path.clone(),
             source,
         })?;
         part.open = Some(OpenPart {
             file,
-            columns,
             zstd,
             group: None,
             row_groups: 0,
@@ -649,17 +527,11 @@ impl ParquetSink {
         let Some(open) = part.open.as_mut() else {
             return Ok(());
         };
-        open.write(
-            &self.schema,
-            self.zstd,
-            group_rows,
-            self.cfg.page_bytes,
-            rows,
-        )
-        .map_err(|source| ParquetSinkError::Parquet {
-            path: open.tmp_path.clone(),
-            source,
-        })?;
+        open.write(self.zstd, group_rows, self.cfg.page_bytes, rows)
+            .map_err(|source| ParquetSinkError::Parquet {
+                path: open.tmp_path.clone(),
+                source,
+            })?;
         self.rows_written += rows.len() as u64;
         if open.rows >= part_rows {
             let open = part.open.take().expect("checked above");
@@ -1118,5 +990,295 @@ mod token_column_tests {
     #[test]
     fn tokens_field_is_where_the_writer_expects_it() {
         assert_eq!(native_schema().field(TOKENS_FIELD).name(), "burst_tokens");
+    }
+}
+
+#[cfg(test)]
+mod flat_column_tests {
+    use super::*;
+    use crate::dataset::burst_columns::BurstColumnsBuilder;
+    use crate::flow::EndReason;
+    use arrow::array::{
+        ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder,
+        UInt64Builder, UInt8Builder,
+    };
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::EnabledStatistics;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    /// The flow's own columns as Arrow arrays, in schema order (as the writer built them
+    /// before [`FlatColumns`]): the oracle's input.
+    fn flat_arrays(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
+        let n = rows.len();
+        let mut flow_id = UInt64Builder::with_capacity(n);
+        let mut source = StringBuilder::with_capacity(n, n * 16);
+        let mut src_ip = StringBuilder::with_capacity(n, n * 16);
+        let mut dst_ip = StringBuilder::with_capacity(n, n * 16);
+        let mut src_port = UInt16Builder::with_capacity(n);
+        let mut dst_port = UInt16Builder::with_capacity(n);
+        let mut protocol = UInt8Builder::with_capacity(n);
+        let mut ip_version = UInt8Builder::with_capacity(n);
+        let mut start = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut end = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut duration = UInt64Builder::with_capacity(n);
+        let mut fwd_packets = UInt64Builder::with_capacity(n);
+        let mut bwd_packets = UInt64Builder::with_capacity(n);
+        let mut fwd_bytes = UInt64Builder::with_capacity(n);
+        let mut bwd_bytes = UInt64Builder::with_capacity(n);
+        let mut end_reason = StringBuilder::with_capacity(n, n * 8);
+        let mut labels = StringBuilder::with_capacity(n, 0);
+        let mut ip = String::with_capacity(40);
+        for r in rows {
+            let f = r.flow;
+            flow_id.append_value(r.flow_id);
+            source.append_value(r.source);
+            ip.clear();
+            write_ip(&mut ip, f.src);
+            src_ip.append_value(&ip);
+            ip.clear();
+            write_ip(&mut ip, f.dst);
+            dst_ip.append_value(&ip);
+            src_port.append_value(f.src_port);
+            dst_port.append_value(f.dst_port);
+            protocol.append_value(f.protocol);
+            ip_version.append_value(if f.src.is_ipv4() { 4 } else { 6 });
+            start.append_value(f.first_ts_ns as i64);
+            end.append_value(f.last_ts_ns as i64);
+            duration.append_value(f.tokens.flow_duration_us);
+            fwd_packets.append_value(f.fwd_packets);
+            bwd_packets.append_value(f.bwd_packets);
+            fwd_bytes.append_value(f.fwd_bytes);
+            bwd_bytes.append_value(f.bwd_bytes);
+            end_reason.append_value(f.end_reason.name());
+            labels.append_option(r.label);
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(flow_id.finish()),
+            Arc::new(source.finish()),
+            Arc::new(src_ip.finish()),
+            Arc::new(dst_ip.finish()),
+            Arc::new(src_port.finish()),
+            Arc::new(dst_port.finish()),
+            Arc::new(protocol.finish()),
+            Arc::new(ip_version.finish()),
+            Arc::new(start.finish()),
+            Arc::new(end.finish()),
+            Arc::new(duration.finish()),
+            Arc::new(fwd_packets.finish()),
+            Arc::new(bwd_packets.finish()),
+            Arc::new(fwd_bytes.finish()),
+            Arc::new(bwd_bytes.finish()),
+            Arc::new(end_reason.finish()),
+        ];
+        columns.push(Arc::new(labels.finish()));
+        columns
+    }
+    /// Flows whose flat fields cover each column's range: IPv4, IPv6 and IPv4-mapped
+    /// addresses, ports and counters at 0 and at their largest values (above `i64::MAX`,
+    /// where unsigned and signed order differ), every end reason.
+    fn flows() -> Vec<FlowRecord> {
+        let reasons = [
+            EndReason::Idle,
+            EndReason::Active,
+            EndReason::TcpClose,
+            EndReason::Evicted,
+            EndReason::EndOfCapture,
+        ];
+        let addrs = [
+            "10.0.0.1",
+            "2001:db8::2",
+            "::ffff:192.0.2.7",
+            "255.255.255.255",
+            "fe80::1:2:3:4",
+            "0.0.0.0",
+        ];
+        (0..23u64)
+            .map(|k| {
+                let x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let big = |v: u64| if k % 7 == 3 { u64::MAX - v } else { v };
+                let mut tokens =
+                    crate::dataset::one_burst_flow(k as u16, (k % 4) as usize, k % 2 == 0);
+                tokens.flow_duration_us = big(x >> 20);
+                let mut f =
+                    super::test_rows::record(addrs[(k as usize + 1) % addrs.len()], 0, tokens);
+                f.src = addrs[k as usize % addrs.len()].parse().expect("ip");
+                f.src_port = if k % 5 == 0 {
+                    u16::MAX
+                } else {
+                    (x >> 48) as u16
+                };
+                f.dst_port = (k * 1000) as u16;
+                f.protocol = [6, 17, 1, 58][k as usize % 4];
+                f.first_ts_ns = 1_700_000_000_000_000_000 + (x >> 8);
+                f.last_ts_ns = f.first_ts_ns + k * 1_000;
+                f.fwd_packets = big(k);
+                f.bwd_packets = big(x >> 40);
+                f.fwd_bytes = big(k * 1500);
+                f.bwd_bytes = x >> 1;
+                f.end_reason = reasons[k as usize % reasons.len()];
+                f
+            })
+            .collect()
+    }
+
+    /// The flat columns (and statistics) of the sink's parts equal those parquet's own Arrow
+    /// writer writes for the same rows, with chunk statistics on: values read back with
+    /// parquet-rs and with pyarrow, min and max (unsigned order where the type is unsigned,
+    /// long strings truncated to bounds, multi-byte characters kept whole), null counts of
+    /// `labels`, the byte size of string columns; across row groups and across pages.
+    #[test]
+    fn flat_columns_equal_the_arrow_writers() {
+        let flows = flows();
+        let long = format!(
+            "/captures/{}/très-long-répertoire/{}.pcap",
+            "é".repeat(20),
+            "x".repeat(30)
+        );
+        let labels: Vec<Option<String>> = (0..flows.len())
+            .map(|k| match k % 4 {
+                0 => None,
+                1 => Some("benign".to_string()),
+                2 => Some(format!("{}ü{}", "m".repeat(62), "z".repeat(9))),
+                _ => Some("ddos".to_string()),
+            })
+            .collect();
+        let rows: Vec<NativeRow<'_>> = flows
+            .iter()
+            .enumerate()
+            .map(|(k, flow)| NativeRow {
+                flow_id: if k % 3 == 0 {
+                    u64::MAX - k as u64
+                } else {
+                    k as u64
+                },
+                source: if k < 11 { "a.pcap" } else { long.as_str() },
+                label: labels[k].as_deref(),
+                flow,
+            })
+            .collect();
+        let group_rows = 4;
+        for page_bytes in [PAGE_BYTES, 37] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cfg = ParquetSinkConfig::new(dir.path().join("sink"));
+            cfg.row_group_rows = group_rows;
+            cfg.page_bytes = page_bytes;
+            let mut sink = ParquetSink::new(cfg).expect("sink");
+            // One protocol, so that one part gets every row.
+            let one: Vec<NativeRow<'_>> = rows
+                .iter()
+                .filter(|r| r.flow.protocol == 6)
+                .copied()
+                .collect();
+            sink.write(&one[..2]).expect("write");
+            sink.write(&one[2..]).expect("write");
+            let parts = sink.finish().expect("finish");
+            assert_eq!(parts.len(), 1);
+
+            // The oracle: the same rows through parquet's Arrow writer.
+            let oracle = dir.path().join("oracle.parquet");
+            let mut columns = flat_arrays(&one);
+            let labels = columns.pop().expect("labels");
+            let mut bursts = BurstColumnsBuilder::with_capacity(one.len());
+            for r in &one {
+                bursts.append(&r.flow.tokens);
+            }
+            columns.extend(bursts.finish());
+            columns.push(labels);
+            let batch = RecordBatch::try_new(native_schema(), columns).expect("batch");
+            let props = WriterProperties::builder()
+                .set_dictionary_enabled(false)
+                .set_statistics_enabled(EnabledStatistics::Chunk)
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_max_row_group_row_count(Some(group_rows))
+                .build();
+            let mut w = ArrowWriter::try_new(
+                File::create(&oracle).expect("create"),
+                native_schema(),
+                Some(props),
+            )
+            .expect("writer");
+            w.write(&batch).expect("write");
+            w.close().expect("close");
+
+            let read = |p: &std::path::Path| -> Vec<RecordBatch> {
+                ParquetRecordBatchReaderBuilder::try_new(File::open(p).expect("open"))
+                    .expect("reader")
+                    .build()
+                    .expect("build")
+                    .collect::<Result<_, _>>()
+                    .expect("batches")
+            };
+            let (ours, theirs) = (read(&parts[0]), read(&oracle));
+            let concat = |b: &[RecordBatch]| {
+                arrow::compute::concat_batches(&native_schema(), b).expect("concat")
+            };
+            assert_eq!(concat(&ours), concat(&theirs), "page_bytes {page_bytes}");
+
+            let meta = |p: &std::path::Path| {
+                SerializedFileReader::new(File::open(p).expect("open"))
+                    .expect("reader")
+                    .metadata()
+                    .clone()
+            };
+            let (ours, theirs) = (meta(&parts[0]), meta(&oracle));
+            assert_eq!(ours.num_row_groups(), one.len().div_ceil(group_rows));
+            assert_eq!(ours.num_row_groups(), theirs.num_row_groups());
+            let mut truncated = 0;
+            for g in 0..ours.num_row_groups() {
+                for leaf in flat_leaves() {
+                    let (a, b) = (
+                        ours.row_group(g).column(leaf),
+                        theirs.row_group(g).column(leaf),
+                    );
+                    let name = a.column_path().string();
+                    assert_eq!(a.statistics(), b.statistics(), "{name}, row group {g}");
+                    assert!(a.statistics().is_some(), "{name}");
+                    assert_eq!(
+                        a.unencoded_byte_array_data_bytes(),
+                        b.unencoded_byte_array_data_bytes(),
+                        "{name}"
+                    );
+                    assert_eq!(a.num_values(), b.num_values(), "{name}");
+                    if a.statistics()
+                        .is_some_and(|s| !s.max_is_exact() || !s.min_is_exact())
+                    {
+                        truncated += 1;
+                    }
+                }
+            }
+            assert!(truncated >= 2, "the long strings' bounds were truncated");
+
+            // pyarrow, a real consumer, reads the same tables and statistics from both.
+            let out = std::process::Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import sys, pyarrow.parquet as pq\n\
+                     a, b = (pq.ParquetFile(p) for p in sys.argv[1:3])\n\
+                     assert a.read().equals(b.read())\n\
+                     for g in range(a.metadata.num_row_groups):\n\
+                     \x20   for c in [int(x) for x in sys.argv[3].split(',')]:\n\
+                     \x20       sa = a.metadata.row_group(g).column(c).statistics\n\
+                     \x20       sb = b.metadata.row_group(g).column(c).statistics\n\
+                     \x20       assert sa.equals(sb), (g, c, sa, sb)\n\
+                     print('ok')",
+                )
+                .arg(&parts[0])
+                .arg(&oracle)
+                .arg(
+                    flat_leaves()
+                        .map(|l| l.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+                .output()
+                .expect("python3 runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+        }
     }
 }

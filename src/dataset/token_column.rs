@@ -30,6 +30,7 @@ use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ColumnChunkMetaData, PageEncodingStats};
+use parquet::file::statistics::Statistics;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
@@ -109,15 +110,19 @@ impl LevelRuns {
 }
 
 /// The pages of one column chunk being built: the open page's levels and values, and the
-/// chunk's finished pages.
-struct ChunkPages {
+/// chunk's finished pages. A page holds only the levels its column has (none for a
+/// required flat column).
+pub(super) struct ChunkPages {
     descr: ColumnDescPtr,
+    /// Whether the column has repetition levels (max level above 0), and definition levels.
+    has_rep: bool,
+    has_def: bool,
     level: ZstdLevel,
     /// Bytes of PLAIN values after which a page is closed (at the next row boundary).
     page_bytes: usize,
     rep: LevelRuns,
     def: LevelRuns,
-    values: Vec<u8>,
+    pub(super) values: Vec<u8>,
     /// Booleans bit-packed into the last byte of `values` (0 when it is full).
     bits: u8,
     /// Level entries of the open page.
@@ -132,7 +137,7 @@ struct ChunkPages {
 }
 
 impl ChunkPages {
-    fn new(
+    pub(super) fn new(
         descr: ColumnDescPtr,
         level: ZstdLevel,
         page_bytes: usize,
@@ -154,6 +159,8 @@ impl ChunkPages {
             )));
         }
         Ok(ChunkPages {
+            has_rep: max_rep > 0,
+            has_def: max_def > 0,
             descr,
             level,
             page_bytes: page_bytes.max(1),
@@ -181,6 +188,15 @@ impl ChunkPages {
         self.page_entries += n;
     }
 
+    /// Counts one entry of a flat column (no repetition), defined to `def` (ignored for a
+    /// required column, which has no definition levels).
+    pub(super) fn flat_entry(&mut self, def: u8) {
+        if self.has_def {
+            self.def.push(def, 1);
+        }
+        self.page_entries += 1;
+    }
+
     /// Appends one PLAIN boolean (bit-packed, least significant bit first).
     fn push_bool(&mut self, b: bool) {
         if self.bits == 0 {
@@ -195,7 +211,7 @@ impl ChunkPages {
     }
 
     /// Ends a row; closes the page once it holds `page_bytes` of values.
-    fn end_row(&mut self, zstd: &mut Compressor) -> Result<(), ParquetError> {
+    pub(super) fn end_row(&mut self, zstd: &mut Compressor) -> Result<(), ParquetError> {
         self.rows += 1;
         if self.values.len() >= self.page_bytes {
             self.flush_page(zstd)?;
@@ -215,8 +231,12 @@ impl ChunkPages {
             ))
         })?;
         self.page.clear();
-        self.rep.drain_into(&mut self.page);
-        self.def.drain_into(&mut self.page);
+        if self.has_rep {
+            self.rep.drain_into(&mut self.page);
+        }
+        if self.has_def {
+            self.def.drain_into(&mut self.page);
+        }
         self.page.extend_from_slice(&self.values);
         self.values.clear();
         self.bits = 0;
@@ -243,9 +263,20 @@ impl ChunkPages {
 
     /// Closes the chunk: its bytes (pages from offset 0) and what the row group writer
     /// needs to splice them in.
-    fn close(mut self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+    fn close(self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        self.close_with(zstd, None, None)
+    }
+
+    /// [`ChunkPages::close`] with the chunk's statistics and, for a byte array column, the
+    /// bytes of its values (Parquet's size statistics).
+    pub(super) fn close_with(
+        mut self,
+        zstd: &mut Compressor,
+        statistics: Option<Statistics>,
+        unencoded_byte_array_bytes: Option<i64>,
+    ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
         self.flush_page(zstd)?;
-        let metadata = ColumnChunkMetaData::builder(self.descr.clone())
+        let mut metadata = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(Compression::ZSTD(self.level))
             .set_encodings(vec![Encoding::PLAIN, Encoding::RLE])
             .set_page_encoding_stats(vec![PageEncodingStats {
@@ -257,7 +288,11 @@ impl ChunkPages {
             .set_total_uncompressed_size(self.uncompressed)
             .set_num_values(self.num_values)
             .set_data_page_offset(0)
-            .build()?;
+            .set_unencoded_byte_array_data_bytes(unencoded_byte_array_bytes);
+        if let Some(statistics) = statistics {
+            metadata = metadata.set_statistics(statistics);
+        }
+        let metadata = metadata.build()?;
         let bytes = self.chunk.into_inner()?;
         let close = ColumnCloseResult {
             bytes_written: bytes.len() as u64,

@@ -1,0 +1,413 @@
+//! The native dataset's flat columns — the flow's own fields, `flow_id` to `end_reason`,
+//! and `labels` — encoded into Parquet pages straight from the rows, like the burst
+//! columns ([`super::token_column`]).
+//!
+//! Through Arrow, every row group cost a set of Arrow arrays built from the rows, then 17
+//! column writers, each with its own zstd contexts, statistics and (for three strings)
+//! dictionary: 40% of the Parquet writers' time. Here each value is appended PLAIN to its
+//! column's open page as the rows arrive (required columns have no levels; `labels` has
+//! RLE definition levels), the chunk's min and max are kept on the way, and the pages go
+//! through the part's one zstd context. The chunk statistics are those parquet's Arrow
+//! writer computes with chunk statistics on: min and max in the column's sort order
+//! (unsigned for the unsigned integers and the strings, signed for the timestamps), the
+//! null count, strings longer than 64 bytes truncated to a lower bound for the minimum
+//! and an upper bound for the maximum (marked inexact), the deprecated min/max fields only
+//! for signed columns, and the bytes of a string column's values. The tests compare them
+//! with that writer's for the same rows.
+
+use super::parquet::{write_ip, NativeRow};
+use super::token_column::{ChunkPages, Compressor};
+use bytes::Bytes;
+use parquet::basic::{Type as PhysicalType, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::ByteArray;
+use parquet::errors::ParquetError;
+use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::schema::types::SchemaDescriptor;
+
+/// How a flat column's values are stored and ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `uint64`: INT64, unsigned order.
+    U64,
+    /// `uint16` and `uint8`: INT32, unsigned order.
+    U32,
+    /// `timestamp[ns, UTC]`: INT64, signed order.
+    Timestamp,
+    /// `utf8`, never null.
+    Str,
+    /// `utf8`, nullable.
+    OptStr,
+}
+
+impl Kind {
+    fn physical(self) -> PhysicalType {
+        match self {
+            Kind::U64 | Kind::Timestamp => PhysicalType::INT64,
+            Kind::U32 => PhysicalType::INT32,
+            Kind::Str | Kind::OptStr => PhysicalType::BYTE_ARRAY,
+        }
+    }
+}
+
+/// The flat columns in leaf order, with the leaf each one is (the five burst columns sit
+/// between `end_reason` and `labels`).
+const COLUMNS: [(usize, Kind); 17] = [
+    (0, Kind::U64),       // flow_id
+    (1, Kind::Str),       // source
+    (2, Kind::Str),       // src_ip
+    (3, Kind::Str),       // dst_ip
+    (4, Kind::U32),       // src_port
+    (5, Kind::U32),       // dst_port
+    (6, Kind::U32),       // protocol
+    (7, Kind::U32),       // ip_version
+    (8, Kind::Timestamp), // start
+    (9, Kind::Timestamp), // end
+    (10, Kind::U64),      // flow_duration
+    (11, Kind::U64),      // fwd_packets
+    (12, Kind::U64),      // bwd_packets
+    (13, Kind::U64),      // fwd_bytes
+    (14, Kind::U64),      // bwd_bytes
+    (15, Kind::Str),      // end_reason
+    (21, Kind::OptStr),   // labels
+];
+
+/// The leaves [`FlatColumns`] writes, in order.
+pub fn flat_leaves() -> impl Iterator<Item = usize> {
+    COLUMNS.iter().map(|&(leaf, _)| leaf)
+}
+
+/// Longest string min/max written whole; longer ones are truncated, as parquet's writers
+/// do by default (`DEFAULT_STATISTICS_TRUNCATE_LENGTH`).
+const STATISTICS_TRUNCATE: usize = 64;
+
+/// One flat column's chunk and its running statistics.
+struct FlatColumn {
+    kind: Kind,
+    pages: ChunkPages,
+    /// Values written (not null).
+    values: u64,
+    nulls: u64,
+    /// Min and max so far of an integer column, in its sort order (bit patterns of `i64`
+    /// for [`Kind::Timestamp`]).
+    min: u64,
+    max: u64,
+    /// Min and max so far of a string column.
+    min_bytes: Vec<u8>,
+    max_bytes: Vec<u8>,
+    /// Bytes of a string column's values.
+    value_bytes: i64,
+}
+
+impl FlatColumn {
+    fn unsigned(&mut self, v: u64) {
+        if self.kind == Kind::U32 {
+            // Values of uint16 and uint8 fields, so always in i32's range.
+            self.pages
+                .values
+                .extend_from_slice(&(v as u32).to_le_bytes());
+        } else {
+            self.pages.values.extend_from_slice(&v.to_le_bytes());
+        }
+        self.pages.flat_entry(1);
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.values += 1;
+    }
+
+    fn signed(&mut self, v: i64) {
+        self.pages.values.extend_from_slice(&v.to_le_bytes());
+        self.pages.flat_entry(1);
+        if self.values == 0 || v < self.min as i64 {
+            self.min = v as u64;
+        }
+        if self.values == 0 || v > self.max as i64 {
+            self.max = v as u64;
+        }
+        self.values += 1;
+    }
+
+    fn string(&mut self, v: Option<&[u8]>) {
+        let Some(v) = v else {
+            self.pages.flat_entry(0);
+            self.nulls += 1;
+            return;
+        };
+        // PLAIN byte array: 4-byte little-endian length, then the bytes. Strings here are
+        // paths, addresses and names, far below 4 GiB.
+        self.pages
+            .values
+            .extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.pages.values.extend_from_slice(v);
+        self.pages.flat_entry(1);
+        if self.values == 0 || v < self.min_bytes.as_slice() {
+            self.min_bytes.clear();
+            self.min_bytes.extend_from_slice(v);
+        }
+        if self.values == 0 || v > self.max_bytes.as_slice() {
+            self.max_bytes.clear();
+            self.max_bytes.extend_from_slice(v);
+        }
+        self.value_bytes += v.len() as i64;
+        self.values += 1;
+    }
+
+    fn statistics(&mut self) -> Statistics {
+        let any = self.values > 0;
+        let nulls = Some(self.nulls);
+        match self.kind {
+            Kind::U64 => ValueStatistics::<i64>::new(
+                any.then_some(self.min as i64),
+                any.then_some(self.max as i64),
+                None,
+                nulls,
+                false,
+            )
+            .into(),
+            Kind::U32 => ValueStatistics::<i32>::new(
+                any.then_some(self.min as i32),
+                any.then_some(self.max as i32),
+                None,
+                nulls,
+                false,
+            )
+            .into(),
+            Kind::Timestamp => ValueStatistics::<i64>::new(
+                any.then_some(self.min as i64),
+                any.then_some(self.max as i64),
+                None,
+                nulls,
+                false,
+            )
+            .with_backwards_compatible_min_max(true)
+            .into(),
+            Kind::Str | Kind::OptStr => {
+                if !any {
+                    return ValueStatistics::<ByteArray>::new(None, None, None, nulls, false)
+                        .into();
+                }
+                let (min, min_cut) = lower_bound(std::mem::take(&mut self.min_bytes));
+                let (max, max_cut) = upper_bound(std::mem::take(&mut self.max_bytes));
+                ValueStatistics::<ByteArray>::new(
+                    Some(ByteArray::from(min)),
+                    Some(ByteArray::from(max)),
+                    None,
+                    nulls,
+                    false,
+                )
+                .with_min_is_exact(!min_cut)
+                .with_max_is_exact(!max_cut)
+                .into()
+            }
+        }
+    }
+}
+
+/// A string minimum as written: at most [`STATISTICS_TRUNCATE`] bytes, cut at a character
+/// boundary (a lower bound of the minimum), and whether it was cut. Whole if no cut is
+/// possible.
+fn lower_bound(v: Vec<u8>) -> (Vec<u8>, bool) {
+    if v.len() <= STATISTICS_TRUNCATE {
+        return (v, false);
+    }
+    let Ok(s) = std::str::from_utf8(&v) else {
+        return (v[..STATISTICS_TRUNCATE].to_vec(), true);
+    };
+    match (1..=STATISTICS_TRUNCATE)
+        .rev()
+        .find(|&at| s.is_char_boundary(at))
+    {
+        Some(at) => (v[..at].to_vec(), true),
+        None => (v, false),
+    }
+}
+
+/// A string maximum as written: cut to at most [`STATISTICS_TRUNCATE`] bytes at a
+/// character boundary no more than 3 bytes short of it, the last character that can be
+/// incremented without growing its UTF-8 length incremented (and those after it dropped),
+/// giving an upper bound of the maximum; and whether it was cut. Whole if no cut is
+/// possible.
+fn upper_bound(v: Vec<u8>) -> (Vec<u8>, bool) {
+    if v.len() <= STATISTICS_TRUNCATE {
+        return (v, false);
+    }
+    let Ok(s) = std::str::from_utf8(&v) else {
+        // Not UTF-8 (never the case for this dataset's strings): increment bytewise.
+        let mut cut = v[..STATISTICS_TRUNCATE].to_vec();
+        while let Some(last) = cut.pop() {
+            if last < u8::MAX {
+                cut.push(last + 1);
+                return (cut, true);
+            }
+        }
+        return (v, false);
+    };
+    let Some(at) = (STATISTICS_TRUNCATE - 3..=STATISTICS_TRUNCATE)
+        .rev()
+        .find(|&at| s.is_char_boundary(at))
+    else {
+        return (v, false);
+    };
+    let prefix = &s[..at];
+    for (k, c) in prefix.char_indices().rev() {
+        let next = char::from_u32(u32::from(c) + 1).filter(|n| n.len_utf8() == c.len_utf8());
+        if let Some(next) = next {
+            let mut out = prefix.as_bytes()[..k].to_vec();
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(next.encode_utf8(&mut buf).as_bytes());
+            return (out, true);
+        }
+    }
+    (v, false)
+}
+
+/// One row group's flat column chunks, built row by row.
+pub struct FlatColumns {
+    columns: Vec<FlatColumn>,
+    /// An address as text, reused.
+    text: String,
+}
+
+impl FlatColumns {
+    /// The flat column chunks of a row group of `schema`, which must be the native schema's
+    /// Parquet schema.
+    pub fn new(
+        schema: &SchemaDescriptor,
+        level: ZstdLevel,
+        page_bytes: usize,
+    ) -> Result<Self, ParquetError> {
+        let columns = COLUMNS
+            .iter()
+            .map(|&(leaf, kind)| {
+                if leaf >= schema.num_columns() {
+                    return Err(ParquetError::General(format!(
+                        "the schema has no leaf {leaf}"
+                    )));
+                }
+                let max_def = if kind == Kind::OptStr { 1 } else { 0 };
+                Ok(FlatColumn {
+                    kind,
+                    pages: ChunkPages::new(
+                        schema.column(leaf),
+                        level,
+                        page_bytes,
+                        max_def,
+                        0,
+                        kind.physical(),
+                    )?,
+                    values: 0,
+                    nulls: 0,
+                    min: u64::MAX,
+                    max: 0,
+                    min_bytes: Vec::new(),
+                    max_bytes: Vec::new(),
+                    value_bytes: 0,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FlatColumns {
+            columns,
+            text: String::with_capacity(40),
+        })
+    }
+
+    /// Appends one row.
+    pub fn push(&mut self, row: &NativeRow<'_>, zstd: &mut Compressor) -> Result<(), ParquetError> {
+        let f = row.flow;
+        let [flow_id, source, src_ip, dst_ip, src_port, dst_port, protocol, ip_version, start, end, duration, fwd_packets, bwd_packets, fwd_bytes, bwd_bytes, end_reason, labels] =
+            &mut self.columns[..]
+        else {
+            return Err(ParquetError::General("flat columns missing".into()));
+        };
+        flow_id.unsigned(row.flow_id);
+        source.string(Some(row.source.as_bytes()));
+        self.text.clear();
+        write_ip(&mut self.text, f.src);
+        src_ip.string(Some(self.text.as_bytes()));
+        self.text.clear();
+        write_ip(&mut self.text, f.dst);
+        dst_ip.string(Some(self.text.as_bytes()));
+        src_port.unsigned(u64::from(f.src_port));
+        dst_port.unsigned(u64::from(f.dst_port));
+        protocol.unsigned(u64::from(f.protocol));
+        ip_version.unsigned(if f.src.is_ipv4() { 4 } else { 6 });
+        // Timestamps are nanoseconds since the epoch: i64 holds them until 2262.
+        start.signed(f.first_ts_ns as i64);
+        end.signed(f.last_ts_ns as i64);
+        duration.unsigned(f.tokens.flow_duration_us);
+        fwd_packets.unsigned(f.fwd_packets);
+        bwd_packets.unsigned(f.bwd_packets);
+        fwd_bytes.unsigned(f.fwd_bytes);
+        bwd_bytes.unsigned(f.bwd_bytes);
+        end_reason.string(Some(f.end_reason.name().as_bytes()));
+        labels.string(row.label.map(str::as_bytes));
+        for c in &mut self.columns {
+            c.pages.end_row(zstd)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every chunk, in [`flat_leaves`] order: each chunk's bytes and what the row
+    /// group writer needs to splice them in.
+    pub fn close(
+        self,
+        zstd: &mut Compressor,
+    ) -> Result<Vec<(Bytes, ColumnCloseResult)>, ParquetError> {
+        self.columns
+            .into_iter()
+            .map(|mut c| {
+                let statistics = c.statistics();
+                let bytes = matches!(c.kind, Kind::Str | Kind::OptStr).then_some(c.value_bytes);
+                c.pages.close_with(zstd, Some(statistics), bytes)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lower_bound, upper_bound, STATISTICS_TRUNCATE};
+
+    #[test]
+    fn short_strings_are_their_own_bounds() {
+        let v = b"10.0.0.1".to_vec();
+        assert_eq!(lower_bound(v.clone()), (v.clone(), false));
+        assert_eq!(upper_bound(v.clone()), (v, false));
+    }
+
+    #[test]
+    fn long_ascii_strings_are_cut_and_the_maximum_incremented() {
+        let v = "a".repeat(70).into_bytes();
+        let (min, cut) = lower_bound(v.clone());
+        assert!(cut);
+        assert_eq!(min, "a".repeat(STATISTICS_TRUNCATE).into_bytes());
+        assert!(min.as_slice() <= v.as_slice());
+        let (max, cut) = upper_bound(v.clone());
+        assert!(cut);
+        let mut want = "a".repeat(STATISTICS_TRUNCATE - 1);
+        want.push('b');
+        assert_eq!(max, want.into_bytes());
+        assert!(max.as_slice() >= v.as_slice());
+    }
+
+    #[test]
+    fn cuts_fall_on_character_boundaries() {
+        // 63 ASCII bytes, then two-byte characters: byte 64 is inside a character.
+        let s = format!("{}{}", "x".repeat(63), "é".repeat(4));
+        let v = s.clone().into_bytes();
+        let (min, _) = lower_bound(v.clone());
+        assert_eq!(min, "x".repeat(63).into_bytes());
+        let (max, cut) = upper_bound(v.clone());
+        assert!(cut);
+        assert!(std::str::from_utf8(&max).is_ok());
+        assert!(max.as_slice() >= v.as_slice());
+        // A last character that cannot grow within its width is dropped, the one before
+        // it incremented.
+        let s = format!("{}\u{7f}{}", "y".repeat(63), "z".repeat(10));
+        let (max, _) = upper_bound(s.clone().into_bytes());
+        let mut want = "y".repeat(62);
+        want.push('z');
+        assert_eq!(max, want.into_bytes());
+        assert!(max.as_slice() >= s.as_bytes());
+    }
+}
