@@ -16,7 +16,7 @@
 //! with that writer's for the same rows.
 
 use super::parquet::{write_ip, NativeRow};
-use super::token_column::{ChunkPages, Compressor};
+use super::token_column::{ChunkBuffers, ChunkPages, Compressor};
 use bytes::Bytes;
 use parquet::basic::{Type as PhysicalType, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
@@ -270,20 +270,22 @@ pub struct FlatColumns {
 
 impl FlatColumns {
     /// The flat column chunks of a row group of `schema`, which must be the native schema's
-    /// Parquet schema.
-    pub fn new(
+    /// Parquet schema, working in the buffers `spare` holds for their leaves.
+    pub(super) fn new(
         schema: &SchemaDescriptor,
         level: ZstdLevel,
         page_bytes: usize,
+        spare: &mut [ChunkBuffers],
     ) -> Result<Self, ParquetError> {
         let columns = COLUMNS
             .iter()
             .map(|&(leaf, kind)| {
-                if leaf >= schema.num_columns() {
+                let (Some(buffers), true) = (spare.get_mut(leaf), leaf < schema.num_columns())
+                else {
                     return Err(ParquetError::General(format!(
                         "the schema has no leaf {leaf}"
                     )));
-                }
+                };
                 let max_def = if kind == Kind::OptStr { 1 } else { 0 };
                 Ok(FlatColumn {
                     kind,
@@ -294,6 +296,7 @@ impl FlatColumns {
                         max_def,
                         0,
                         kind.physical(),
+                        std::mem::take(buffers),
                     )?,
                     values: 0,
                     nulls: 0,
@@ -348,17 +351,21 @@ impl FlatColumns {
     }
 
     /// Closes every chunk, in [`flat_leaves`] order: each chunk's bytes and what the row
-    /// group writer needs to splice them in.
-    pub fn close(
+    /// group writer needs to splice them in. The working buffers go back to `spare`.
+    pub(super) fn close(
         self,
         zstd: &mut Compressor,
+        spare: &mut [ChunkBuffers],
     ) -> Result<Vec<(Bytes, ColumnCloseResult)>, ParquetError> {
         self.columns
             .into_iter()
-            .map(|mut c| {
+            .zip(flat_leaves())
+            .map(|(mut c, leaf)| {
                 let statistics = c.statistics();
                 let bytes = matches!(c.kind, Kind::Str | Kind::OptStr).then_some(c.value_bytes);
-                c.pages.close_with(zstd, Some(statistics), bytes)
+                let mut unused = ChunkBuffers::default();
+                let to = spare.get_mut(leaf).unwrap_or(&mut unused);
+                c.pages.close_with(zstd, Some(statistics), bytes, to)
             })
             .collect()
     }

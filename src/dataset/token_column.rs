@@ -100,18 +100,49 @@ impl LevelRuns {
         self.run = 0;
     }
 
-    /// Appends the levels, length-prefixed as a v1 data page stores them, and starts over.
-    fn drain_into(&mut self, page: &mut Vec<u8>) {
+    /// Bytes the levels take in a v1 data page (length-prefixed), once the open run is
+    /// flushed.
+    fn page_len(&mut self) -> usize {
         self.flush_run();
-        page.extend_from_slice(&(self.out.len() as u32).to_le_bytes());
-        page.extend_from_slice(&self.out);
+        4 + self.out.len()
+    }
+
+    /// Writes the levels, length-prefixed as a v1 data page stores them, at the start of
+    /// `to` (which [`LevelRuns::page_len`] sized), and starts over.
+    fn drain_to(&mut self, to: &mut [u8]) {
+        self.flush_run();
+        let n = self.out.len();
+        to[..4].copy_from_slice(&(n as u32).to_le_bytes());
+        to[4..4 + n].copy_from_slice(&self.out);
         self.out.clear();
     }
 }
 
+/// A column chunk's working buffers, kept by the part from one row group to the next so
+/// that each chunk does not grow its page buffers from nothing again (a copy of every
+/// byte and fresh memory, on every row group).
+#[derive(Default)]
+pub(super) struct ChunkBuffers {
+    values: Vec<u8>,
+    rep: Vec<u8>,
+    def: Vec<u8>,
+    page: Vec<u8>,
+    /// Bytes reserved in front of the values for the levels (see [`ChunkPages`]).
+    gap: usize,
+}
+
+/// Bytes first reserved in front of a page's values for its levels, in a column with levels.
+const FIRST_GAP: usize = 4096;
+
 /// The pages of one column chunk being built: the open page's levels and values, and the
 /// chunk's finished pages. A page holds only the levels its column has (none for a
 /// required flat column).
+///
+/// A v1 data page is its levels, then its values, compressed together. The values are
+/// appended behind a gap of `gap` bytes, and a page's levels are written into the end of
+/// the gap, so the page is compressed where it lies instead of being copied together
+/// first. Levels larger than the gap are copied together with the values in `page`, once:
+/// the gap then grows to hold such levels.
 pub(super) struct ChunkPages {
     descr: ColumnDescPtr,
     /// Whether the column has repetition levels (max level above 0), and definition levels.
@@ -122,7 +153,9 @@ pub(super) struct ChunkPages {
     page_bytes: usize,
     rep: LevelRuns,
     def: LevelRuns,
+    /// `gap` reserved bytes, then the open page's PLAIN values.
     pub(super) values: Vec<u8>,
+    gap: usize,
     /// Booleans bit-packed into the last byte of `values` (0 when it is full).
     bits: u8,
     /// Level entries of the open page.
@@ -137,6 +170,7 @@ pub(super) struct ChunkPages {
 }
 
 impl ChunkPages {
+    /// A chunk of `descr` working in `buffers` (empty ones, or those of a closed chunk).
     pub(super) fn new(
         descr: ColumnDescPtr,
         level: ZstdLevel,
@@ -144,6 +178,7 @@ impl ChunkPages {
         max_def: i16,
         max_rep: i16,
         physical: PhysicalType,
+        buffers: ChunkBuffers,
     ) -> Result<Self, ParquetError> {
         if descr.max_def_level() != max_def
             || descr.max_rep_level() != max_rep
@@ -158,18 +193,41 @@ impl ChunkPages {
                 descr.max_rep_level()
             )));
         }
+        let ChunkBuffers {
+            mut values,
+            mut rep,
+            mut def,
+            page,
+            gap,
+        } = buffers;
+        let gap = match (max_def > 0 || max_rep > 0, gap) {
+            (false, _) => 0,
+            (true, 0) => FIRST_GAP,
+            (true, gap) => gap,
+        };
+        values.clear();
+        values.resize(gap, 0);
+        rep.clear();
+        def.clear();
         Ok(ChunkPages {
             has_rep: max_rep > 0,
             has_def: max_def > 0,
             descr,
             level,
             page_bytes: page_bytes.max(1),
-            rep: LevelRuns::default(),
-            def: LevelRuns::default(),
-            values: Vec::new(),
+            rep: LevelRuns {
+                out: rep,
+                ..LevelRuns::default()
+            },
+            def: LevelRuns {
+                out: def,
+                ..LevelRuns::default()
+            },
+            values,
+            gap,
             bits: 0,
             page_entries: 0,
-            page: Vec::new(),
+            page,
             chunk: TrackedWrite::new(Vec::new()),
             pages: 0,
             num_values: 0,
@@ -213,7 +271,7 @@ impl ChunkPages {
     /// Ends a row; closes the page once it holds `page_bytes` of values.
     pub(super) fn end_row(&mut self, zstd: &mut Compressor) -> Result<(), ParquetError> {
         self.rows += 1;
-        if self.values.len() >= self.page_bytes {
+        if self.values.len() - self.gap >= self.page_bytes {
             self.flush_page(zstd)?;
         }
         Ok(())
@@ -230,19 +288,42 @@ impl ChunkPages {
                 self.descr.path()
             ))
         })?;
-        self.page.clear();
-        if self.has_rep {
-            self.rep.drain_into(&mut self.page);
-        }
-        if self.has_def {
-            self.def.drain_into(&mut self.page);
-        }
-        self.page.extend_from_slice(&self.values);
-        self.values.clear();
-        self.bits = 0;
+        let rep_len = if self.has_rep { self.rep.page_len() } else { 0 };
+        let def_len = if self.has_def { self.def.page_len() } else { 0 };
+        let levels = rep_len + def_len;
+        let body: &[u8] = if levels <= self.gap {
+            // The levels go into the end of the gap: the page lies in `values`.
+            let at = self.gap - levels;
+            if self.has_rep {
+                self.rep.drain_to(&mut self.values[at..]);
+            }
+            if self.has_def {
+                self.def.drain_to(&mut self.values[at + rep_len..]);
+            }
+            &self.values[at..]
+        } else {
+            self.page.clear();
+            self.page.resize(levels, 0);
+            if self.has_rep {
+                self.rep.drain_to(&mut self.page);
+            }
+            if self.has_def {
+                self.def.drain_to(&mut self.page[rep_len..]);
+            }
+            self.page.extend_from_slice(&self.values[self.gap..]);
+            &self.page
+        };
+        let uncompressed = body.len();
         let compressed = zstd
-            .compress(&self.page)
+            .compress(body)
             .map_err(|e| ParquetError::External(Box::new(e)))?;
+        if levels > self.gap {
+            // Room for such levels from the next page on.
+            self.gap = levels + levels / 4;
+        }
+        self.values.clear();
+        self.values.resize(self.gap, 0);
+        self.bits = 0;
         let page = Page::DataPage {
             buf: Bytes::from(compressed),
             num_values: entries,
@@ -252,7 +333,7 @@ impl ChunkPages {
             statistics: None,
         };
         let spec = SerializedPageWriter::new(&mut self.chunk)
-            .write_page(CompressedPage::new(page, self.page.len()))?;
+            .write_page(CompressedPage::new(page, uncompressed))?;
         self.pages += 1;
         self.num_values += i64::from(entries);
         self.uncompressed += spec.uncompressed_size as i64;
@@ -262,9 +343,13 @@ impl ChunkPages {
     }
 
     /// Closes the chunk: its bytes (pages from offset 0) and what the row group writer
-    /// needs to splice them in.
-    fn close(self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
-        self.close_with(zstd, None, None)
+    /// needs to splice them in. Its working buffers go to `spare`, for the next chunk.
+    fn close(
+        self,
+        zstd: &mut Compressor,
+        spare: &mut ChunkBuffers,
+    ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        self.close_with(zstd, None, None, spare)
     }
 
     /// [`ChunkPages::close`] with the chunk's statistics and, for a byte array column, the
@@ -274,8 +359,16 @@ impl ChunkPages {
         zstd: &mut Compressor,
         statistics: Option<Statistics>,
         unencoded_byte_array_bytes: Option<i64>,
+        spare: &mut ChunkBuffers,
     ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
         self.flush_page(zstd)?;
+        *spare = ChunkBuffers {
+            values: std::mem::take(&mut self.values),
+            rep: std::mem::take(&mut self.rep.out),
+            def: std::mem::take(&mut self.def.out),
+            page: std::mem::take(&mut self.page),
+            gap: self.gap,
+        };
         let mut metadata = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(Compression::ZSTD(self.level))
             .set_encodings(vec![Encoding::PLAIN, Encoding::RLE])
@@ -314,10 +407,11 @@ pub struct TokenColumn {
 impl TokenColumn {
     /// A column chunk for `descr`, which must be the `burst_tokens` leaf of
     /// [`super::parquet::native_schema`].
-    pub fn new(
+    pub(super) fn new(
         descr: ColumnDescPtr,
         level: ZstdLevel,
         page_bytes: usize,
+        buffers: ChunkBuffers,
     ) -> Result<Self, ParquetError> {
         Ok(TokenColumn {
             pages: ChunkPages::new(
@@ -327,6 +421,7 @@ impl TokenColumn {
                 MAX_DEF,
                 MAX_REP,
                 PhysicalType::INT32,
+                buffers,
             )?,
         })
     }
@@ -352,11 +447,19 @@ impl TokenColumn {
                 continue;
             }
             c.entries(rep, 2, DEF_TOKEN, tokens.len() as u64);
-            // Widened in place: zeroed 4-byte slots, the low two bytes set.
-            let start = c.values.len();
-            c.values.resize(start + tokens.len() * 4, 0);
-            for (slot, &t) in c.values[start..].chunks_exact_mut(4).zip(tokens) {
-                slot[..2].copy_from_slice(&t.to_le_bytes());
+            // Widened eight at a time through a stack buffer (one vectorized widening and
+            // one copy each), the rest one by one.
+            c.values.reserve(tokens.len() * 4);
+            let mut eights = tokens.chunks_exact(8);
+            for eight in &mut eights {
+                let mut wide = [0u8; 32];
+                for (slot, &t) in wide.chunks_exact_mut(4).zip(eight) {
+                    slot.copy_from_slice(&u32::from(t).to_le_bytes());
+                }
+                c.values.extend_from_slice(&wide);
+            }
+            for &t in eights.remainder() {
+                c.values.extend_from_slice(&u32::from(t).to_le_bytes());
             }
         }
         if first {
@@ -366,9 +469,13 @@ impl TokenColumn {
     }
 
     /// Closes the chunk: its bytes (pages from offset 0) and what the row group writer
-    /// needs to splice them in.
-    pub fn close(self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
-        self.pages.close(zstd)
+    /// needs to splice them in. Its working buffers go to `spare`, for the next chunk.
+    pub(super) fn close(
+        self,
+        zstd: &mut Compressor,
+        spare: &mut ChunkBuffers,
+    ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        self.pages.close(zstd, spare)
     }
 }
 
@@ -409,11 +516,12 @@ pub struct BurstColumn {
 impl BurstColumn {
     /// A column chunk for `descr`, which must be `field`'s leaf of
     /// [`super::parquet::native_schema`].
-    pub fn new(
+    pub(super) fn new(
         descr: ColumnDescPtr,
         field: BurstField,
         level: ZstdLevel,
         page_bytes: usize,
+        buffers: ChunkBuffers,
     ) -> Result<Self, ParquetError> {
         Ok(BurstColumn {
             field,
@@ -424,6 +532,7 @@ impl BurstColumn {
                 MAX_DEF_PER_BURST,
                 MAX_REP_PER_BURST,
                 field.physical(),
+                buffers,
             )?,
         })
     }
@@ -467,7 +576,11 @@ impl BurstColumn {
     }
 
     /// Closes the chunk (see [`TokenColumn::close`]).
-    pub fn close(self, zstd: &mut Compressor) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
-        self.pages.close(zstd)
+    pub(super) fn close(
+        self,
+        zstd: &mut Compressor,
+        spare: &mut ChunkBuffers,
+    ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        self.pages.close(zstd, spare)
     }
 }
