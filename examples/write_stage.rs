@@ -9,7 +9,7 @@
 //! writers share two cores with the other stages and their share is too noisy to compare.
 
 use netfm::capture::CaptureReader;
-use netfm::dataset::parquet::{flow_id, NativeRow, ParquetSink, ParquetSinkConfig};
+use netfm::dataset::parquet::{flow_id_of, source_hash, NativeRow, ParquetSink, ParquetSinkConfig};
 use netfm::decode::decode;
 use netfm::flow::native::{flow_hash, NativeFlowConfig, NativeFlowTable};
 use netfm::flow::{FlowAssembler, FlowRecord};
@@ -73,12 +73,14 @@ fn main() -> anyhow::Result<()> {
             cfg.zstd_level = level;
         }
         let mut sink = ParquetSink::new(cfg)?;
+        // As the pipeline's writers: the source hashed once per message.
+        let source_hash = source_hash(&source);
         for (m, chunk) in flows.chunks(MESSAGE).enumerate() {
             let rows: Vec<NativeRow<'_>> = chunk
                 .iter()
                 .enumerate()
                 .map(|(k, flow)| NativeRow {
-                    flow_id: flow_id(&source, (m * MESSAGE + k) as u64),
+                    flow_id: flow_id_of(source_hash, (m * MESSAGE + k) as u64),
                     source: &source,
                     label: None,
                     flow,

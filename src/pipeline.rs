@@ -6,7 +6,7 @@
 
 use crate::capture::{expand_inputs, CaptureReader, Input};
 use crate::dataset::netfound_ipc::NetfoundIpcWriter;
-use crate::dataset::parquet::{flow_id, NativeRow, ParquetSink, ParquetSinkConfig};
+use crate::dataset::parquet::{flow_id_of, source_hash, NativeRow, ParquetSink, ParquetSinkConfig};
 use crate::decode::{decode_into, DecodedPacket, SkipReason};
 use crate::flow::native::{NativeFlowConfig, NativeFlowTable};
 use crate::flow::netfound::NetfoundAssembler;
@@ -85,11 +85,12 @@ impl Sink {
     ) -> anyhow::Result<()> {
         match self {
             Sink::Parquet(p) => {
+                let source_hash = source_hash(source);
                 let rows: Vec<NativeRow<'_>> = flows
                     .iter()
                     .enumerate()
                     .map(|(k, flow)| NativeRow {
-                        flow_id: flow_id(source, first_index + k as u64),
+                        flow_id: flow_id_of(source_hash, first_index + k as u64),
                         source,
                         label,
                         flow,

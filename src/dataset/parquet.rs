@@ -648,12 +648,23 @@ fn within_token_budget(rows: &[NativeRow<'_>], budget: usize) -> Result<usize, P
 
 /// Deterministic 64-bit flow id from the source name and the flow's index in that source.
 pub fn flow_id(source: &str, index: u64) -> u64 {
+    flow_id_of(source_hash(source), index)
+}
+
+/// The part of [`flow_id`] that depends on the source alone (FNV-1a of its bytes: a chain
+/// of multiplies per byte, so computed once per batch of flows, not once per flow).
+pub fn source_hash(source: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in source.as_bytes() {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    mix64(h ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    h
+}
+
+/// [`flow_id`] from the source's [`source_hash`].
+pub fn flow_id_of(source_hash: u64, index: u64) -> u64 {
+    mix64(source_hash ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 #[cfg(test)]
