@@ -655,7 +655,14 @@ impl FlowTokenizer {
         let arena = std::mem::take(&mut self.arena);
         let (min_ts, max_ts, packets, inexact) =
             (self.min_ts, self.max_ts, self.packets, self.inexact);
-        *self = FlowTokenizer::new(&cfg, protocol);
+        // Back to a new tokenizer's state (the storage was just taken), field by field: a
+        // whole new tokenizer would be built aside and copied in, inline storage included.
+        self.garbage = 0;
+        self.sides = [SideState::default(); 2];
+        self.min_ts = u64::MAX;
+        self.max_ts = 0;
+        self.packets = 0;
+        self.inexact = 0;
         let flow_duration_us = if packets == 0 {
             0
         } else {
