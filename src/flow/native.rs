@@ -515,25 +515,6 @@ impl NativeFlowTable {
         let src_is_lo = src == key.endpoint(true);
         let lo_is_hi = key.endpoint(true) == key.endpoint(false);
         let first_src_fwd = native_forward_is_first_src(p.src, p.dst, &self.cfg.internal);
-        let flow = Flow {
-            key,
-            hash,
-            first_ts: p.ts_ns,
-            last_ts: p.ts_ns,
-            fwd_packets: 0,
-            bwd_packets: 0,
-            fwd_bytes: 0,
-            bwd_bytes: 0,
-            fin_fwd: false,
-            fin_bwd: false,
-            rst: false,
-            relseq: RelativeSeqAck::new(),
-            generation: 0,
-            // (With both endpoints equal, every packet is forward.)
-            first_is_fwd: first_src_fwd || lo_is_hi,
-            fwd_is_lo: src_is_lo == first_src_fwd,
-            tokens: FlowTokenizer::new(&self.cfg.bursts, p.fields.l4.protocol()),
-        };
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -548,7 +529,27 @@ impl NativeFlowTable {
         };
         let generation = self.generations[i as usize];
         self.generations[i as usize] = generation.wrapping_add(1);
-        self.slots[i as usize] = Some(Flow { generation, ..flow });
+        // Built in one expression at its slot (through a named value it was built, then
+        // copied, 496 bytes, into a slot long out of cache).
+        self.slots[i as usize] = Some(Flow {
+            key,
+            hash,
+            first_ts: p.ts_ns,
+            last_ts: p.ts_ns,
+            fwd_packets: 0,
+            bwd_packets: 0,
+            fwd_bytes: 0,
+            bwd_bytes: 0,
+            fin_fwd: false,
+            fin_bwd: false,
+            rst: false,
+            relseq: RelativeSeqAck::new(),
+            generation,
+            // (With both endpoints equal, every packet is forward.)
+            first_is_fwd: first_src_fwd || lo_is_hi,
+            fwd_is_lo: src_is_lo == first_src_fwd,
+            tokens: FlowTokenizer::new(&self.cfg.bursts, p.fields.l4.protocol()),
+        });
         self.index.insert(hash, i);
         self.recency.push_back(Recency {
             ts: p.ts_ns,
