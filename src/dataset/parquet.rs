@@ -391,7 +391,7 @@ impl OpenPart {
     }
 }
 
-/// Bytes of values per page of the burst columns by default (the Arrow writer's page size).
+/// Bytes of values per page by default (the page size of parquet's Arrow writer).
 const PAGE_BYTES: usize = 1 << 20;
 
 struct Partition {
@@ -426,8 +426,6 @@ impl ParquetSink {
                 path: cfg.out_dir.clone(),
                 source,
             })?;
-        // Token lists are high-entropy 16-bit values: a dictionary costs a hash per token and
-        // gains nothing over plain encoding + zstd, so only the low-cardinality strings keep one.
         // The pages, their compression and the chunk statistics are this module's (see
         // [`FlatColumns`], [`TokenColumn`]); the file writer lays out row groups and the
         // footer. Chunk statistics (min, max, nulls) on the flow's own columns (times,
