@@ -529,8 +529,7 @@ impl NativeFlowTable {
         };
         let generation = self.generations[i as usize];
         self.generations[i as usize] = generation.wrapping_add(1);
-        // Built in one expression at its slot (through a named value it was built, then
-        // copied, 496 bytes, into a slot long out of cache).
+        // Built in one expression at its slot, not as a named value copied in afterwards.
         self.slots[i as usize] = Some(Flow {
             key,
             hash,
