@@ -50,31 +50,31 @@ impl Kind {
     }
 }
 
-/// The flat columns in leaf order, with the leaf each one is (the five burst columns sit
-/// between `end_reason` and `labels`).
-const COLUMNS: [(usize, Kind); 17] = [
-    (0, Kind::U64),       // flow_id
-    (1, Kind::Str),       // source
-    (2, Kind::Str),       // src_ip
-    (3, Kind::Str),       // dst_ip
-    (4, Kind::U32),       // src_port
-    (5, Kind::U32),       // dst_port
-    (6, Kind::U32),       // protocol
-    (7, Kind::U32),       // ip_version
-    (8, Kind::Timestamp), // start
-    (9, Kind::Timestamp), // end
-    (10, Kind::U64),      // flow_duration
-    (11, Kind::U64),      // fwd_packets
-    (12, Kind::U64),      // bwd_packets
-    (13, Kind::U64),      // fwd_bytes
-    (14, Kind::U64),      // bwd_bytes
-    (15, Kind::Str),      // end_reason
-    (21, Kind::OptStr),   // labels
+/// The flat columns in leaf order: the leaf each one is (the five burst columns sit
+/// between `end_reason` and `labels`), its name there, how it is stored.
+const COLUMNS: [(usize, &str, Kind); 17] = [
+    (0, "flow_id", Kind::U64),
+    (1, "source", Kind::Str),
+    (2, "src_ip", Kind::Str),
+    (3, "dst_ip", Kind::Str),
+    (4, "src_port", Kind::U32),
+    (5, "dst_port", Kind::U32),
+    (6, "protocol", Kind::U32),
+    (7, "ip_version", Kind::U32),
+    (8, "start", Kind::Timestamp),
+    (9, "end", Kind::Timestamp),
+    (10, "flow_duration", Kind::U64),
+    (11, "fwd_packets", Kind::U64),
+    (12, "bwd_packets", Kind::U64),
+    (13, "fwd_bytes", Kind::U64),
+    (14, "bwd_bytes", Kind::U64),
+    (15, "end_reason", Kind::Str),
+    (21, "labels", Kind::OptStr),
 ];
 
 /// The leaves [`FlatColumns`] writes, in order.
 pub fn flat_leaves() -> impl Iterator<Item = usize> {
-    COLUMNS.iter().map(|&(leaf, _)| leaf)
+    COLUMNS.iter().map(|&(leaf, _, _)| leaf)
 }
 
 /// Longest string min/max written whole; longer ones are truncated, as parquet's writers
@@ -279,11 +279,13 @@ impl FlatColumns {
     ) -> Result<Self, ParquetError> {
         let columns = COLUMNS
             .iter()
-            .map(|&(leaf, kind)| {
-                let (Some(buffers), true) = (spare.get_mut(leaf), leaf < schema.num_columns())
-                else {
+            .map(|&(leaf, name, kind)| {
+                let (Some(buffers), true) = (
+                    spare.get_mut(leaf),
+                    leaf < schema.num_columns() && schema.column(leaf).name() == name,
+                ) else {
                     return Err(ParquetError::General(format!(
-                        "the schema has no leaf {leaf}"
+                        "the schema has no column {name} at leaf {leaf}"
                     )));
                 };
                 let max_def = if kind == Kind::OptStr { 1 } else { 0 };
@@ -373,7 +375,39 @@ impl FlatColumns {
 
 #[cfg(test)]
 mod tests {
-    use super::{lower_bound, upper_bound, STATISTICS_TRUNCATE};
+    use super::{lower_bound, upper_bound, FlatColumns, STATISTICS_TRUNCATE};
+    use crate::dataset::parquet::native_schema;
+    use crate::dataset::token_column::ChunkBuffers;
+    use arrow::datatypes::{Field, Schema};
+    use parquet::arrow::ArrowSchemaConverter;
+    use parquet::basic::ZstdLevel;
+
+    /// The native schema's leaves are where [`FlatColumns`] expects them; a schema whose
+    /// columns moved is an error, not a file with values under the wrong names.
+    #[test]
+    fn leaves_are_checked_by_name() {
+        let leaves = |schema: &Schema| {
+            ArrowSchemaConverter::new()
+                .convert(schema)
+                .expect("convert")
+        };
+        let mut spare: Vec<ChunkBuffers> = (0..22).map(|_| ChunkBuffers::default()).collect();
+        let native = native_schema();
+        assert!(
+            FlatColumns::new(&leaves(&native), ZstdLevel::default(), 1 << 20, &mut spare).is_ok()
+        );
+        let mut fields: Vec<Field> = native.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.swap(4, 5);
+        let Err(e) = FlatColumns::new(
+            &leaves(&Schema::new(fields)),
+            ZstdLevel::default(),
+            1 << 20,
+            &mut spare,
+        ) else {
+            panic!("swapped ports accepted");
+        };
+        assert!(e.to_string().contains("src_port"), "{e}");
+    }
 
     #[test]
     fn short_strings_are_their_own_bounds() {
