@@ -156,14 +156,6 @@ impl FlatColumn {
         let any = self.values > 0;
         let nulls = Some(self.nulls);
         match self.kind {
-            Kind::U64 => ValueStatistics::<i64>::new(
-                any.then_some(self.min as i64),
-                any.then_some(self.max as i64),
-                None,
-                nulls,
-                false,
-            )
-            .into(),
             Kind::U32 => ValueStatistics::<i32>::new(
                 any.then_some(self.min as i32),
                 any.then_some(self.max as i32),
@@ -172,14 +164,16 @@ impl FlatColumn {
                 false,
             )
             .into(),
-            Kind::Timestamp => ValueStatistics::<i64>::new(
+            // Bit patterns of u64 (unsigned order) or i64 (signed, the timestamps); the
+            // deprecated min/max fields hold signed order only.
+            Kind::U64 | Kind::Timestamp => ValueStatistics::<i64>::new(
                 any.then_some(self.min as i64),
                 any.then_some(self.max as i64),
                 None,
                 nulls,
                 false,
             )
-            .with_backwards_compatible_min_max(true)
+            .with_backwards_compatible_min_max(self.kind == Kind::Timestamp)
             .into(),
             Kind::Str | Kind::OptStr => {
                 if !any {

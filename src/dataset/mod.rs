@@ -31,3 +31,21 @@ pub(crate) fn one_burst_flow(
         inexact_late_packets: 0,
     }
 }
+
+/// Runs `python3 -c script args...` (the tests' real consumer, pyarrow); panics with its
+/// stderr unless it succeeds, else returns its stdout.
+#[cfg(test)]
+pub(crate) fn python(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}

@@ -296,10 +296,6 @@ impl OpenPart {
         while start < rows.len() {
             if self.group.is_none() {
                 let schema = self.file.schema_descr();
-                let leaves = schema.num_columns();
-                if self.spare.len() < leaves {
-                    self.spare.resize_with(leaves, ChunkBuffers::default);
-                }
                 let mut buffers = |leaf: usize| std::mem::take(&mut self.spare[leaf]);
                 let bursts = BurstField::ALL
                     .iter()
@@ -361,9 +357,6 @@ impl OpenPart {
                 "leaf {leaf} of {leaves} written twice or not in the schema"
             ))),
         };
-        if self.spare.len() < leaves {
-            self.spare.resize_with(leaves, ChunkBuffers::default);
-        }
         let spare = &mut self.spare;
         for (leaf, chunk) in flat_leaves().zip(group.flat.close(&mut self.zstd, spare)?) {
             place(leaf, chunk)?;
@@ -536,10 +529,13 @@ impl ParquetSink {
             path: tmp_path.clone(),
             source,
         })?;
+        let spare = (0..file.schema_descr().num_columns())
+            .map(|_| ChunkBuffers::default())
+            .collect();
         part.open = Some(OpenPart {
             file,
             zstd,
-            spare: Vec::new(),
+            spare,
             group: None,
             row_groups: 0,
             tmp_path,
@@ -992,24 +988,14 @@ mod token_column_tests {
             assert_eq!(read_back(&parts[0]), want, "page_bytes {page_bytes}");
 
             // pyarrow, a real consumer, reads the same lists, with the same types.
-            let out = std::process::Command::new("python3")
-                .arg("-c")
-                .arg(
-                    "import sys, json, pyarrow.parquet as pq\n\
-                     t = pq.read_table(sys.argv[1])\n\
-                     names = ['burst_tokens', 'directions', 'bytes', 'iats', 'counts']\n\
-                     print(json.dumps([str(t.schema.field(n).type) for n in names]))\n\
-                     print(json.dumps(t.select(names).to_pylist()))",
-                )
-                .arg(&parts[0])
-                .output()
-                .expect("python3 runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let stdout = crate::dataset::python(
+                "import sys, json, pyarrow.parquet as pq\n\
+                 t = pq.read_table(sys.argv[1])\n\
+                 names = ['burst_tokens', 'directions', 'bytes', 'iats', 'counts']\n\
+                 print(json.dumps([str(t.schema.field(n).type) for n in names]))\n\
+                 print(json.dumps(t.select(names).to_pylist()))",
+                &[parts[0].as_os_str()],
             );
-            let stdout = String::from_utf8(out.stdout).expect("utf-8");
             let mut lines = stdout.lines();
             let types: Vec<String> =
                 serde_json::from_str(lines.next().expect("types")).expect("json");
@@ -1057,31 +1043,19 @@ mod token_column_tests {
         let parts = sink.finish().expect("finish");
         assert_eq!(parts.len(), 1);
         assert_eq!(read_back(&parts[0]), want);
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(
-                "import sys, pyarrow.parquet as pq\n\
-                 t = pq.read_table(sys.argv[1])\n\
-                 print(t.num_rows, sum(len(x) for x in t.column('bytes').to_pylist()), \
-                 sum(sum(len(b) for b in x) for x in t.column('burst_tokens').to_pylist()))",
-            )
-            .arg(&parts[0])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = crate::dataset::python(
+            "import sys, pyarrow.parquet as pq\n\
+             t = pq.read_table(sys.argv[1])\n\
+             print(t.num_rows, sum(len(x) for x in t.column('bytes').to_pylist()), \
+             sum(sum(len(b) for b in x) for x in t.column('burst_tokens').to_pylist()))",
+            &[parts[0].as_os_str()],
         );
         let bursts: usize = want.iter().map(|r| r.bytes.len()).sum();
         let tokens: usize = want
             .iter()
             .map(|r| r.burst_tokens.iter().map(Vec::len).sum::<usize>())
             .sum();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            format!("{} {bursts} {tokens}", flows.len())
-        );
+        assert_eq!(out.trim(), format!("{} {bursts} {tokens}", flows.len()));
     }
 
     #[test]
@@ -1347,35 +1321,27 @@ mod flat_column_tests {
             assert!(truncated >= 2, "the long strings' bounds were truncated");
 
             // pyarrow, a real consumer, reads the same tables and statistics from both.
-            let out = std::process::Command::new("python3")
-                .arg("-c")
-                .arg(
-                    "import sys, pyarrow.parquet as pq\n\
-                     a, b = (pq.ParquetFile(p) for p in sys.argv[1:3])\n\
-                     assert a.read().equals(b.read())\n\
-                     for g in range(a.metadata.num_row_groups):\n\
-                     \x20   for c in [int(x) for x in sys.argv[3].split(',')]:\n\
-                     \x20       sa = a.metadata.row_group(g).column(c).statistics\n\
-                     \x20       sb = b.metadata.row_group(g).column(c).statistics\n\
-                     \x20       assert sa.equals(sb), (g, c, sa, sb)\n\
-                     print('ok')",
-                )
-                .arg(&parts[0])
-                .arg(&oracle)
-                .arg(
-                    flat_leaves()
-                        .map(|l| l.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )
-                .output()
-                .expect("python3 runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let leaves = flat_leaves()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let out = crate::dataset::python(
+                "import sys, pyarrow.parquet as pq\n\
+                 a, b = (pq.ParquetFile(p) for p in sys.argv[1:3])\n\
+                 assert a.read().equals(b.read())\n\
+                 for g in range(a.metadata.num_row_groups):\n\
+                 \x20   for c in [int(x) for x in sys.argv[3].split(',')]:\n\
+                 \x20       sa = a.metadata.row_group(g).column(c).statistics\n\
+                 \x20       sb = b.metadata.row_group(g).column(c).statistics\n\
+                 \x20       assert sa.equals(sb), (g, c, sa, sb)\n\
+                 print('ok')",
+                &[
+                    parts[0].as_os_str(),
+                    oracle.as_os_str(),
+                    std::ffi::OsStr::new(&leaves),
+                ],
             );
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+            assert_eq!(out.trim(), "ok");
         }
     }
 }
