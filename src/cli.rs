@@ -2,6 +2,8 @@
 //! Parsing and validation only; the work is done by [`crate::pipeline`].
 
 use crate::dataset::burst_columns::MAX_PACKETS_PER_FLOW;
+use crate::dataset::netfound_ipc::IpcFormat;
+use crate::dataset::output::OutMode;
 use crate::dataset::parquet::{DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
 use crate::flow::native::NativeFlowConfig;
 use crate::pipeline::{OutputFormat, Shard, TokenizeOptions};
@@ -71,6 +73,9 @@ pub struct ModelExportArgs {
     /// Seed of the initial weights.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Replace what --out holds (a folder holding anything is refused otherwise).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Floating-point type of the graphs.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
@@ -82,6 +87,14 @@ pub enum FormatArg {
     Parquet,
     /// netFound's Arrow IPC stream with its exact schema and flow semantics.
     Netfound,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IpcArg {
+    /// The IPC stream format netFound writes (`.arrows`; `pyarrow.ipc.open_stream`).
+    Stream,
+    /// The IPC file format (`.arrow`, Feather v2: `pyarrow.ipc.open_file`, `pandas.read_feather`, Polars, DuckDB).
+    File,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,6 +157,21 @@ pub struct TokenizeArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Replace what --out holds, once this run has succeeded (a folder holding anything is
+    /// refused otherwise).
+    #[arg(long, conflicts_with = "append")]
+    pub overwrite: bool,
+    /// Add to the dataset in --out, which must have been written with the same settings
+    /// (checked from its manifest).
+    #[arg(long)]
+    pub append: bool,
+    /// netFound mode: the Arrow IPC format to write.
+    #[arg(long, value_enum, default_value_t = IpcArg::Stream)]
+    pub ipc: IpcArg,
+    /// Native mode: close the open parts at least this often (seconds), so a long-running
+    /// capture's flows become readable as it goes (parts are also closed at --part-rows).
+    #[arg(long, value_name = "SECONDS")]
+    pub part_seconds: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -268,6 +296,15 @@ impl TokenizeArgs {
             internal: internal.clone(),
             ..NativeFlowConfig::default()
         };
+        if let Some(s) = self.part_seconds {
+            seconds_to_ns("part-seconds", s)?;
+            if self.format == FormatArg::Netfound {
+                bail!("--part-seconds applies to the native Parquet dataset; netFound mode writes one file");
+            }
+        }
+        if self.ipc != IpcArg::Stream && self.format != FormatArg::Netfound {
+            bail!("--ipc applies to --format netfound; the native dataset is Parquet");
+        }
         Ok(TokenizeOptions {
             inputs: self.inputs.clone(),
             out_dir: self.out.clone(),
@@ -283,6 +320,19 @@ impl TokenizeArgs {
             zstd_level: self.zstd_level,
             label_from_dir: self.label_from_dir,
             progress: !self.quiet && !self.json,
+            out_mode: if self.overwrite {
+                OutMode::Overwrite
+            } else if self.append {
+                OutMode::Append
+            } else {
+                OutMode::New
+            },
+            ipc: match self.ipc {
+                IpcArg::Stream => IpcFormat::Stream,
+                IpcArg::File => IpcFormat::File,
+            },
+            part_seconds: self.part_seconds,
+            command: std::env::args().collect(),
         })
     }
 }

@@ -13,6 +13,23 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// An error and its causes on one line, `outer: cause: cause`, leaving out a cause whose
+/// text the message before it already holds (many errors quote their source).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn report(summary: &RunSummary, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(summary)?);
@@ -22,7 +39,9 @@ fn report(summary: &RunSummary, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `--strict` should fail the run: damage, unreadable inputs or undecodable frames.
+/// Whether `--strict` should fail the run: an input that was not fully read (damaged,
+/// unreadable, or of a link type netfm does not decode). Files below a directory that are
+/// no captures at all (a README beside the captures) are listed, not failures.
 fn has_input_problems(summary: &RunSummary) -> bool {
     !summary.warnings.is_empty()
         || summary.files_failed > 0
@@ -74,9 +93,6 @@ fn prepare_demo_dir(out: &Path) -> anyhow::Result<()> {
         }
         std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join(DEMO_MARKER), b"made by netfm demo\n")
-        .context("writing demo marker")?;
     Ok(())
 }
 
@@ -104,6 +120,11 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         strict: false,
         json: false,
         quiet: true,
+        // The demo folder was emptied above (it refuses a folder it did not make).
+        overwrite: false,
+        append: false,
+        ipc: crate::cli::IpcArg::Stream,
+        part_seconds: None,
     };
     let opts = tokenize_args.to_options()?;
     debug_assert_eq!(opts.format, OutputFormat::Parquet);
@@ -112,6 +133,9 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         pcaps.display()
     );
     let summary = run_tokenize(&opts)?;
+    // Marked after the run, which refuses a folder holding anything.
+    std::fs::write(args.out.join(DEMO_MARKER), b"made by netfm demo\n")
+        .context("writing demo marker")?;
     print!("{summary}");
     println!();
     println!("first flows of each part (forward endpoint first; tokens are netFound's raw 16-bit field tokens):");
@@ -231,12 +255,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `bytes` to `dir/name` through a hidden temporary name.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("renaming {}", tmp.display()))
-}
+use crate::dataset::output::write_atomic;
 
 /// `netfm model export`.
 pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
@@ -293,16 +312,31 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
     let train = train_step_graph(&cfg, &spec)?;
     let eval = eval_graph(&cfg, &spec)?;
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mode = if args.overwrite {
+        crate::dataset::output::OutMode::Overwrite
+    } else {
+        crate::dataset::output::OutMode::New
+    };
+    let inputs: Vec<PathBuf> = args.checkpoint.iter().cloned().collect();
+    let out = crate::dataset::output::OutputDir::prepare(
+        &args.out,
+        mode,
+        "s0of1",
+        &inputs,
+        "",
+        &serde_json::Value::Null,
+    )?;
+    let dir = out.write_dir.clone();
     let mut written = Vec::new();
+    let mut files = Vec::new();
     for (name, model) in [
         ("inference.onnx", &inference),
         ("train_step.onnx", &train),
         ("eval.onnx", &eval),
     ] {
         let bytes = model.to_bytes();
-        write_atomic(&args.out, name, &bytes)?;
+        write_atomic(&dir, name, &bytes)?;
+        files.push((dir.join(name), 0));
         let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
         written.push(format!(
             "{name:<24}{:>12} bytes {nodes:>6} nodes",
@@ -310,20 +344,35 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     write_atomic(
-        &args.out,
+        &dir,
         "config.json",
         serde_json::to_string_pretty(&cfg)?.as_bytes(),
     )?;
+    files.push((dir.join("config.json"), 0));
     if fresh {
         let ck = Checkpoint::new_model(cfg.clone(), dtype, params);
         let bytes = ck.to_bytes();
-        write_atomic(&args.out, "checkpoint.safetensors", &bytes)?;
+        write_atomic(&dir, "checkpoint.safetensors", &bytes)?;
+        files.push((dir.join("checkpoint.safetensors"), 0));
         written.push(format!(
             "{:<24}{:>12} bytes",
             "checkpoint.safetensors",
             bytes.len()
         ));
     }
+    let run = crate::dataset::output::RunRecord {
+        netfm_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: std::env::args().collect(),
+        started: crate::dataset::output::rfc3339(std::time::SystemTime::now()),
+        writer: serde_json::json!({"dtype": format!("{dtype:?}"), "seed": args.seed}),
+        inputs: inputs
+            .iter()
+            .map(|p| crate::dataset::output::describe_input(p))
+            .collect(),
+        summary: serde_json::to_value(&cfg)?,
+        parts: Vec::new(),
+    };
+    out.commit(&files, "netfm-model", serde_json::to_value(&cfg)?, run)?;
     let count: usize = specs.iter().map(|s| s.numel()).sum();
     println!(
         "model   {} ({} hidden, {} layers, {} heads, {} FFN; {} bursts x {} tokens; {} classes; {:?})",

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netfm: error: {e:#}");
+            eprintln!("netfm: error: {}", netfm::commands::error_message(&e));
             ExitCode::from(2)
         }
     }

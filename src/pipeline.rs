@@ -5,21 +5,24 @@
 //! flow stage's configuration and the sinks' batch sizes, never by input size.
 
 use crate::capture::{expand_inputs, CaptureReader, Input};
-use crate::dataset::netfound_ipc::NetfoundIpcWriter;
+use crate::dataset::burst_columns::MAX_BATCH_TOKENS;
+use crate::dataset::netfound_ipc::{IpcFormat, NetfoundIpcWriter, DEFAULT_BATCH_ROWS};
+use crate::dataset::output::{describe_input, rfc3339, OutMode, OutputDir, RunRecord};
 use crate::dataset::parquet::{flow_id_of, source_hash, NativeRow, ParquetSink, ParquetSinkConfig};
 use crate::decode::{decode_into, DecodedPacket, SkipReason};
 use crate::flow::native::{NativeFlowConfig, NativeFlowTable};
 use crate::flow::netfound::NetfoundAssembler;
 use crate::flow::{FlowAssembler, FlowRecord, FlowStats};
-use crate::summary::{FileWarning, RunSummary};
-use anyhow::Context;
+use crate::process::signals;
+use crate::summary::{FileWarning, OutOfOrderFile, RunSummary};
+use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use netfm_tokenizer::{BurstConfig, InternalNetworks};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Which flow semantics and output format a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,12 +70,89 @@ pub struct TokenizeOptions {
     pub zstd_level: i32,
     pub label_from_dir: bool,
     pub progress: bool,
+    /// What to do with an `out_dir` that holds files.
+    pub out_mode: OutMode,
+    /// netFound mode: the Arrow IPC format written.
+    pub ipc: IpcFormat,
+    /// Native mode: close the open parts (under their final names) at least this often,
+    /// so a long capture's flows become readable as it goes.
+    pub part_seconds: Option<f64>,
+    /// The command line, for the manifest.
+    pub command: Vec<String>,
+}
+
+impl TokenizeOptions {
+    /// What the output folder holds, as its manifest says.
+    pub fn dataset_kind(&self) -> &'static str {
+        match self.format {
+            OutputFormat::Parquet => "netfm-parquet",
+            OutputFormat::Netfound => "netfound-arrow",
+        }
+    }
+
+    /// Every setting that shapes the rows, as recorded in the manifest and in each
+    /// Parquet part's metadata (an appended run must have the same).
+    pub fn dataset_settings(&self) -> serde_json::Value {
+        let nets: Vec<String> = self
+            .internal
+            .networks()
+            .iter()
+            .map(|c| format!("{}/{}", c.addr, c.prefix))
+            .collect();
+        let mut v = serde_json::json!({
+            "format": match self.format {
+                OutputFormat::Parquet => "parquet",
+                OutputFormat::Netfound => "netfound",
+            },
+            "token_layout": {
+                "tcp_options": self.bursts.layout.tcp_options,
+                "payload": self.bursts.layout.payload,
+            },
+            "max_bursts": self.bursts.max_bursts,
+            "max_packets_per_burst": self.bursts.max_packets_per_burst,
+            "burst_gap_ns": self.bursts.burst_gap_ns,
+            "internal_nets": nets,
+            "max_flows": self.native.max_flows,
+            "label_from_dir": self.label_from_dir,
+            "vocabulary": netfm_models::config::VocabSpec::netfound(),
+            "units": {
+                "flow_duration": "microseconds",
+                "iats": "microseconds",
+                "bytes": "IP bytes (sum of IP total lengths)",
+            },
+        });
+        if self.format == OutputFormat::Parquet {
+            v["idle_timeout_ns"] = self.native.idle_timeout_ns.into();
+            v["active_timeout_ns"] = self.native.active_timeout_ns.into();
+            v["tcp_close_timeout_ns"] = self.native.tcp_close_timeout_ns.into();
+        } else {
+            v["ipc"] = serde_json::to_value(self.ipc).unwrap_or_default();
+        }
+        v
+    }
+
+    /// Settings that shape the files but not the rows (they may differ between runs of
+    /// one dataset).
+    fn writer_settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "part_rows": self.part_rows,
+            "zstd_level": self.zstd_level,
+            "part_seconds": self.part_seconds,
+            "shard": self.shard.tag(),
+        })
+    }
 }
 
 /// Where finished flows go.
 enum Sink {
-    Parquet(Box<ParquetSink>),
+    Parquet(Box<ParquetSink>, PartClock),
     Netfound(NetfoundIpcWriter),
+}
+
+/// When a Parquet sink next closes its open parts (`--part-seconds`).
+struct PartClock {
+    every: Option<Duration>,
+    last: Instant,
 }
 
 impl Sink {
@@ -84,7 +164,7 @@ impl Sink {
         flows: &[FlowRecord],
     ) -> anyhow::Result<()> {
         match self {
-            Sink::Parquet(p) => {
+            Sink::Parquet(p, _) => {
                 let source_hash = source_hash(source);
                 let rows: Vec<NativeRow<'_>> = flows
                     .iter()
@@ -107,10 +187,28 @@ impl Sink {
         Ok(())
     }
 
-    fn finish(self) -> anyhow::Result<Vec<PathBuf>> {
+    /// Closes the open parts if `--part-seconds` has passed since they were last closed.
+    fn tick(&mut self) -> anyhow::Result<()> {
+        if let Sink::Parquet(p, clock) = self {
+            if clock
+                .every
+                .is_some_and(|every| clock.last.elapsed() >= every)
+            {
+                p.close_open_parts()?;
+                clock.last = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// The files written, with their rows.
+    fn finish(self) -> anyhow::Result<Vec<(PathBuf, u64)>> {
         Ok(match self {
-            Sink::Parquet(p) => p.finish()?,
-            Sink::Netfound(w) => vec![w.finish()?],
+            Sink::Parquet(p, _) => p.finish_with_rows()?,
+            Sink::Netfound(w) => {
+                let rows = w.rows();
+                vec![(w.finish()?, rows)]
+            }
         })
     }
 }
@@ -128,14 +226,21 @@ fn input_size(input: &Input) -> u64 {
     }
 }
 
-fn label_of(input: &Input) -> Option<String> {
-    match input {
-        Input::File(p) => p
-            .parent()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned()),
-        Input::Stdin => None,
-    }
+/// The next part sequence number of shard `tag` in a dataset whose parts are `parts`
+/// (`proto=x/part-{tag}-{seq}.parquet`): one past the highest.
+fn next_part_seq<'a>(parts: impl Iterator<Item = &'a str>, tag: &str) -> u32 {
+    let prefix = format!("part-{tag}-");
+    parts
+        .filter_map(|p| {
+            let name = p.rsplit('/').next()?;
+            name.strip_prefix(&prefix)?
+                .strip_suffix(".parquet")?
+                .parse::<u32>()
+                .ok()
+        })
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Adds finished flows to the summary's totals.
@@ -154,7 +259,7 @@ fn merge_stats(summary: &mut RunSummary, stats: &FlowStats) {
         summary.flows_dropped.insert(k.to_string(), *v);
     }
     for (k, v) in &stats.packets_dropped {
-        summary.packets_skipped.insert(format!("netfound_{k}"), *v);
+        summary.packets_dropped.insert(k.to_string(), *v);
     }
 }
 
@@ -162,16 +267,88 @@ fn merge_stats(summary: &mut RunSummary, stats: &FlowStats) {
 /// warnings, not as errors; output-side failures are errors.
 pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let expanded = expand_inputs(&opts.inputs)?;
     let mut summary = RunSummary::default();
-    for w in &expanded.skipped {
-        summary.files_ignored.push(FileWarning {
+    for (list, to) in [
+        (&expanded.skipped, &mut summary.files_ignored),
+        (&expanded.duplicates, &mut summary.files_duplicate),
+    ] {
+        for w in list {
+            to.push(FileWarning {
+                file: w.path.display().to_string(),
+                byte_offset: None,
+                message: w.message.clone(),
+            });
+        }
+    }
+    for w in &expanded.unreadable {
+        summary.files_failed += 1;
+        summary.warnings.push(FileWarning {
             file: w.path.display().to_string(),
             byte_offset: None,
             message: w.message.clone(),
         });
     }
-    let inputs = opts.shard.select(&expanded.inputs);
+    if expanded.inputs.is_empty() {
+        bail!(
+            "no capture to read: {} hold{} no pcap or pcapng file{}",
+            opts.inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if opts.inputs.len() == 1 { "s" } else { "" },
+            match expanded.skipped.len() {
+                0 => String::new(),
+                n => format!(" ({n} other file{} ignored)", if n == 1 { "" } else { "s" }),
+            }
+        );
+    }
+    if opts.label_from_dir {
+        if let Some(k) = expanded.labels.iter().position(Option::is_none) {
+            let what = match &expanded.inputs[k] {
+                Input::Stdin => "standard input has no folder to take a label from".to_string(),
+                Input::File(p) => format!(
+                    "{} has no label: labels are the first folder level below a directory argument (netFound's <dir>/<label>/<files> layout), and this file is {}",
+                    p.display(),
+                    if opts.inputs.iter().any(|a| a == p) {
+                        "named on the command line"
+                    } else {
+                        "directly in a directory argument"
+                    }
+                ),
+            };
+            bail!("--label-from-dir: {what}");
+        }
+    }
+    let indices: Vec<usize> = (0..expanded.inputs.len()).collect();
+    let selected = opts.shard.select(&indices);
+    let inputs: Vec<Input> = selected
+        .iter()
+        .map(|&k| expanded.inputs[k].clone())
+        .collect();
+    let labels: Vec<Option<Arc<str>>> = selected
+        .iter()
+        .map(|&k| {
+            if opts.label_from_dir {
+                expanded.labels[k].as_deref().map(Arc::from)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let settings = opts.dataset_settings();
+    let shard_tag = opts.shard.tag();
+    let input_paths: Vec<PathBuf> = inputs.iter().map(Input::path).collect();
+    let out = OutputDir::prepare(
+        &opts.out_dir,
+        opts.out_mode,
+        &shard_tag,
+        &input_paths,
+        opts.dataset_kind(),
+        &settings,
+    )?;
 
     let mut assembler: Box<dyn FlowAssembler> = match opts.format {
         OutputFormat::Parquet => Box::new(NativeFlowTable::new(opts.native.clone())),
@@ -184,24 +361,57 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     // Native mode encodes Parquet on PARQUET_WRITERS threads, each writing its own parts
     // (the encoder is the costliest stage, and a capture's end hands it every live flow at
     // once); netFound mode writes its single Arrow file on one.
+    let previous_runs = out.previous.as_ref().map_or(0, |m| m.runs.len());
     let sinks: Vec<Sink> = match opts.format {
-        OutputFormat::Parquet => (0..PARQUET_WRITERS)
-            .map(|w| -> anyhow::Result<Sink> {
-                let mut cfg = ParquetSinkConfig::new(&opts.out_dir);
-                cfg.part_rows = opts.part_rows;
-                cfg.zstd_level = opts.zstd_level;
-                cfg.shard_tag = opts.shard.tag();
-                cfg.part_seq = (w as u32, PARQUET_WRITERS as u32);
-                Ok(Sink::Parquet(Box::new(ParquetSink::new(cfg)?)))
-            })
-            .collect::<anyhow::Result<_>>()?,
+        OutputFormat::Parquet => {
+            let first_seq = out.previous.as_ref().map_or(0, |m| {
+                next_part_seq(m.parts.iter().map(|p| p.path.as_str()), &shard_tag)
+            });
+            let metadata = vec![
+                (
+                    "netfm.version".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                ),
+                ("netfm.settings".to_string(), settings.to_string()),
+                (
+                    "netfm.vocab".to_string(),
+                    serde_json::to_string(&netfm_models::config::VocabSpec::netfound())?,
+                ),
+            ];
+            (0..PARQUET_WRITERS)
+                .map(|w| -> anyhow::Result<Sink> {
+                    let mut cfg = ParquetSinkConfig::new(&out.write_dir);
+                    cfg.part_rows = opts.part_rows;
+                    cfg.zstd_level = opts.zstd_level;
+                    cfg.shard_tag = shard_tag.clone();
+                    cfg.part_seq = (first_seq + w as u32, PARQUET_WRITERS as u32);
+                    cfg.key_value_metadata = metadata.clone();
+                    Ok(Sink::Parquet(
+                        Box::new(ParquetSink::new(cfg)?),
+                        PartClock {
+                            every: opts.part_seconds.map(Duration::from_secs_f64),
+                            last: Instant::now(),
+                        },
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
         OutputFormat::Netfound => {
-            std::fs::create_dir_all(&opts.out_dir)
-                .with_context(|| format!("creating {}", opts.out_dir.display()))?;
-            let path = opts
-                .out_dir
-                .join(format!("netfound-{}.arrow", opts.shard.tag()));
-            vec![Sink::Netfound(NetfoundIpcWriter::create(&path)?)]
+            let run = if previous_runs == 0 {
+                String::new()
+            } else {
+                format!("-{previous_runs:03}")
+            };
+            let path = out.write_dir.join(format!(
+                "netfound-{shard_tag}{run}.{}",
+                opts.ipc.extension()
+            ));
+            vec![Sink::Netfound(NetfoundIpcWriter::with_format(
+                &path,
+                opts.ipc,
+                DEFAULT_BATCH_ROWS,
+                MAX_BATCH_TOKENS,
+            )?)]
         }
     };
 
@@ -219,15 +429,25 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
         None
     };
 
-    let label_from_dir = opts.label_from_dir;
+    // SIGINT/SIGTERM from here on end the run cleanly (see `process::signals`); the
+    // threads started below inherit the blocked signals, the reader unblocks them.
+    let stop = signals::InterruptGuard::install();
+    // With --part-seconds, a stream's packets and finished flows are handed on at least this
+    // often while packets arrive (not only in full batches), so its parts hold what has
+    // ended. Which part a flow lands in then depends on timing.
+    let flush_every = opts
+        .part_seconds
+        .map(|s| Duration::from_secs_f64((s / 2.0).clamp(0.05, 1.0)));
     let (pkt_tx, pkt_rx) = sync_channel::<ReadMsg>(CHANNEL_DEPTH);
     let (recycle_tx, recycle_rx) = sync_channel::<PacketBatch>(CHANNEL_DEPTH + 2);
     let hasher = assembler.key_hasher();
-    let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<PathBuf>> {
+    let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<(PathBuf, u64)>> {
+        let (inputs, labels) = (&inputs, &labels);
         let reader = std::thread::Builder::new()
             .name("netfm-read".into())
             .spawn_scoped(scope, move || {
-                read_inputs(&inputs, label_from_dir, hasher, pkt_tx, recycle_rx, bar)
+                signals::unblock_here();
+                read_inputs(inputs, labels, hasher, pkt_tx, recycle_rx, bar, flush_every)
             })
             .context("starting the capture reader thread")?;
         let depth = CHANNEL_DEPTH.div_ceil(sinks.len()).max(1);
@@ -238,21 +458,33 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             flow_txs.push(flow_tx);
             let writer = std::thread::Builder::new()
                 .name("netfm-write".into())
-                .spawn_scoped(scope, move || -> anyhow::Result<Vec<PathBuf>> {
-                    for msg in flow_rx {
-                        sink.write(
-                            &msg.source,
-                            msg.label.as_deref(),
-                            msg.first_index,
-                            &msg.flows,
-                        )?;
+                .spawn_scoped(scope, move || -> anyhow::Result<Vec<(PathBuf, u64)>> {
+                    loop {
+                        match flow_rx.recv_timeout(Duration::from_millis(500)) {
+                            Ok(msg) => sink.write(
+                                &msg.source,
+                                msg.label.as_deref(),
+                                msg.first_index,
+                                &msg.flows,
+                            )?,
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                        sink.tick()?;
                     }
                     sink.finish()
                 })
                 .context("starting a dataset writer thread")?;
             writers.push(writer);
         }
-        let flowed = assemble(&mut *assembler, &mut summary, pkt_rx, recycle_tx, flow_txs);
+        let flowed = assemble(
+            &mut *assembler,
+            &mut summary,
+            pkt_rx,
+            recycle_tx,
+            flow_txs,
+            flush_every,
+        );
         let read = reader
             .join()
             .map_err(|_| anyhow::anyhow!("capture reader thread panicked"))?;
@@ -284,18 +516,62 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             summary.skip(reason.name(), n);
         }
         Ok(outputs)
-    })?;
+    });
+    summary.interrupted_by = signals::interrupted().map(|s| signals::name(s).to_string());
+    drop(stop);
+    let outputs = outputs?;
+    // Files the reader opened (its failures are counted in `files_failed`, as are the
+    // files a directory listing could not read, which never reached it).
+    let opened = summary.files + expanded.unreadable.len() as u64 - summary.files_failed;
+    if opened == 0 && summary.interrupted_by.is_none() {
+        for (p, _) in &outputs {
+            let _ = std::fs::remove_file(p);
+        }
+        let why = summary
+            .warnings
+            .first()
+            .map(|w| {
+                // Open errors name their file already.
+                if w.message.starts_with(&w.file) {
+                    format!(": {}", w.message)
+                } else {
+                    format!(": {}: {}", w.file, w.message)
+                }
+            })
+            .unwrap_or_default();
+        bail!("no capture could be read{why}");
+    }
     merge_stats(&mut summary, assembler.stats());
-    summary.output_files = outputs
-        .into_iter()
-        .map(|p| p.display().to_string())
-        .collect();
     summary.seconds = started.elapsed().as_secs_f64();
     summary.packets_per_second = if summary.seconds > 0.0 {
         summary.packets_read as f64 / summary.seconds
     } else {
         0.0
     };
+    summary.output_files = outputs
+        .iter()
+        .map(|(p, _)| out.final_path(p).display().to_string())
+        .collect();
+    let run = RunRecord {
+        netfm_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: opts.command.clone(),
+        started: rfc3339(started_at),
+        writer: opts.writer_settings(),
+        inputs: inputs
+            .iter()
+            .map(|i| match i {
+                Input::File(p) => describe_input(p),
+                Input::Stdin => crate::dataset::output::InputFile {
+                    path: "-".to_string(),
+                    size: None,
+                    modified: None,
+                },
+            })
+            .collect(),
+        summary: serde_json::to_value(&summary)?,
+        parts: Vec::new(),
+    };
+    out.commit(&outputs, opts.dataset_kind(), settings, run)?;
     Ok(summary)
 }
 
@@ -316,6 +592,9 @@ pub struct FileRead {
     pub packets_decoded: u64,
     pub bytes_read: u64,
     pub unsupported: BTreeMap<u32, u64>,
+    /// Packets earlier than the packet before them, and the largest such step back.
+    pub out_of_order: u64,
+    pub max_step_back_ns: u64,
 }
 
 impl RunSummary {
@@ -340,6 +619,14 @@ impl RunSummary {
                 message,
             });
         }
+        if r.out_of_order > 0 {
+            self.packets_out_of_order += r.out_of_order;
+            self.out_of_order_files.push(OutOfOrderFile {
+                file: r.name.clone(),
+                packets: r.out_of_order,
+                max_step_back_us: r.max_step_back_ns / 1000,
+            });
+        }
         if !r.unsupported.is_empty() {
             self.unsupported_link_types.insert(r.name, r.unsupported);
         }
@@ -353,8 +640,10 @@ enum ReadMsg {
         label: Option<Arc<str>>,
     },
     Packets(PacketBatch),
-    /// The current file is done.
-    End,
+    /// The current file is done (`interrupted`: because the run is stopping).
+    End {
+        interrupted: bool,
+    },
 }
 
 /// Decoded packets in capture order and, when the flow stage takes them, their key hashes
@@ -400,16 +689,20 @@ struct SinkMsg {
 /// Stage 1 (own thread): read and decode every input, in order, in batches.
 fn read_inputs(
     inputs: &[Input],
-    label_from_dir: bool,
+    labels: &[Option<Arc<str>>],
     hasher: Option<fn(&DecodedPacket) -> u64>,
     tx: SyncSender<ReadMsg>,
     recycled: Receiver<PacketBatch>,
     bar: Option<ProgressBar>,
+    flush_every: Option<Duration>,
 ) -> (Vec<FileRead>, [u64; SkipReason::ALL.len()]) {
     let mut reads = Vec::with_capacity(inputs.len());
     let mut skipped = [0u64; SkipReason::ALL.len()];
     let mut done_bytes = 0u64;
-    'inputs: for input in inputs {
+    'inputs: for (input, label) in inputs.iter().zip(labels) {
+        if signals::interrupted().is_some() {
+            break;
+        }
         let mut r = FileRead {
             name: input.to_string(),
             ..FileRead::default()
@@ -423,15 +716,10 @@ fn read_inputs(
             }
         };
         let file_size = input_size(input);
-        let label = if label_from_dir {
-            label_of(input).map(Arc::from)
-        } else {
-            None
-        };
         if tx
             .send(ReadMsg::Begin {
                 source: Arc::from(r.name.as_str()),
-                label,
+                label: label.clone(),
             })
             .is_err()
         {
@@ -441,9 +729,18 @@ fn read_inputs(
             .try_recv()
             .unwrap_or_else(|_| PacketBatch::with_capacity(PACKET_BATCH));
         let mut last_offset = 0u64;
+        let mut last_ts = 0u64;
+        // Only a stream trickles: files are read in full batches.
+        let flush_every = flush_every.filter(|_| *input == Input::Stdin);
+        let mut last_send = Instant::now();
         while let Some(frame) = reader.next_frame() {
             r.packets_read += 1;
             last_offset = frame.byte_offset + frame.data.len() as u64;
+            if frame.ts_ns < last_ts {
+                r.out_of_order += 1;
+                r.max_step_back_ns = r.max_step_back_ns.max(last_ts - frame.ts_ns);
+            }
+            last_ts = frame.ts_ns;
             let slot = &mut batch.slots[batch.len];
             match decode_into(
                 frame.linktype,
@@ -458,7 +755,10 @@ fn read_inputs(
                         batch.hashes.push(hash(slot));
                     }
                     batch.len += 1;
-                    if batch.is_full() {
+                    if batch.is_full()
+                        || flush_every.is_some_and(|every| last_send.elapsed() >= every)
+                    {
+                        last_send = Instant::now();
                         let next = recycled
                             .try_recv()
                             .unwrap_or_else(|_| PacketBatch::with_capacity(PACKET_BATCH));
@@ -477,7 +777,10 @@ fn read_inputs(
                     }
                 }
             }
-            if r.packets_read.is_multiple_of(65_536) {
+            if r.packets_read.is_multiple_of(4096) {
+                if signals::interrupted().is_some() {
+                    break;
+                }
                 if let Some(b) = &bar {
                     b.set_position(done_bytes + last_offset.min(file_size));
                 }
@@ -486,10 +789,12 @@ fn read_inputs(
         if batch.len > 0 && tx.send(ReadMsg::Packets(batch)).is_err() {
             break;
         }
-        if tx.send(ReadMsg::End).is_err() {
+        let interrupted = signals::interrupted().is_some();
+        if tx.send(ReadMsg::End { interrupted }).is_err() {
             break;
         }
-        if let Some(w) = reader.warning() {
+        // A stream cut by the stop request ends mid-record: that is not damage.
+        if let (Some(w), false) = (reader.warning(), interrupted) {
             r.warning = Some((w.byte_offset, w.message.clone()));
         }
         r.bytes_read = last_offset;
@@ -514,7 +819,9 @@ fn assemble(
     rx: Receiver<ReadMsg>,
     recycle: SyncSender<PacketBatch>,
     txs: Vec<SyncSender<SinkMsg>>,
+    flush_every: Option<Duration>,
 ) -> anyhow::Result<()> {
+    let mut last_flush = Instant::now();
     let mut flows: Vec<FlowRecord> = Vec::with_capacity(FLUSH_FLOWS);
     let mut source: Arc<str> = Arc::from("");
     let mut label: Option<Arc<str>> = None;
@@ -589,12 +896,19 @@ fn assemble(
                         &[]
                     };
                     assembler.push_batch(slice, hashed, &mut flows);
-                    send(&mut flows, false, summary, &source, &label, &mut flow_index)?;
+                    let due = flush_every.is_some_and(|every| last_flush.elapsed() >= every);
+                    if due {
+                        last_flush = Instant::now();
+                    }
+                    send(&mut flows, due, summary, &source, &label, &mut flow_index)?;
                 }
                 batch.clear();
                 let _ = recycle.try_send(batch);
             }
-            ReadMsg::End => {
+            ReadMsg::End { interrupted } => {
+                if interrupted {
+                    assembler.interrupt();
+                }
                 while !assembler.drain(&mut flows, FLUSH_FLOWS) {
                     send(&mut flows, false, summary, &source, &label, &mut flow_index)?;
                 }

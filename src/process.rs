@@ -507,3 +507,109 @@ pub(crate) mod thp {
         }
     }
 }
+
+/// SIGINT and SIGTERM as a request to stop: a run that catches them ends its open flows,
+/// writes them and closes its outputs under their final names, instead of dying with
+/// half-written parts. While an [`InterruptGuard`] lives the signals set a flag instead of
+/// ending the process; [`interrupted`] reads it. They are blocked on the threads started
+/// after the guard (so that they land on a thread that unblocks them, the capture reader,
+/// whose blocking read on a pipe they then interrupt).
+pub mod signals {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    static CAUGHT: AtomicI32 = AtomicI32::new(0);
+
+    /// The signal that asked the run to stop, if one did.
+    pub fn interrupted() -> Option<i32> {
+        match CAUGHT.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// A signal's name for messages.
+    pub fn name(signal: i32) -> &'static str {
+        #[cfg(target_os = "linux")]
+        {
+            match signal {
+                libc::SIGINT => "SIGINT",
+                libc::SIGTERM => "SIGTERM",
+                _ => "a signal",
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = signal;
+            "a signal"
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    extern "C" fn on_signal(signal: libc::c_int) {
+        // Only an atomic store: async-signal-safe.
+        CAUGHT.store(signal, Ordering::Relaxed);
+    }
+
+    /// Catches SIGINT and SIGTERM until dropped (then the default actions return).
+    pub struct InterruptGuard {
+        _private: (),
+    }
+
+    impl InterruptGuard {
+        /// Installs the handlers (without `SA_RESTART`, so a blocked read returns
+        /// `EINTR`) and blocks both signals on the calling thread, and so on the threads
+        /// it starts; the reader thread calls [`unblock_here`].
+        pub fn install() -> InterruptGuard {
+            CAUGHT.store(0, Ordering::Relaxed);
+            #[cfg(target_os = "linux")]
+            // SAFETY: sigaction and pthread_sigmask with valid, zeroed-then-filled structs;
+            // the handler only stores an atomic.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+                libc::sigemptyset(&mut action.sa_mask);
+                action.sa_flags = 0;
+                libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+                libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+                let set = stop_set();
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            InterruptGuard { _private: () }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn stop_set() -> libc::sigset_t {
+        // SAFETY: sigset manipulation on a local.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            set
+        }
+    }
+
+    /// Lets SIGINT and SIGTERM reach the calling thread again.
+    pub fn unblock_here() {
+        #[cfg(target_os = "linux")]
+        // SAFETY: pthread_sigmask with a valid set.
+        unsafe {
+            let set = stop_set();
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+    }
+
+    impl Drop for InterruptGuard {
+        fn drop(&mut self) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: restores the default actions and unblocks the signals.
+            unsafe {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                let set = stop_set();
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            }
+        }
+    }
+}

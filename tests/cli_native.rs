@@ -127,6 +127,7 @@ print(json.dumps({
     }
 }
 
+/// Every file below `dir` but the run's manifest (which records times and paths).
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -135,7 +136,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if !p.ends_with("_manifest.json") {
                 out.push(p);
             }
         }
@@ -192,7 +193,7 @@ fn shards_partition_the_input_list() {
 /// Rows per part file and the flow ids in each, via pyarrow.
 fn part_rows(dir: &Path) -> Vec<(String, Vec<u64>)> {
     let text = python(
-        "import sys, os, json, pyarrow.parquet as pq\nout=[]\nfor d,_,fs in sorted(os.walk(sys.argv[1])):\n  for f in sorted(fs):\n    p=os.path.join(d,f)\n    out.append([os.path.relpath(p, sys.argv[1]), pq.read_table(p)['flow_id'].to_pylist()])\nprint(json.dumps(out))",
+        "import sys, os, json, pyarrow.parquet as pq\nout=[]\nfor d,_,fs in sorted(os.walk(sys.argv[1])):\n  for f in sorted(fs):\n    if not f.endswith('.parquet'): continue\n    p=os.path.join(d,f)\n    out.append([os.path.relpath(p, sys.argv[1]), pq.read_table(p)['flow_id'].to_pylist()])\nprint(json.dumps(out))",
         dir,
     );
     serde_json::from_str(&text).expect("parts")

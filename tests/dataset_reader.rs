@@ -106,7 +106,7 @@ fn bundled_captures_read_back_in_both_formats() {
     let nf = tmp.path().join("netfound");
     let nf_flows = tokenize(&pcaps(), &nf, &["--format", "netfound"]);
     let (nf_all, r) = read_ok(&nf);
-    assert_eq!(r.files(), [nf.join("netfound-s0of1.arrow")]);
+    assert_eq!(r.files(), [nf.join("netfound-s0of1.arrows")]);
     assert_eq!(nf_all.len() as u64, nf_flows, "one example per flow");
     assert_eq!(r.skipped(), 0);
     for ex in nf_all.iter().chain(&all) {

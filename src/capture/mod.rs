@@ -3,7 +3,7 @@
 //! Reads classic pcap (both byte orders, micro- and nanosecond magic, the Kuznetzov
 //! "modified" variant), pcapng (several sections of either byte order, several interfaces
 //! with their own link type, `if_tsresol` and `if_tsoffset`), and either of them gzip
-//! compressed (detected by magic, not by name). Frames are read through pcap-parser's
+//! compressed with gzip, zstd or xz (detected by magic, not by name). Frames are read through pcap-parser's
 //! streaming readers with a bounded buffer, so memory does not grow with the file; plain
 //! classic pcap files are instead mapped and parsed in place by pcap-parser's frame parsers
 //! (see `mapped.rs`), with the mapping kept to a bounded window.
@@ -28,19 +28,20 @@ use std::path::PathBuf;
 /// Failure to open or list a capture input. Carries the input it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// The input could not be opened, read or listed.
-    #[error("{path}: {source}")]
+    /// The input could not be opened, read or listed. (The message holds the cause; it is
+    /// not chained again as a source, which would print it twice.)
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The input holds no bytes at all.
     #[error("{path}: empty file, not a capture")]
     Empty { path: PathBuf },
-    /// The first bytes are no pcap, pcapng or gzip magic.
-    #[error("{path}: not a pcap or pcapng capture (first bytes {magic})")]
-    NotACapture { path: PathBuf, magic: String },
+    /// The first bytes are no pcap or pcapng magic (plain or compressed); `what` says what
+    /// the file seems to be instead.
+    #[error("{path}: {what}")]
+    NotACapture { path: PathBuf, what: String },
     /// The magic is right but the file header could not be parsed.
     #[error("{path}: bad capture header: {message}")]
     BadHeader { path: PathBuf, message: String },

@@ -107,10 +107,12 @@ enum Step {
     End(Option<Damage>),
 }
 
-/// The byte stream under pcap-parser. Its first read fills the whole buffer unless the
-/// stream ends (pcap-parser parses the file header from that one read, and a pipe or a gzip
-/// stream may return less); later reads return what is available, so a live pipe is not
-/// held back. It also keeps the last I/O error's text (pcap-parser drops the cause).
+/// The byte stream under pcap-parser. Its first read goes on until the file header is
+/// whole (pcap-parser parses the header from that one read, and a pipe or a gzip stream
+/// may return less), or the stream ends; later reads return what is available. Neither
+/// waits for more than that, so a live pipe is never held back (a first read that filled
+/// the whole buffer held a trickling capture's packets until a megabyte had arrived). It
+/// also keeps the last I/O error's text (pcap-parser drops the cause).
 struct FillingReader {
     inner: Box<dyn Read + Send>,
     first_read: bool,
@@ -212,6 +214,20 @@ impl PcapReaderIterator for CheckedPcapNg {
     }
 }
 
+/// Bytes of the file header at the front of `head`, as far as `head` tells: the classic
+/// pcap header's 24 bytes, or a pcapng section header block's length (in its own byte
+/// order); 12 until a pcapng block's length can be read.
+fn header_len(head: &[u8]) -> usize {
+    if head.len() < 4 || head[..4] != [0x0a, 0x0d, 0x0d, 0x0a] {
+        return 24;
+    }
+    if head.len() < 12 {
+        return 12;
+    }
+    let big_endian = head[8..12] == [0x1a, 0x2b, 0x3c, 0x4d];
+    u32_at(head, 4, big_endian).map_or(12, |n| (n as usize).max(12))
+}
+
 impl FillingReader {
     fn record(&self, e: &io::Error) {
         if let Ok(mut slot) = self.last_error.lock() {
@@ -233,9 +249,17 @@ impl Read for FillingReader {
                 Ok(0) => break,
                 Ok(k) => {
                     n += k;
-                    if !fill {
+                    if !fill || n >= header_len(&buf[..n]) {
                         break;
                     }
+                }
+                // A stop request (SIGINT/SIGTERM) interrupts a blocked read: the stream
+                // ends here, and the run writes what it has.
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        && crate::process::signals::interrupted().is_some() =>
+                {
+                    break
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if n > 0 => {
@@ -470,6 +494,8 @@ enum Damage {
     TooLarge(usize),
     Read,
     Corrupt(String),
+    /// The parser refused the record or block at the current position.
+    Malformed,
 }
 
 fn header_error_message(e: &PcapError<&[u8]>, read_error: &Mutex<Option<String>>) -> String {
@@ -606,10 +632,8 @@ impl CaptureReader {
                     None => "unrecognised block".into(),
                 })))
             }
-            Err(PcapError::NomError(_, kind)) | Err(PcapError::OwnedNomError(_, kind)) => {
-                Step::End(Some(Damage::Corrupt(format!(
-                    "parser check {kind:?} failed"
-                ))))
+            Err(PcapError::NomError(..)) | Err(PcapError::OwnedNomError(..)) => {
+                Step::End(Some(Damage::Malformed))
             }
         }
     }
@@ -677,12 +701,60 @@ impl CaptureReader {
                 format!("read error: {}", cause.unwrap_or_else(|| "unknown".into()))
             }
             Damage::Corrupt(what) => format!("corrupt {}: {what}", self.unit_name()),
+            Damage::Malformed => {
+                format!("corrupt {}: {}", self.unit_name(), self.malformed_detail())
+            }
         };
         self.warning = Some(CaptureWarning {
             path: self.path.clone(),
             byte_offset: offset,
             message,
         });
+    }
+
+    /// What is wrong with the record or block the parser refused (at the buffer's front):
+    /// what its header says, and why that cannot be.
+    fn malformed_detail(&self) -> String {
+        let data = self.inner.data();
+        match self.format {
+            CaptureFormat::PcapNg => match ng_block_head(data, self.section_big_endian) {
+                Some((big_endian, len)) => {
+                    let kind = u32_at(data, 0, big_endian).unwrap_or(0);
+                    let trailer = (len as usize)
+                        .checked_sub(4)
+                        .and_then(|at| u32_at(data, at, big_endian));
+                    let name = match kind {
+                        0x0a0d_0d0a => "section header",
+                        0x0000_0001 => "interface description",
+                        0x0000_0006 => "enhanced packet",
+                        0x0000_0003 => "simple packet",
+                        0x0000_0002 => "packet (obsolete)",
+                        0x0000_0004 => "name resolution",
+                        0x0000_0005 => "interface statistics",
+                        _ => "unknown",
+                    };
+                    match trailer {
+                        Some(t) if t != len => format!(
+                            "a {name} block (type 0x{kind:08x}) says it is {len} bytes long at its start and {t} at its end"
+                        ),
+                        _ => format!(
+                            "a {name} block (type 0x{kind:08x}, {len} bytes) whose fields do not fit its length or hold impossible values"
+                        ),
+                    }
+                }
+                None => "a block header that cannot be read".to_string(),
+            },
+            CaptureFormat::Pcap { big_endian, .. } => {
+                let caplen = u32_at(data, 8, big_endian);
+                let origlen = u32_at(data, 12, big_endian);
+                match (caplen, origlen) {
+                    (Some(c), Some(o)) => format!(
+                        "a record header with captured length {c} and original length {o}, which cannot both be right"
+                    ),
+                    _ => "a record header that cannot be read".to_string(),
+                }
+            }
+        }
     }
 
     fn unit_name(&self) -> &'static str {

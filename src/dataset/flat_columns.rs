@@ -17,6 +17,7 @@
 
 use super::parquet::{write_ip, NativeRow};
 use super::token_column::{ChunkBuffers, ChunkPages, Compressor};
+use arrow::datatypes::{DataType, TimeUnit};
 use bytes::Bytes;
 use parquet::basic::{Type as PhysicalType, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
@@ -25,56 +26,132 @@ use parquet::errors::ParquetError;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::SchemaDescriptor;
 
+/// The Arrow type of a flat column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ty {
+    U8,
+    U16,
+    U32,
+    U64,
+    /// `timestamp[us, UTC]`: microseconds, the unit pyarrow, pandas, Polars and DuckDB
+    /// all compute with (DuckDB cannot subtract nanosecond timestamps with a time zone).
+    Timestamp,
+    Str,
+}
+
+impl Ty {
+    pub(super) fn arrow(self) -> DataType {
+        match self {
+            Ty::U8 => DataType::UInt8,
+            Ty::U16 => DataType::UInt16,
+            Ty::U32 => DataType::UInt32,
+            Ty::U64 => DataType::UInt64,
+            Ty::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Ty::Str => DataType::Utf8,
+        }
+    }
+}
+
 /// How a flat column's values are stored and ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     /// `uint64`: INT64, unsigned order.
     U64,
-    /// `uint16` and `uint8`: INT32, unsigned order.
+    /// `uint32`, `uint16` and `uint8`: INT32, unsigned order.
     U32,
-    /// `timestamp[ns, UTC]`: INT64, signed order.
+    /// `timestamp[us, UTC]`: INT64, signed order.
     Timestamp,
-    /// `utf8`, never null.
+    /// `utf8`.
     Str,
-    /// `utf8`, nullable.
-    OptStr,
 }
 
 impl Kind {
+    fn of(ty: Ty) -> Kind {
+        match ty {
+            Ty::U8 | Ty::U16 | Ty::U32 => Kind::U32,
+            Ty::U64 => Kind::U64,
+            Ty::Timestamp => Kind::Timestamp,
+            Ty::Str => Kind::Str,
+        }
+    }
+
     fn physical(self) -> PhysicalType {
         match self {
             Kind::U64 | Kind::Timestamp => PhysicalType::INT64,
             Kind::U32 => PhysicalType::INT32,
-            Kind::Str | Kind::OptStr => PhysicalType::BYTE_ARRAY,
+            Kind::Str => PhysicalType::BYTE_ARRAY,
         }
     }
 }
 
-/// The flat columns in leaf order: the leaf each one is (the five burst columns sit
-/// between `end_reason` and `labels`), its name there, how it is stored.
-const COLUMNS: [(usize, &str, Kind); 17] = [
-    (0, "flow_id", Kind::U64),
-    (1, "source", Kind::Str),
-    (2, "src_ip", Kind::Str),
-    (3, "dst_ip", Kind::Str),
-    (4, "src_port", Kind::U32),
-    (5, "dst_port", Kind::U32),
-    (6, "protocol", Kind::U32),
-    (7, "ip_version", Kind::U32),
-    (8, "start", Kind::Timestamp),
-    (9, "end", Kind::Timestamp),
-    (10, "flow_duration", Kind::U64),
-    (11, "fwd_packets", Kind::U64),
-    (12, "bwd_packets", Kind::U64),
-    (13, "fwd_bytes", Kind::U64),
-    (14, "bwd_bytes", Kind::U64),
-    (15, "end_reason", Kind::Str),
-    (21, "labels", Kind::OptStr),
+/// One of the flow's own columns: its name, Arrow type, whether it can be null, and what
+/// it holds (written into the schema field's `description` metadata; `unit` too where
+/// the column has one).
+pub(super) struct ColumnDef {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub nullable: bool,
+    pub unit: Option<&'static str>,
+    pub description: &'static str,
+}
+
+const fn col(
+    name: &'static str,
+    ty: Ty,
+    nullable: bool,
+    unit: Option<&'static str>,
+    description: &'static str,
+) -> ColumnDef {
+    ColumnDef {
+        name,
+        ty,
+        nullable,
+        unit,
+        description,
+    }
+}
+
+/// The native schema's own columns, in schema order; the five burst columns stand between
+/// the first [`BURSTS_AT`] of them and the rest. The schema is stated here once:
+/// `native_schema` and the writers are derived from it.
+pub(super) const COLUMNS: [ColumnDef; 27] = [
+    col("flow_id", Ty::U64, false, None, "deterministic id of the flow: its source and its index there"),
+    col("source", Ty::Str, false, None, "the capture file the flow was read from (- for standard input)"),
+    col("src_ip", Ty::Str, false, None, "forward endpoint's address (the internal one, else the first packet's source)"),
+    col("dst_ip", Ty::Str, false, None, "backward endpoint's address"),
+    col("src_port", Ty::U16, true, None, "forward endpoint's TCP/UDP port; null for ICMP"),
+    col("dst_port", Ty::U16, true, None, "backward endpoint's TCP/UDP port; null for ICMP"),
+    col("protocol", Ty::U8, false, None, "IP protocol number: 6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6"),
+    col("ip_version", Ty::U8, false, None, "4 or 6"),
+    col("icmp_type", Ty::U8, true, None, "ICMP/ICMPv6: the first packet's type; null otherwise"),
+    col("icmp_code", Ty::U8, true, None, "ICMP/ICMPv6: the first packet's code; null otherwise"),
+    col("icmp_id", Ty::U16, true, None, "ICMP/ICMPv6 echo: the identifier (one flow per identifier); null otherwise"),
+    col("icmp_quoted_protocol", Ty::U8, true, None, "ICMP/ICMPv6 error: the quoted packet's IP protocol; null otherwise"),
+    col("icmp_quoted_src_port", Ty::U16, true, None, "ICMP/ICMPv6 error: the quoted packet's source port (0 if it has none); null otherwise"),
+    col("icmp_quoted_dst_port", Ty::U16, true, None, "ICMP/ICMPv6 error: the quoted packet's destination port (0 if it has none); null otherwise"),
+    col("tunnel", Ty::Str, true, None, "the outermost tunnel the flow's first packet came through (vxlan, gre, ...); null if none"),
+    col("outer_src_ip", Ty::Str, true, None, "the outermost IP header's source address of the flow's first packet; null without a tunnel"),
+    col("outer_dst_ip", Ty::Str, true, None, "the outermost IP header's destination address of the flow's first packet; null without a tunnel"),
+    col("tunnel_id", Ty::U32, true, None, "the outermost tunnel's id (VXLAN/Geneve VNI, GRE key, GTP-U TEID, ERSPAN session); null if it has none"),
+    col("start_time", Ty::Timestamp, false, Some("microseconds since the Unix epoch, UTC"), "the flow's earliest packet"),
+    col("end_time", Ty::Timestamp, false, Some("microseconds since the Unix epoch, UTC"), "the flow's latest packet"),
+    col("flow_duration", Ty::U64, false, Some("microseconds"), "end_time - start_time (netFound's flow_duration)"),
+    col("fwd_packets", Ty::U64, false, Some("packets"), "packets from src to dst"),
+    col("bwd_packets", Ty::U64, false, Some("packets"), "packets from dst to src"),
+    col("fwd_bytes", Ty::U64, false, Some("bytes"), "IP bytes (sum of IP total lengths) from src to dst"),
+    col("bwd_bytes", Ty::U64, false, Some("bytes"), "IP bytes (sum of IP total lengths) from dst to src"),
+    col("end_reason", Ty::Str, false, None, "why the flow ended: idle, active, tcp_close, evicted, end_of_capture, interrupted"),
+    col("labels", Ty::Str, true, None, "the flow's class (--label-from-dir); null for unlabelled data"),
 ];
 
-/// The leaves [`FlatColumns`] writes, in order.
+/// How many of [`COLUMNS`] come before the burst columns (the leaf of `burst_tokens`).
+pub(super) const BURSTS_AT: usize = 26;
+/// Leaves of the burst columns.
+const BURST_LEAVES: usize = 5;
+
+/// The leaves [`FlatColumns`] writes, in [`COLUMNS`] order.
 pub fn flat_leaves() -> impl Iterator<Item = usize> {
-    COLUMNS.iter().map(|&(leaf, _, _)| leaf)
+    (0..COLUMNS.len()).map(|k| if k < BURSTS_AT { k } else { k + BURST_LEAVES })
 }
 
 /// Longest string min/max written whole; longer ones are truncated, as parquet's writers
@@ -100,6 +177,17 @@ struct FlatColumn {
 }
 
 impl FlatColumn {
+    /// A value of a nullable integer column, or its null.
+    fn opt_unsigned(&mut self, v: Option<u64>) {
+        match v {
+            Some(v) => self.unsigned(v),
+            None => {
+                self.pages.flat_entry(0);
+                self.nulls += 1;
+            }
+        }
+    }
+
     fn unsigned(&mut self, v: u64) {
         if self.kind == Kind::U32 {
             // Values of uint16 and uint8 fields, so always in i32's range.
@@ -175,7 +263,7 @@ impl FlatColumn {
             )
             .with_backwards_compatible_min_max(self.kind == Kind::Timestamp)
             .into(),
-            Kind::Str | Kind::OptStr => {
+            Kind::Str => {
                 if !any {
                     return ValueStatistics::<ByteArray>::new(None, None, None, nulls, false)
                         .into();
@@ -273,7 +361,9 @@ impl FlatColumns {
     ) -> Result<Self, ParquetError> {
         let columns = COLUMNS
             .iter()
-            .map(|&(leaf, name, kind)| {
+            .zip(flat_leaves())
+            .map(|(def, leaf)| {
+                let (name, kind) = (def.name, Kind::of(def.ty));
                 let (Some(buffers), true) = (
                     spare.get_mut(leaf),
                     leaf < schema.num_columns() && schema.column(leaf).name() == name,
@@ -282,7 +372,7 @@ impl FlatColumns {
                         "the schema has no column {name} at leaf {leaf}"
                     )));
                 };
-                let max_def = if kind == Kind::OptStr { 1 } else { 0 };
+                let max_def = i16::from(def.nullable);
                 Ok(FlatColumn {
                     kind,
                     pages: ChunkPages::new(
@@ -313,7 +403,7 @@ impl FlatColumns {
     /// Appends one row.
     pub fn push(&mut self, row: &NativeRow<'_>, zstd: &mut Compressor) -> Result<(), ParquetError> {
         let f = row.flow;
-        let [flow_id, source, src_ip, dst_ip, src_port, dst_port, protocol, ip_version, start, end, duration, fwd_packets, bwd_packets, fwd_bytes, bwd_bytes, end_reason, labels] =
+        let [flow_id, source, src_ip, dst_ip, src_port, dst_port, protocol, ip_version, icmp_type, icmp_code, icmp_id, quoted_protocol, quoted_src_port, quoted_dst_port, tunnel, outer_src_ip, outer_dst_ip, tunnel_id, start, end, duration, fwd_packets, bwd_packets, fwd_bytes, bwd_bytes, end_reason, labels] =
             &mut self.columns[..]
         else {
             return Err(ParquetError::General("flat columns missing".into()));
@@ -326,13 +416,39 @@ impl FlatColumns {
         self.text.clear();
         write_ip(&mut self.text, f.dst);
         dst_ip.string(Some(self.text.as_bytes()));
-        src_port.unsigned(u64::from(f.src_port));
-        dst_port.unsigned(u64::from(f.dst_port));
+        // An ICMP flow's port fields hold its grouping key; its own columns say what it is.
+        let icmp = f.icmp;
+        let ports = icmp.is_none().then_some((f.src_port, f.dst_port));
+        src_port.opt_unsigned(ports.map(|p| u64::from(p.0)));
+        dst_port.opt_unsigned(ports.map(|p| u64::from(p.1)));
         protocol.unsigned(u64::from(f.protocol));
         ip_version.unsigned(if f.src.is_ipv4() { 4 } else { 6 });
-        // Timestamps are nanoseconds since the epoch: i64 holds them until 2262.
-        start.signed(f.first_ts_ns as i64);
-        end.signed(f.last_ts_ns as i64);
+        icmp_type.opt_unsigned(icmp.map(|i| u64::from(i.icmp_type)));
+        icmp_code.opt_unsigned(icmp.map(|i| u64::from(i.code)));
+        icmp_id.opt_unsigned(icmp.and_then(|i| i.identifier).map(u64::from));
+        let quoted = icmp.and_then(|i| i.quoted);
+        quoted_protocol.opt_unsigned(quoted.map(|q| u64::from(q.0)));
+        quoted_src_port.opt_unsigned(quoted.map(|q| u64::from(q.1)));
+        quoted_dst_port.opt_unsigned(quoted.map(|q| u64::from(q.2)));
+        let t = f.tunnel;
+        tunnel.string(t.map(|t| t.kind.as_bytes()));
+        for (column, addr) in [
+            (outer_src_ip, t.map(|t| t.outer_src)),
+            (outer_dst_ip, t.map(|t| t.outer_dst)),
+        ] {
+            match addr {
+                Some(a) => {
+                    self.text.clear();
+                    write_ip(&mut self.text, a);
+                    column.string(Some(self.text.as_bytes()));
+                }
+                None => column.string(None),
+            }
+        }
+        tunnel_id.opt_unsigned(t.and_then(|t| t.id).map(u64::from));
+        // Microseconds since the epoch (truncated, as netFound's durations are).
+        start.signed((f.first_ts_ns / 1000) as i64);
+        end.signed((f.last_ts_ns / 1000) as i64);
         duration.unsigned(f.tokens.flow_duration_us);
         fwd_packets.unsigned(f.fwd_packets);
         bwd_packets.unsigned(f.bwd_packets);
@@ -358,7 +474,7 @@ impl FlatColumns {
             .zip(flat_leaves())
             .map(|(mut c, leaf)| {
                 let statistics = c.statistics();
-                let bytes = matches!(c.kind, Kind::Str | Kind::OptStr).then_some(c.value_bytes);
+                let bytes = (c.kind == Kind::Str).then_some(c.value_bytes);
                 let mut unused = ChunkBuffers::default();
                 let to = spare.get_mut(leaf).unwrap_or(&mut unused);
                 c.pages.close_with(zstd, Some(statistics), bytes, to)
@@ -385,7 +501,7 @@ mod tests {
                 .convert(schema)
                 .expect("convert")
         };
-        let mut spare: Vec<ChunkBuffers> = (0..22).map(|_| ChunkBuffers::default()).collect();
+        let mut spare: Vec<ChunkBuffers> = (0..32).map(|_| ChunkBuffers::default()).collect();
         let native = native_schema();
         assert!(
             FlatColumns::new(&leaves(&native), ZstdLevel::default(), 1 << 20, &mut spare).is_ok()

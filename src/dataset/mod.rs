@@ -4,6 +4,7 @@
 pub mod burst_columns;
 pub mod flat_columns;
 pub mod netfound_ipc;
+pub mod output;
 pub mod parquet;
 pub mod reader;
 pub mod token_column;

@@ -1,5 +1,7 @@
-//! netFound's dataset format: an Arrow IPC *stream* (not the file format) with netFound's
-//! exact schema, one row per flow, as `Tokenize.py` writes it:
+//! netFound's dataset format: an Arrow IPC *stream* with netFound's exact schema, one row
+//! per flow, as `Tokenize.py` writes it (or, with [`IpcFormat::File`], the same batches
+//! in the random-access IPC *file* format that `pyarrow.ipc.open_file`,
+//! `pandas.read_feather`, Polars and DuckDB open):
 //!
 //! ```text
 //! flow_duration uint64, burst_tokens list<list<uint16>>, directions list<bool>,
@@ -19,7 +21,7 @@ use super::burst_columns::{burst_fields, BurstColumnsBuilder, MAX_BATCH_TOKENS};
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder, UInt16Builder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::writer::{FileWriter, StreamWriter};
 use netfm_tokenizer::TokenizedFlow;
 use std::fs::File;
 use std::io::BufWriter;
@@ -47,6 +49,55 @@ pub enum NetfoundIpcError {
     },
 }
 
+/// Which Arrow IPC format a netFound-mode file is written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpcFormat {
+    /// The IPC stream format, as netFound writes it (`.arrows`).
+    #[default]
+    Stream,
+    /// The IPC file format, with a footer for random access (`.arrow`, Feather v2).
+    File,
+}
+
+impl IpcFormat {
+    /// The file extension that says which format a file is in.
+    pub fn extension(self) -> &'static str {
+        match self {
+            IpcFormat::Stream => "arrows",
+            IpcFormat::File => "arrow",
+        }
+    }
+}
+
+/// An open IPC writer of either format.
+enum IpcOut {
+    Stream(StreamWriter<BufWriter<File>>),
+    File(FileWriter<BufWriter<File>>),
+}
+
+impl IpcOut {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        match self {
+            IpcOut::Stream(w) => w.write(batch),
+            IpcOut::File(w) => w.write(batch),
+        }
+    }
+
+    fn finish(self) -> Result<BufWriter<File>, ArrowError> {
+        match self {
+            IpcOut::Stream(mut w) => {
+                w.finish()?;
+                w.into_inner()
+            }
+            IpcOut::File(mut w) => {
+                w.finish()?;
+                w.into_inner()
+            }
+        }
+    }
+}
+
 /// The schema of netFound's Arrow output.
 pub fn netfound_schema() -> SchemaRef {
     let mut fields = vec![Field::new("flow_duration", DataType::UInt64, true)];
@@ -61,7 +112,7 @@ pub struct NetfoundIpcWriter {
     path: PathBuf,
     tmp_path: PathBuf,
     schema: SchemaRef,
-    writer: Option<Box<StreamWriter<BufWriter<File>>>>,
+    writer: Option<Box<IpcOut>>,
     batch_rows: usize,
     /// Most tokens per record batch (see [`MAX_BATCH_TOKENS`]).
     batch_tokens: usize,
@@ -107,6 +158,16 @@ impl NetfoundIpcWriter {
         batch_rows: usize,
         batch_tokens: usize,
     ) -> Result<Self, NetfoundIpcError> {
+        Self::with_format(path, IpcFormat::Stream, batch_rows, batch_tokens)
+    }
+
+    /// Like [`Self::with_batch_limits`], in IPC format `format`.
+    pub fn with_format(
+        path: &Path,
+        format: IpcFormat,
+        batch_rows: usize,
+        batch_tokens: usize,
+    ) -> Result<Self, NetfoundIpcError> {
         let mut tmp = path.as_os_str().to_os_string();
         tmp.push(".tmp");
         let tmp_path = PathBuf::from(tmp);
@@ -115,11 +176,14 @@ impl NetfoundIpcWriter {
             source,
         })?;
         let schema = netfound_schema();
-        let writer = StreamWriter::try_new(BufWriter::new(file), &schema).map_err(|source| {
-            NetfoundIpcError::Arrow {
-                path: tmp_path.clone(),
-                source,
-            }
+        let out = BufWriter::new(file);
+        let writer = match format {
+            IpcFormat::Stream => StreamWriter::try_new(out, &schema).map(IpcOut::Stream),
+            IpcFormat::File => FileWriter::try_new(out, &schema).map(IpcOut::File),
+        }
+        .map_err(|source| NetfoundIpcError::Arrow {
+            path: tmp_path.clone(),
+            source,
         })?;
         let batch_rows = batch_rows.max(1);
         Ok(NetfoundIpcWriter {
@@ -217,9 +281,8 @@ impl NetfoundIpcWriter {
     /// to its final name, which it returns.
     pub fn finish(mut self) -> Result<PathBuf, NetfoundIpcError> {
         self.flush_batch()?;
-        if let Some(mut w) = self.writer.take() {
-            w.finish().map_err(|e| self.arrow_err(e))?;
-            let buf = w.into_inner().map_err(|e| self.arrow_err(e))?;
+        if let Some(w) = self.writer.take() {
+            let buf = w.finish().map_err(|e| self.arrow_err(e))?;
             let file = buf.into_inner().map_err(|e| NetfoundIpcError::Io {
                 path: self.tmp_path.clone(),
                 source: e.into_error(),
@@ -308,6 +371,23 @@ mod tests {
             batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
             vec![2, 2, 1]
         );
+    }
+
+    #[test]
+    fn the_file_format_opens_for_random_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.arrow");
+        let mut w =
+            NetfoundIpcWriter::with_format(&path, IpcFormat::File, 2, MAX_BATCH_TOKENS).unwrap();
+        for n in 0..5 {
+            w.push(&flow(n), None).unwrap();
+        }
+        w.finish().unwrap();
+        let r = arrow::ipc::reader::FileReader::try_new(File::open(&path).unwrap(), None).unwrap();
+        assert_eq!(r.num_batches(), 3);
+        assert_eq!(r.schema(), netfound_schema());
+        // The stream reader refuses it: the formats differ, which the extension says.
+        assert!(StreamReader::try_new(File::open(&path).unwrap(), None).is_err());
     }
 
     #[test]

@@ -18,12 +18,12 @@
 //! Arrow readers get the schema's exact types back.
 
 use super::burst_columns::{burst_fields, MAX_BATCH_TOKENS};
-use super::flat_columns::{flat_leaves, FlatColumns};
+use super::flat_columns::{flat_leaves, FlatColumns, BURSTS_AT, COLUMNS};
 use super::token_column::{
     compressor, BurstColumn, BurstField, ChunkBuffers, Compressor, TokenColumn,
 };
 use crate::flow::{mix64, FlowRecord};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::{Compression, ZstdLevel};
@@ -88,6 +88,8 @@ pub struct ParquetSinkConfig {
     /// Part sequence numbers this sink uses: `first`, `first + step`, ... Sinks that write
     /// into one directory side by side (the pipeline's parallel writers) take disjoint ones.
     pub part_seq: (u32, u32),
+    /// Key-value pairs for every part's footer (the run's settings, the vocabulary).
+    pub key_value_metadata: Vec<(String, String)>,
 }
 
 impl ParquetSinkConfig {
@@ -102,40 +104,47 @@ impl ParquetSinkConfig {
             page_bytes: PAGE_BYTES,
             shard_tag: "s0of1".to_string(),
             part_seq: (0, 1),
+            key_value_metadata: Vec::new(),
         }
     }
 }
 
 /// The schema of a native netfm flow dataset.
+/// The schema of a native netfm flow dataset: the flow's own columns
+/// ([`flat_columns::COLUMNS`], each field saying what it holds and its unit in its
+/// metadata), with netFound's five burst columns after `end_reason`.
 pub fn native_schema() -> SchemaRef {
-    let mut fields = vec![
-        Field::new("flow_id", DataType::UInt64, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("src_ip", DataType::Utf8, false),
-        Field::new("dst_ip", DataType::Utf8, false),
-        Field::new("src_port", DataType::UInt16, false),
-        Field::new("dst_port", DataType::UInt16, false),
-        Field::new("protocol", DataType::UInt8, false),
-        Field::new("ip_version", DataType::UInt8, false),
-        Field::new(
-            "start",
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new(
-            "end",
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("flow_duration", DataType::UInt64, false),
-        Field::new("fwd_packets", DataType::UInt64, false),
-        Field::new("bwd_packets", DataType::UInt64, false),
-        Field::new("fwd_bytes", DataType::UInt64, false),
-        Field::new("bwd_bytes", DataType::UInt64, false),
-        Field::new("end_reason", DataType::Utf8, false),
-    ];
-    fields.extend(burst_fields());
-    fields.push(Field::new("labels", DataType::Utf8, true));
+    let meta = |unit: Option<&str>, description: &str| {
+        let mut m = std::collections::HashMap::new();
+        m.insert("description".to_string(), description.to_string());
+        if let Some(u) = unit {
+            m.insert("unit".to_string(), u.to_string());
+        }
+        m
+    };
+    let mut fields: Vec<Field> = COLUMNS
+        .iter()
+        .map(|c| {
+            Field::new(c.name, c.ty.arrow(), c.nullable).with_metadata(meta(c.unit, c.description))
+        })
+        .collect();
+    let bursts = burst_fields().into_iter().map(|f| {
+        let (unit, description) = match f.name().as_str() {
+            "burst_tokens" => (
+                None,
+                "per burst, the raw 16-bit field tokens of its kept packets",
+            ),
+            "directions" => (None, "per burst, true if it goes from src to dst"),
+            "bytes" => (Some("bytes"), "per burst, its IP bytes"),
+            "iats" => (
+                Some("microseconds"),
+                "per burst, the time since the previous burst of its direction",
+            ),
+            _ => (Some("packets"), "per burst, its packets"),
+        };
+        f.with_metadata(meta(unit, description))
+    });
+    fields.splice(BURSTS_AT..BURSTS_AT, bursts);
     Arc::new(Schema::new(fields))
 }
 
@@ -239,7 +248,7 @@ fn write_ipv6(out: &mut String, a: std::net::Ipv6Addr) {
 
 /// Position of `burst_tokens` among the native schema's fields (and Parquet leaves: every
 /// field is one leaf); the four other burst columns follow it.
-const TOKENS_FIELD: usize = 16;
+const TOKENS_FIELD: usize = BURSTS_AT;
 
 /// The row group being written: [`FlatColumns`] builds the chunks of the flow's own
 /// columns, [`TokenColumn`] and [`BurstColumn`] those of the burst columns.
@@ -404,7 +413,8 @@ pub struct ParquetSink {
     props: Arc<WriterProperties>,
     zstd: ZstdLevel,
     partitions: BTreeMap<u8, Partition>,
-    files_written: Vec<PathBuf>,
+    /// Parts completed so far (final names) and their rows.
+    files_written: Vec<(PathBuf, u64)>,
     rows_written: u64,
 }
 
@@ -428,6 +438,12 @@ impl ParquetSink {
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
             .set_created_by(format!("netfm {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata((!cfg.key_value_metadata.is_empty()).then(|| {
+                cfg.key_value_metadata
+                    .iter()
+                    .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.clone(), v.clone()))
+                    .collect()
+            }))
             .build();
         let schema = native_schema();
         let parquet_schema = ArrowSchemaConverter::new()
@@ -449,8 +465,8 @@ impl ParquetSink {
         })
     }
 
-    /// Parts completed so far (final names).
-    pub fn files_written(&self) -> &[PathBuf] {
+    /// Parts completed so far (final names) and their rows.
+    pub fn files_written(&self) -> &[(PathBuf, u64)] {
         &self.files_written
     }
 
@@ -569,7 +585,23 @@ impl ParquetSink {
     }
 
     /// Closes every open part (footer, fsync-free rename) and returns all parts written.
-    pub fn finish(mut self) -> Result<Vec<PathBuf>, ParquetSinkError> {
+    pub fn finish(self) -> Result<Vec<PathBuf>, ParquetSinkError> {
+        Ok(self
+            .finish_with_rows()?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// [`Self::finish`], with each part's rows.
+    pub fn finish_with_rows(mut self) -> Result<Vec<(PathBuf, u64)>, ParquetSinkError> {
+        self.close_open_parts()?;
+        Ok(std::mem::take(&mut self.files_written))
+    }
+
+    /// Closes every open part under its final name; later rows open new parts. A stream
+    /// calls this at its `--part-seconds` bound, so its data becomes readable as it goes.
+    pub fn close_open_parts(&mut self) -> Result<(), ParquetSinkError> {
         let opens: Vec<OpenPart> = self
             .partitions
             .values_mut()
@@ -579,12 +611,13 @@ impl ParquetSink {
             let done = close_part(open)?;
             self.files_written.push(done);
         }
-        Ok(std::mem::take(&mut self.files_written))
+        Ok(())
     }
 }
 
-fn close_part(open: OpenPart) -> Result<PathBuf, ParquetSinkError> {
+fn close_part(open: OpenPart) -> Result<(PathBuf, u64), ParquetSinkError> {
     let mut open = open;
+    let rows = open.rows as u64;
     let parquet_err = |path: &PathBuf| {
         let path = path.clone();
         move |source| ParquetSinkError::Parquet { path, source }
@@ -605,7 +638,7 @@ fn close_part(open: OpenPart) -> Result<PathBuf, ParquetSinkError> {
         path: final_path.clone(),
         source,
     })?;
-    Ok(final_path)
+    Ok((final_path, rows))
 }
 
 impl Drop for ParquetSink {
@@ -744,6 +777,8 @@ mod test_rows {
             protocol: 17,
             first_ts_ns: 0,
             last_ts_ns: 1,
+            icmp: None,
+            tunnel: None,
             fwd_packets: 1,
             bwd_packets: 0,
             fwd_bytes: 40,
@@ -1070,80 +1105,122 @@ mod flat_column_tests {
     use crate::dataset::burst_columns::BurstColumnsBuilder;
     use crate::flow::EndReason;
     use arrow::array::{
-        ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder,
-        UInt64Builder, UInt8Builder,
+        ArrayRef, RecordBatch, StringBuilder, UInt16Builder, UInt64Builder, UInt8Builder,
     };
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::EnabledStatistics;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
-    /// The flow's own columns as Arrow arrays, in schema order (as the writer built them
-    /// before [`FlatColumns`]): the oracle's input.
+    /// The flow's own columns as Arrow arrays, in schema order: the oracle's input, built
+    /// through Arrow's builders from each column's value as the schema's descriptions
+    /// define it.
     fn flat_arrays(rows: &[NativeRow<'_>]) -> Vec<ArrayRef> {
-        let n = rows.len();
-        let mut flow_id = UInt64Builder::with_capacity(n);
-        let mut source = StringBuilder::with_capacity(n, n * 16);
-        let mut src_ip = StringBuilder::with_capacity(n, n * 16);
-        let mut dst_ip = StringBuilder::with_capacity(n, n * 16);
-        let mut src_port = UInt16Builder::with_capacity(n);
-        let mut dst_port = UInt16Builder::with_capacity(n);
-        let mut protocol = UInt8Builder::with_capacity(n);
-        let mut ip_version = UInt8Builder::with_capacity(n);
-        let mut start = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut end = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut duration = UInt64Builder::with_capacity(n);
-        let mut fwd_packets = UInt64Builder::with_capacity(n);
-        let mut bwd_packets = UInt64Builder::with_capacity(n);
-        let mut fwd_bytes = UInt64Builder::with_capacity(n);
-        let mut bwd_bytes = UInt64Builder::with_capacity(n);
-        let mut end_reason = StringBuilder::with_capacity(n, n * 8);
-        let mut labels = StringBuilder::with_capacity(n, 0);
-        let mut ip = String::with_capacity(40);
-        for r in rows {
-            let f = r.flow;
-            flow_id.append_value(r.flow_id);
-            source.append_value(r.source);
-            ip.clear();
-            write_ip(&mut ip, f.src);
-            src_ip.append_value(&ip);
-            ip.clear();
-            write_ip(&mut ip, f.dst);
-            dst_ip.append_value(&ip);
-            src_port.append_value(f.src_port);
-            dst_port.append_value(f.dst_port);
-            protocol.append_value(f.protocol);
-            ip_version.append_value(if f.src.is_ipv4() { 4 } else { 6 });
-            start.append_value(f.first_ts_ns as i64);
-            end.append_value(f.last_ts_ns as i64);
-            duration.append_value(f.tokens.flow_duration_us);
-            fwd_packets.append_value(f.fwd_packets);
-            bwd_packets.append_value(f.bwd_packets);
-            fwd_bytes.append_value(f.fwd_bytes);
-            bwd_bytes.append_value(f.bwd_bytes);
-            end_reason.append_value(f.end_reason.name());
-            labels.append_option(r.label);
+        use crate::dataset::flat_columns::Ty;
+        use arrow::array::{TimestampMicrosecondBuilder, UInt32Builder};
+        enum V {
+            U(Option<u64>),
+            S(Option<String>),
         }
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(flow_id.finish()),
-            Arc::new(source.finish()),
-            Arc::new(src_ip.finish()),
-            Arc::new(dst_ip.finish()),
-            Arc::new(src_port.finish()),
-            Arc::new(dst_port.finish()),
-            Arc::new(protocol.finish()),
-            Arc::new(ip_version.finish()),
-            Arc::new(start.finish()),
-            Arc::new(end.finish()),
-            Arc::new(duration.finish()),
-            Arc::new(fwd_packets.finish()),
-            Arc::new(bwd_packets.finish()),
-            Arc::new(fwd_bytes.finish()),
-            Arc::new(bwd_bytes.finish()),
-            Arc::new(end_reason.finish()),
-        ];
-        columns.push(Arc::new(labels.finish()));
-        columns
+        let text = |a: IpAddr| {
+            let mut s = String::new();
+            write_ip(&mut s, a);
+            s
+        };
+        let value = |r: &NativeRow<'_>, name: &str| -> V {
+            let f = r.flow;
+            let icmp = f.icmp;
+            let port = |p: u16| V::U(icmp.is_none().then_some(u64::from(p)));
+            let quoted = icmp.and_then(|i| i.quoted);
+            match name {
+                "flow_id" => V::U(Some(r.flow_id)),
+                "source" => V::S(Some(r.source.to_string())),
+                "src_ip" => V::S(Some(text(f.src))),
+                "dst_ip" => V::S(Some(text(f.dst))),
+                "src_port" => port(f.src_port),
+                "dst_port" => port(f.dst_port),
+                "protocol" => V::U(Some(u64::from(f.protocol))),
+                "ip_version" => V::U(Some(if f.src.is_ipv4() { 4 } else { 6 })),
+                "icmp_type" => V::U(icmp.map(|i| u64::from(i.icmp_type))),
+                "icmp_code" => V::U(icmp.map(|i| u64::from(i.code))),
+                "icmp_id" => V::U(icmp.and_then(|i| i.identifier).map(u64::from)),
+                "icmp_quoted_protocol" => V::U(quoted.map(|q| u64::from(q.0))),
+                "icmp_quoted_src_port" => V::U(quoted.map(|q| u64::from(q.1))),
+                "icmp_quoted_dst_port" => V::U(quoted.map(|q| u64::from(q.2))),
+                "tunnel" => V::S(f.tunnel.map(|t| t.kind.to_string())),
+                "outer_src_ip" => V::S(f.tunnel.map(|t| text(t.outer_src))),
+                "outer_dst_ip" => V::S(f.tunnel.map(|t| text(t.outer_dst))),
+                "tunnel_id" => V::U(f.tunnel.and_then(|t| t.id).map(u64::from)),
+                "start_time" => V::U(Some(f.first_ts_ns / 1000)),
+                "end_time" => V::U(Some(f.last_ts_ns / 1000)),
+                "flow_duration" => V::U(Some(f.tokens.flow_duration_us)),
+                "fwd_packets" => V::U(Some(f.fwd_packets)),
+                "bwd_packets" => V::U(Some(f.bwd_packets)),
+                "fwd_bytes" => V::U(Some(f.fwd_bytes)),
+                "bwd_bytes" => V::U(Some(f.bwd_bytes)),
+                "end_reason" => V::S(Some(f.end_reason.name().to_string())),
+                "labels" => V::S(r.label.map(str::to_string)),
+                other => panic!("no oracle for column {other}"),
+            }
+        };
+        let uints = |name: &str| -> Vec<Option<u64>> {
+            rows.iter()
+                .map(|r| match value(r, name) {
+                    V::U(v) => v,
+                    V::S(_) => panic!("{name} is a string"),
+                })
+                .collect()
+        };
+        COLUMNS
+            .iter()
+            .map(|c| -> ArrayRef {
+                match c.ty {
+                    Ty::U8 => {
+                        let mut b = UInt8Builder::new();
+                        uints(c.name)
+                            .into_iter()
+                            .for_each(|v| b.append_option(v.map(|v| v as u8)));
+                        Arc::new(b.finish())
+                    }
+                    Ty::U16 => {
+                        let mut b = UInt16Builder::new();
+                        uints(c.name)
+                            .into_iter()
+                            .for_each(|v| b.append_option(v.map(|v| v as u16)));
+                        Arc::new(b.finish())
+                    }
+                    Ty::U32 => {
+                        let mut b = UInt32Builder::new();
+                        uints(c.name)
+                            .into_iter()
+                            .for_each(|v| b.append_option(v.map(|v| v as u32)));
+                        Arc::new(b.finish())
+                    }
+                    Ty::U64 => {
+                        let mut b = UInt64Builder::new();
+                        uints(c.name).into_iter().for_each(|v| b.append_option(v));
+                        Arc::new(b.finish())
+                    }
+                    Ty::Timestamp => {
+                        let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+                        uints(c.name)
+                            .into_iter()
+                            .for_each(|v| b.append_option(v.map(|v| v as i64)));
+                        Arc::new(b.finish())
+                    }
+                    Ty::Str => {
+                        let mut b = StringBuilder::new();
+                        for r in rows {
+                            match value(r, c.name) {
+                                V::S(v) => b.append_option(v),
+                                V::U(_) => panic!("{} is a number", c.name),
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
+                }
+            })
+            .collect()
     }
     /// Flows whose flat fields cover each column's range: IPv4, IPv6 and IPv4-mapped
     /// addresses, ports and counters at 0 and at their largest values (above `i64::MAX`,
@@ -1155,6 +1232,7 @@ mod flat_column_tests {
             EndReason::TcpClose,
             EndReason::Evicted,
             EndReason::EndOfCapture,
+            EndReason::Interrupted,
         ];
         let addrs = [
             "10.0.0.1",
@@ -1188,6 +1266,22 @@ mod flat_column_tests {
                 f.fwd_bytes = big(k * 1500);
                 f.bwd_bytes = x >> 1;
                 f.end_reason = reasons[k as usize % reasons.len()];
+                if f.protocol == 1 || f.protocol == 58 {
+                    f.icmp = Some(crate::flow::IcmpFlowInfo {
+                        icmp_type: (x >> 3) as u8,
+                        code: (k % 16) as u8,
+                        identifier: (k % 3 == 0).then_some((x >> 24) as u16),
+                        quoted: (k % 3 == 1).then_some((6, (x >> 32) as u16, u16::MAX)),
+                    });
+                }
+                if k % 3 == 0 {
+                    f.tunnel = Some(crate::flow::FlowTunnel {
+                        kind: ["vxlan", "gre", "gtpu"][k as usize % 3],
+                        outer_src: addrs[(k as usize + 2) % addrs.len()].parse().expect("ip"),
+                        outer_dst: "192.0.2.254".parse().expect("ip"),
+                        id: (k % 2 == 0).then_some(if k % 4 == 0 { u32::MAX } else { k as u32 }),
+                    });
+                }
                 f
             })
             .collect()

@@ -26,6 +26,8 @@ pub enum EndReason {
     Evicted,
     /// End of the capture file.
     EndOfCapture,
+    /// The run was stopped (SIGINT/SIGTERM) while the flow was open.
+    Interrupted,
 }
 
 impl EndReason {
@@ -36,6 +38,7 @@ impl EndReason {
             EndReason::TcpClose => "tcp_close",
             EndReason::Evicted => "evicted",
             EndReason::EndOfCapture => "end_of_capture",
+            EndReason::Interrupted => "interrupted",
         }
     }
 }
@@ -50,8 +53,14 @@ pub struct FlowRecord {
     pub dst_port: u16,
     /// IP protocol (6, 17, 1, 58).
     pub protocol: u8,
+    /// The flow's earliest and latest packet times (packets out of time order included).
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
+    /// ICMP/ICMPv6: what the flow's first packet says (the port fields of an ICMP flow
+    /// hold its grouping key, not ports).
+    pub icmp: Option<IcmpFlowInfo>,
+    /// The tunnel the flow's first packet came through (native mode, `--tunnels inner`).
+    pub tunnel: Option<FlowTunnel>,
     pub fwd_packets: u64,
     pub bwd_packets: u64,
     /// IP-layer bytes (sum of IP total lengths) per direction.
@@ -59,6 +68,53 @@ pub struct FlowRecord {
     pub bwd_bytes: u64,
     pub end_reason: EndReason,
     pub tokens: TokenizedFlow,
+}
+
+/// What an ICMP/ICMPv6 flow's first packet says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpFlowInfo {
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Echo request/reply: the identifier.
+    pub identifier: Option<u16>,
+    /// Errors: the quoted packet's protocol, source and destination port.
+    pub quoted: Option<(u8, u16, u16)>,
+}
+
+impl IcmpFlowInfo {
+    /// The info of a decoded ICMP/ICMPv6 packet (None for other packets).
+    pub fn of(p: &DecodedPacket) -> Option<IcmpFlowInfo> {
+        let netfm_tokenizer::L4Fields::Icmp { icmp_type, code } = p.fields.l4 else {
+            return None;
+        };
+        let (identifier, quoted) = match p.icmp {
+            Some(crate::decode::IcmpKind::Echo { identifier, .. }) => (Some(identifier), None),
+            Some(crate::decode::IcmpKind::Error {
+                protocol,
+                src_port,
+                dst_port,
+                ..
+            }) => (None, Some((protocol, src_port, dst_port))),
+            _ => (None, None),
+        };
+        Some(IcmpFlowInfo {
+            icmp_type,
+            code,
+            identifier,
+            quoted,
+        })
+    }
+}
+
+/// The outermost tunnel a flow's first packet was carried in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTunnel {
+    /// The encapsulation's name (`vxlan`, `gre`, ...).
+    pub kind: &'static str,
+    pub outer_src: IpAddr,
+    pub outer_dst: IpAddr,
+    /// VXLAN/Geneve VNI, GRE key, GTP-U TEID, ERSPAN session id.
+    pub id: Option<u32>,
 }
 
 /// Counters a flow stage reports for the run summary.
@@ -107,4 +163,7 @@ pub trait FlowAssembler {
         true
     }
     fn stats(&self) -> &FlowStats;
+    /// The run is stopping early: the flows [`FlowAssembler::drain`] ends from now on end
+    /// as [`EndReason::Interrupted`] rather than at the end of their capture.
+    fn interrupt(&mut self) {}
 }

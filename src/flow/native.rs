@@ -241,6 +241,8 @@ struct Flow {
     first_is_fwd: bool,
     /// The forward endpoint (decided on the first packet) is the key's lower one.
     fwd_is_lo: bool,
+    /// ICMP: what the first packet says.
+    icmp: Option<super::IcmpFlowInfo>,
     tokens: FlowTokenizer,
 }
 
@@ -277,6 +279,8 @@ pub struct NativeFlowTable {
     now: u64,
     /// More flows had idled out at `now` than the last sweep ended.
     expiry_pending: bool,
+    /// Why the flows [`FlowAssembler::drain`] ends end: the capture's end, or a stop.
+    drain_reason: EndReason,
     stats: FlowStats,
 }
 
@@ -302,6 +306,7 @@ impl NativeFlowTable {
             recency: VecDeque::with_capacity(cap),
             now: 0,
             expiry_pending: false,
+            drain_reason: EndReason::EndOfCapture,
             stats: FlowStats::default(),
             cfg,
         }
@@ -334,14 +339,21 @@ impl NativeFlowTable {
         }
         self.stats.flows_emitted += 1;
         let (fwd, bwd) = (f.key.endpoint(f.fwd_is_lo), f.key.endpoint(!f.fwd_is_lo));
+        // A packet earlier than the flow's first one (out of time order) moves its start.
+        let first_ts = f
+            .tokens
+            .earliest_ts()
+            .map_or(f.first_ts, |t| t.min(f.first_ts));
         out.push(FlowRecord {
             src: bits_addr(fwd.0, f.key.v6),
             dst: bits_addr(bwd.0, f.key.v6),
             src_port: fwd.1,
             dst_port: bwd.1,
             protocol: f.key.protocol,
-            first_ts_ns: f.first_ts,
+            first_ts_ns: first_ts,
             last_ts_ns: f.last_ts,
+            icmp: f.icmp,
+            tunnel: None,
             fwd_packets: f.fwd_packets,
             bwd_packets: f.bwd_packets,
             fwd_bytes: f.fwd_bytes,
@@ -547,6 +559,7 @@ impl NativeFlowTable {
             // (With both endpoints equal, every packet is forward.)
             first_is_fwd: first_src_fwd || lo_is_hi,
             fwd_is_lo: src_is_lo == first_src_fwd,
+            icmp: super::IcmpFlowInfo::of(p),
             tokens: FlowTokenizer::new(&self.cfg.bursts, p.fields.l4.protocol()),
         });
         self.index.insert(hash, i);
@@ -662,7 +675,7 @@ impl FlowAssembler for NativeFlowTable {
             self.recency.pop_front();
             self.prefetch_victims();
             // Flows whose idle timeout had passed, their end not yet swept, ended idle.
-            let reason = self.idle_or(&e, EndReason::EndOfCapture);
+            let reason = self.idle_or(&e, self.drain_reason);
             self.remove(e.slot, reason, out);
         }
         false
@@ -670,6 +683,10 @@ impl FlowAssembler for NativeFlowTable {
 
     fn stats(&self) -> &FlowStats {
         &self.stats
+    }
+
+    fn interrupt(&mut self) {
+        self.drain_reason = EndReason::Interrupted;
     }
 }
 

@@ -384,6 +384,8 @@ impl NetfoundAssembler {
             protocol: f.protocol,
             first_ts_ns: f.first_ts_ns,
             last_ts_ns: f.last_ts_ns,
+            icmp: None,
+            tunnel: None,
             fwd_packets: f.packets[fwd],
             bwd_packets: f.packets[bwd],
             fwd_bytes: f.bytes[fwd],

@@ -246,6 +246,11 @@ impl FlowTokenizer {
         self.packets
     }
 
+    /// The earliest timestamp pushed so far (None before the first packet).
+    pub fn earliest_ts(&self) -> Option<u64> {
+        (self.packets > 0).then_some(self.min_ts)
+    }
+
     /// Late packets so far that could not be placed exactly (see the module docs).
     pub fn inexact_late_packets(&self) -> u64 {
         self.inexact
