@@ -7,7 +7,7 @@
 use crate::capture::{expand_inputs, CaptureReader, Input};
 use crate::dataset::netfound_ipc::NetfoundIpcWriter;
 use crate::dataset::parquet::{flow_id_of, source_hash, NativeRow, ParquetSink, ParquetSinkConfig};
-use crate::decode::{decode_into, DecodedPacket, SkipReason};
+use crate::decode::{decode_into, DecodeOptions, DecodedPacket, SkipReason, TunnelMode};
 use crate::flow::native::{NativeFlowConfig, NativeFlowTable};
 use crate::flow::netfound::NetfoundAssembler;
 use crate::flow::{FlowAssembler, FlowRecord, FlowStats};
@@ -67,6 +67,8 @@ pub struct TokenizeOptions {
     pub zstd_level: i32,
     pub label_from_dir: bool,
     pub progress: bool,
+    /// Native mode: strip tunnels or not (netFound mode always decodes as netFound does).
+    pub tunnels: TunnelMode,
 }
 
 /// Where finished flows go.
@@ -220,6 +222,12 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     };
 
     let label_from_dir = opts.label_from_dir;
+    let decode_opts = match opts.format {
+        OutputFormat::Parquet => DecodeOptions {
+            tunnels: opts.tunnels,
+        },
+        OutputFormat::Netfound => DecodeOptions::NETFOUND,
+    };
     let (pkt_tx, pkt_rx) = sync_channel::<ReadMsg>(CHANNEL_DEPTH);
     let (recycle_tx, recycle_rx) = sync_channel::<PacketBatch>(CHANNEL_DEPTH + 2);
     let hasher = assembler.key_hasher();
@@ -227,7 +235,15 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
         let reader = std::thread::Builder::new()
             .name("netfm-read".into())
             .spawn_scoped(scope, move || {
-                read_inputs(&inputs, label_from_dir, hasher, pkt_tx, recycle_rx, bar)
+                read_inputs(
+                    &inputs,
+                    label_from_dir,
+                    &decode_opts,
+                    hasher,
+                    pkt_tx,
+                    recycle_rx,
+                    bar,
+                )
             })
             .context("starting the capture reader thread")?;
         let depth = CHANNEL_DEPTH.div_ceil(sinks.len()).max(1);
@@ -401,6 +417,7 @@ struct SinkMsg {
 fn read_inputs(
     inputs: &[Input],
     label_from_dir: bool,
+    decode_opts: &DecodeOptions,
     hasher: Option<fn(&DecodedPacket) -> u64>,
     tx: SyncSender<ReadMsg>,
     recycled: Receiver<PacketBatch>,
@@ -450,6 +467,7 @@ fn read_inputs(
                 frame.data,
                 frame.ts_ns,
                 frame.orig_len,
+                decode_opts,
                 slot,
             ) {
                 Ok(()) => {
