@@ -9,7 +9,8 @@
 //!
 //! The innermost packet of a frame, from tshark's layer list (`frame.protocols`): the last
 //! IP layer before the first ICMP layer (an ICMP error quotes the packet it is about; that
-//! quoted header is not the packet's own), and the first transport layer after it. What
+//! quoted header is not the packet's own) that is directly followed by a transport layer
+//! (no other IP layer or GRE between), and that transport. What
 //! tshark decodes and netfm does not, or the other way round, would show up as a
 //! difference here; there is none in these captures, so no frame is excluded:
 //! - Non-first IP fragments: netfm skips them (nothing to tokenize); tshark is run with IP
@@ -157,10 +158,12 @@ fn tshark(capture: &Path) -> Oracle {
             .iter()
             .position(|l| matches!(*l, "icmp" | "icmpv6"))
             .unwrap_or(layers.len());
-        if let Some(k) = layers[..icmp_at]
-            .iter()
-            .rposition(is_ip)
-            .and_then(packet_at)
+        // The innermost IP packet that has a transport of its own: a tunnel whose inside has
+        // none (ESP in GTP-U, a Teredo bubble) leaves the outer UDP packet as the innermost.
+        if let Some(k) = (0..icmp_at)
+            .rev()
+            .filter(|&i| is_ip(&layers[i]))
+            .find_map(packet_at)
         {
             oracle.inner.0 += 1;
             oracle.inner.1.insert(k);
@@ -288,7 +291,7 @@ fn every_encap_capture_matches_tshark_inner_and_outer() {
         if *outer != oracle.outer {
             failures.push(format!(
                 "{name} --tunnels outer: netfm {} packets {:?}\n  tshark {} packets {:?}",
-                outer.0, outer.1, oracle.outer.0, outer.1
+                outer.0, outer.1, oracle.outer.0, oracle.outer.1
             ));
         }
         if let Some((_, floor)) = INNER_PACKETS.iter().find(|(n, _)| *n == name) {
