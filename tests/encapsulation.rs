@@ -202,8 +202,9 @@ print(json.dumps(out))
         "python failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let all: Vec<Vec<(String, String, u16, u16, u8, u64)>> =
-        serde_json::from_slice(&out.stdout).expect("python prints JSON");
+    /// src_ip, dst_ip, src_port, dst_port, protocol, packets.
+    type Row = (String, String, u16, u16, u8, u64);
+    let all: Vec<Vec<Row>> = serde_json::from_slice(&out.stdout).expect("python prints JSON");
     all.into_iter()
         .map(|rows| {
             let packets = rows.iter().map(|r| r.5).sum();
