@@ -302,13 +302,15 @@ fn be32(data: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Strips the tunnel an IP-carried packet (protocol 4, 41 or 47) is, and returns its
-/// innermost packet.
+/// innermost packet. Kept out of line: the common, untunnelled path stays small.
+#[inline(never)]
 pub(super) fn ip_carried<'a>(outer: &IpLayer<'a>) -> Result<Innermost<'a>, SkipReason> {
     descend_ip_carried(outer, 0, TunnelInfo::NONE)
 }
 
 /// Strips a UDP tunnel, if the UDP packet `outer` (whose transport is `l4`) is one;
 /// `None` when it is not (or what it carries does not decode): it stays ordinary UDP.
+#[inline(never)]
 pub(super) fn udp_carried<'a>(
     outer: &IpLayer<'a>,
     l4: &Transport,
