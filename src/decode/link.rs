@@ -275,13 +275,7 @@ pub(super) fn by_ether_type(
             ether_type::IPV6 => IpVersion::V6,
             len if len <= ether_type::MAX_8023_LENGTH => {
                 // 802.3 frame: only LLC/SNAP with the zero OUI carries an ether type.
-                use field::llc_snap;
-                let snap = rest.get(..llc_snap::LEN).ok_or(SkipReason::NotIp)?;
-                if snap[..3] != llc_snap::DSAP_SSAP_CONTROL || snap[llc_snap::OUI] != [0, 0, 0] {
-                    return Err(SkipReason::NotIp);
-                }
-                ether = be16(snap, llc_snap::ETHER_TYPE).ok_or(SkipReason::NotIp)?;
-                rest = &rest[llc_snap::LEN..];
+                (ether, rest) = llc_snap_ether_type(rest).ok_or(SkipReason::NotIp)?;
                 if ether <= ether_type::MAX_8023_LENGTH {
                     return Err(SkipReason::NotIp);
                 }

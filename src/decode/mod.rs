@@ -28,7 +28,7 @@
 //!   (`tunnel`: IP-in-IP, GRE, ERSPAN, VXLAN, VXLAN-GPE, Geneve, GTP-U, Teredo, MPLS over
 //!   UDP, CAPWAP) so the packet is keyed and tokenized by its innermost IP packet; the
 //!   outermost addresses and tunnel id stay in [`DecodedPacket::tunnel`]. A packet with no
-//!   tunnel does no more work than before.
+//!   tunnel pays one protocol compare (and, for UDP, a port range check) for it.
 //!
 //! This module never panics on any input, never allocates, and never looks at anything
 //! beyond one frame (no state between packets).
@@ -291,32 +291,44 @@ pub fn decode_into(
             match udp_tunnel {
                 Some(found) => found?,
                 None => {
-                    fill(out, &net, &l4, TunnelInfo::NONE, ts_ns, data, orig_len);
-                    out.vlan_tagged = link.vlan_tagged;
+                    let vlan_tagged = link.vlan_tagged;
+                    fill(
+                        out,
+                        &net,
+                        &l4,
+                        vlan_tagged,
+                        TunnelInfo::NONE,
+                        ts_ns,
+                        data,
+                        orig_len,
+                    );
                     return Ok(());
                 }
             }
         }
     };
+    let vlan_tagged = link.vlan_tagged | found.vlan_tagged;
     fill(
         out,
         &found.net,
         &found.l4,
+        vlan_tagged,
         found.tunnel,
         ts_ns,
         data,
         orig_len,
     );
-    out.vlan_tagged = link.vlan_tagged | found.vlan_tagged;
     Ok(())
 }
 
 /// Writes one decoded packet.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn fill(
     out: &mut DecodedPacket,
     net: &ip::IpLayer<'_>,
     l4: &transport::Transport,
+    vlan_tagged: bool,
     tunnel: TunnelInfo,
     ts_ns: u64,
     data: &[u8],
@@ -344,7 +356,7 @@ fn fill(
         l4_truncated: l4.truncated,
         first_fragment: net.first_fragment,
         ipv6_ext_headers: net.ext_headers,
-        vlan_tagged: false,
+        vlan_tagged,
         tunnel,
     };
 }
