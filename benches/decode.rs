@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netfm::capture::{expand_inputs, CaptureReader};
-use netfm::decode::decode;
+use netfm::decode::{decode, DecodeOptions};
 use std::hint::black_box;
 
 /// (linktype, ts, bytes, orig_len) of every frame of the bundled captures.
@@ -29,7 +29,7 @@ fn bench_decode(c: &mut Criterion) {
         b.iter(|| {
             let mut ok = 0u32;
             for (lt, ts, data, orig) in &frames {
-                ok += decode(*lt, data, *ts, *orig).is_ok() as u32;
+                ok += decode(*lt, data, *ts, *orig, &DecodeOptions::INNER).is_ok() as u32;
             }
             black_box(ok)
         })
@@ -45,7 +45,14 @@ fn bench_decode(c: &mut Criterion) {
                     .expect("opens");
             let mut ok = 0u32;
             while let Some(f) = r.next_frame() {
-                ok += decode(f.linktype, f.data, f.ts_ns, f.orig_len).is_ok() as u32;
+                ok += decode(
+                    f.linktype,
+                    f.data,
+                    f.ts_ns,
+                    f.orig_len,
+                    &DecodeOptions::INNER,
+                )
+                .is_ok() as u32;
             }
             black_box(ok)
         })

@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use netfm::capture::{expand_inputs, CaptureReader};
-use netfm::decode::{decode, DecodedPacket};
+use netfm::decode::{decode, DecodeOptions, DecodedPacket};
 use netfm::flow::native::{NativeFlowConfig, NativeFlowTable};
 use netfm::flow::netfound::NetfoundAssembler;
 use netfm::flow::FlowAssembler;
@@ -22,7 +22,13 @@ fn packets() -> Vec<Vec<DecodedPacket>> {
             let mut r = CaptureReader::open(input).expect("opens");
             let mut v = Vec::new();
             while let Some(f) = r.next_frame() {
-                if let Ok(p) = decode(f.linktype, f.data, f.ts_ns, f.orig_len) {
+                if let Ok(p) = decode(
+                    f.linktype,
+                    f.data,
+                    f.ts_ns,
+                    f.orig_len,
+                    &DecodeOptions::INNER,
+                ) {
                     v.push(p);
                 }
             }

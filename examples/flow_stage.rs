@@ -10,7 +10,7 @@
 //! wall time is too noisy on 2 shared cores to show a few percent.
 
 use netfm::capture::CaptureReader;
-use netfm::decode::{decode, DecodedPacket};
+use netfm::decode::{decode, DecodeOptions, DecodedPacket};
 use netfm::flow::native::{flow_hash, NativeFlowConfig, NativeFlowTable};
 use netfm::flow::FlowAssembler;
 use std::time::Instant;
@@ -35,7 +35,13 @@ fn main() -> anyhow::Result<()> {
     let mut reader = CaptureReader::open(&input)?;
     let mut packets: Vec<DecodedPacket> = Vec::new();
     while let Some(f) = reader.next_frame() {
-        if let Ok(p) = decode(f.linktype, f.data, f.ts_ns, f.orig_len) {
+        if let Ok(p) = decode(
+            f.linktype,
+            f.data,
+            f.ts_ns,
+            f.orig_len,
+            &DecodeOptions::INNER,
+        ) {
             packets.push(p);
         }
         if packets.len() >= max_packets {

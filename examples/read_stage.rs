@@ -8,7 +8,7 @@
 //! to `src/capture` and `src/decode`.
 
 use netfm::capture::CaptureReader;
-use netfm::decode::{decode_into, DecodedPacket};
+use netfm::decode::{decode_into, DecodeOptions, DecodedPacket};
 use netfm::flow::native::flow_hash;
 use std::time::Instant;
 
@@ -38,7 +38,16 @@ fn main() -> anyhow::Result<()> {
         while let Some(f) = reader.next_frame() {
             frames += 1;
             let slot = &mut batch[len];
-            if decode_into(f.linktype, f.data, f.ts_ns, f.orig_len, slot).is_ok() {
+            if decode_into(
+                f.linktype,
+                f.data,
+                f.ts_ns,
+                f.orig_len,
+                &DecodeOptions::INNER,
+                slot,
+            )
+            .is_ok()
+            {
                 hashes.push(flow_hash(slot));
                 len += 1;
                 if len == BATCH {

@@ -10,7 +10,7 @@
 
 use netfm::capture::CaptureReader;
 use netfm::dataset::parquet::{flow_id_of, source_hash, NativeRow, ParquetSink, ParquetSinkConfig};
-use netfm::decode::decode;
+use netfm::decode::{decode, DecodeOptions};
 use netfm::flow::native::{flow_hash, NativeFlowConfig, NativeFlowTable};
 use netfm::flow::{FlowAssembler, FlowRecord};
 use std::path::PathBuf;
@@ -45,7 +45,13 @@ fn main() -> anyhow::Result<()> {
         let frame = reader.next_frame();
         let done = frame.is_none();
         if let Some(f) = frame {
-            if let Ok(p) = decode(f.linktype, f.data, f.ts_ns, f.orig_len) {
+            if let Ok(p) = decode(
+                f.linktype,
+                f.data,
+                f.ts_ns,
+                f.orig_len,
+                &DecodeOptions::INNER,
+            ) {
                 hashes.push(flow_hash(&p));
                 batch.push(p);
             }

@@ -5,6 +5,7 @@ use crate::dataset::burst_columns::MAX_PACKETS_PER_FLOW;
 use crate::dataset::netfound_ipc::IpcFormat;
 use crate::dataset::output::OutMode;
 use crate::dataset::parquet::{DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
+use crate::decode::TunnelMode;
 use crate::flow::native::NativeFlowConfig;
 use crate::pipeline::{OutputFormat, Shard, TokenizeOptions};
 use crate::runtime::{Device, RuntimeOptions};
@@ -97,6 +98,14 @@ pub enum IpcArg {
     File,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TunnelsArg {
+    /// Strip tunnels (GRE, ERSPAN, IP-in-IP, VXLAN, Geneve, GTP-U, ...): flows are keyed and tokenized by the innermost IP packet.
+    Inner,
+    /// Leave tunnels alone: flows are keyed by the outer header (a VXLAN packet is UDP to port 4789).
+    Outer,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct TokenizeArgs {
     /// Capture files, directories (all captures below) or `-` (pcap stream on stdin).
@@ -108,6 +117,10 @@ pub struct TokenizeArgs {
     /// Output format and flow semantics.
     #[arg(long, value_enum, default_value_t = FormatArg::Parquet)]
     pub format: FormatArg,
+    /// Native mode: key and tokenize tunnelled packets by their innermost or their outer IP packet
+    /// (netFound mode decodes as netFound does).
+    #[arg(long, value_enum, default_value_t = TunnelsArg::Inner)]
+    pub tunnels: TunnelsArg,
     /// Also tokenize the 40 raw TCP option bytes (20 tokens per TCP packet), like netFound's --tcp_options.
     #[arg(long)]
     pub tcp_options: bool,
@@ -273,6 +286,9 @@ impl TokenizeArgs {
                 self.zstd_level
             );
         }
+        if self.format == FormatArg::Netfound && self.tunnels != TunnelsArg::Inner {
+            bail!("--tunnels: netFound mode decodes as netFound does; --tunnels applies to native mode");
+        }
         let burst_gap_ns = seconds_to_ns("burst-gap-ms", self.burst_gap_ms / 1e3)?;
         let bursts = BurstConfig {
             max_bursts: self.max_bursts,
@@ -333,6 +349,10 @@ impl TokenizeArgs {
             },
             part_seconds: self.part_seconds,
             command: std::env::args().collect(),
+            tunnels: match self.tunnels {
+                TunnelsArg::Inner => TunnelMode::Inner,
+                TunnelsArg::Outer => TunnelMode::Outer,
+            },
         })
     }
 }
@@ -398,6 +418,17 @@ mod tests {
             .expect("valid");
         assert!(ok.bursts.layout.tcp_options);
         assert_eq!(ok.bursts.burst_gap_ns, 10_000_000);
+        assert_eq!(ok.tunnels, TunnelMode::Inner);
+        let outer = args(&["--tunnels", "outer"]).to_options().expect("valid");
+        assert_eq!(outer.tunnels, TunnelMode::Outer);
+        let err = args(&["--format", "netfound", "--tunnels", "outer"])
+            .to_options()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("--tunnels applies to native mode"),
+            "{err}"
+        );
+        assert!(args(&["--format", "netfound"]).to_options().is_ok());
     }
 
     #[test]

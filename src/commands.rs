@@ -104,6 +104,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         inputs: vec![pcaps.clone()],
         out: args.out.clone(),
         format: crate::cli::FormatArg::Parquet,
+        tunnels: crate::cli::TunnelsArg::Inner,
         tcp_options: false,
         no_payload: false,
         max_bursts: 12,

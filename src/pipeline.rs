@@ -9,7 +9,7 @@ use crate::dataset::burst_columns::MAX_BATCH_TOKENS;
 use crate::dataset::netfound_ipc::{IpcFormat, NetfoundIpcWriter, DEFAULT_BATCH_ROWS};
 use crate::dataset::output::{describe_input, rfc3339, OutMode, OutputDir, RunRecord};
 use crate::dataset::parquet::{flow_id_of, source_hash, NativeRow, ParquetSink, ParquetSinkConfig};
-use crate::decode::{decode_into, DecodedPacket, SkipReason};
+use crate::decode::{decode_into, DecodeOptions, DecodedPacket, SkipReason, TunnelMode};
 use crate::flow::native::{NativeFlowConfig, NativeFlowTable};
 use crate::flow::netfound::NetfoundAssembler;
 use crate::flow::{FlowAssembler, FlowRecord, FlowStats};
@@ -79,6 +79,8 @@ pub struct TokenizeOptions {
     pub part_seconds: Option<f64>,
     /// The command line, for the manifest.
     pub command: Vec<String>,
+    /// Native mode: strip tunnels or not (netFound mode always decodes as netFound does).
+    pub tunnels: TunnelMode,
 }
 
 impl TokenizeOptions {
@@ -114,6 +116,11 @@ impl TokenizeOptions {
             "internal_nets": nets,
             "max_flows": self.native.max_flows,
             "label_from_dir": self.label_from_dir,
+            "tunnels": match self.tunnels {
+                TunnelMode::Inner => "inner",
+                TunnelMode::Outer => "outer",
+                TunnelMode::Netfound => "netfound",
+            },
             "vocabulary": netfm_models::config::VocabSpec::netfound(),
             "units": {
                 "flow_duration": "microseconds",
@@ -438,6 +445,12 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let flush_every = opts
         .part_seconds
         .map(|s| Duration::from_secs_f64((s / 2.0).clamp(0.05, 1.0)));
+    let decode_opts = match opts.format {
+        OutputFormat::Parquet => DecodeOptions {
+            tunnels: opts.tunnels,
+        },
+        OutputFormat::Netfound => DecodeOptions::NETFOUND,
+    };
     let (pkt_tx, pkt_rx) = sync_channel::<ReadMsg>(CHANNEL_DEPTH);
     let (recycle_tx, recycle_rx) = sync_channel::<PacketBatch>(CHANNEL_DEPTH + 2);
     let hasher = assembler.key_hasher();
@@ -447,7 +460,14 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             .name("netfm-read".into())
             .spawn_scoped(scope, move || {
                 signals::unblock_here();
-                read_inputs(inputs, labels, hasher, pkt_tx, recycle_rx, bar, flush_every)
+                let plan = ReadPlan {
+                    inputs,
+                    labels,
+                    decode_opts,
+                    hasher,
+                    flush_every,
+                };
+                read_inputs(plan, pkt_tx, recycle_rx, bar)
             })
             .context("starting the capture reader thread")?;
         let depth = CHANNEL_DEPTH.div_ceil(sinks.len()).max(1);
@@ -687,15 +707,32 @@ struct SinkMsg {
 }
 
 /// Stage 1 (own thread): read and decode every input, in order, in batches.
-fn read_inputs(
-    inputs: &[Input],
-    labels: &[Option<Arc<str>>],
+/// What the reader stage reads and how.
+struct ReadPlan<'a> {
+    inputs: &'a [Input],
+    /// Each input's label (None without --label-from-dir).
+    labels: &'a [Option<Arc<str>>],
+    decode_opts: DecodeOptions,
+    /// The flow stage's key hash, computed here for it.
     hasher: Option<fn(&DecodedPacket) -> u64>,
+    /// On a stream: hand partial batches on at least this often (`--part-seconds`).
+    flush_every: Option<Duration>,
+}
+
+fn read_inputs(
+    plan: ReadPlan<'_>,
     tx: SyncSender<ReadMsg>,
     recycled: Receiver<PacketBatch>,
     bar: Option<ProgressBar>,
-    flush_every: Option<Duration>,
 ) -> (Vec<FileRead>, [u64; SkipReason::ALL.len()]) {
+    let ReadPlan {
+        inputs,
+        labels,
+        decode_opts,
+        hasher,
+        flush_every,
+    } = plan;
+    let decode_opts = &decode_opts;
     let mut reads = Vec::with_capacity(inputs.len());
     let mut skipped = [0u64; SkipReason::ALL.len()];
     let mut done_bytes = 0u64;
@@ -747,6 +784,7 @@ fn read_inputs(
                 frame.data,
                 frame.ts_ns,
                 frame.orig_len,
+                decode_opts,
                 slot,
             ) {
                 Ok(()) => {

@@ -8,7 +8,7 @@ use flate2::Compression;
 use netfm::capture::{
     expand_inputs, CaptureError, CaptureFormat, CaptureReader, CaptureWarning, Input,
 };
-use netfm::decode::{decode_frame, SkipReason};
+use netfm::decode::{decode_frame, DecodeOptions, SkipReason};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -91,15 +91,18 @@ fn every_conformance_capture_reads_and_decodes_without_panic() {
         let mut reader = CaptureReader::open(input).unwrap_or_else(|e| panic!("{e}"));
         while let Some(frame) = reader.next_frame() {
             frames += 1;
-            let _ = decode_frame(&frame);
+            let _ = decode_frame(&frame, &DecodeOptions::INNER);
             // Every shorter capture length of every frame must decode (or skip) too.
             for n in 0..frame.data.len() {
-                let _ = netfm::decode::decode(
-                    frame.linktype,
-                    &frame.data[..n],
-                    frame.ts_ns,
-                    frame.orig_len,
-                );
+                for opts in [DecodeOptions::INNER, DecodeOptions::NETFOUND] {
+                    let _ = netfm::decode::decode(
+                        frame.linktype,
+                        &frame.data[..n],
+                        frame.ts_ns,
+                        frame.orig_len,
+                        &opts,
+                    );
+                }
             }
         }
         if let Some(w) = reader.warning() {
@@ -516,7 +519,7 @@ fn pcapng_interfaces_sections_and_timestamp_resolutions() {
     let mut skipped = BTreeMap::new();
     while let Some(f) = reader.next_frame() {
         got.push((f.linktype, f.ts_ns));
-        if let Err(reason) = decode_frame(&f) {
+        if let Err(reason) = decode_frame(&f, &DecodeOptions::INNER) {
             *skipped.entry(reason).or_insert(0) += 1;
         }
     }
@@ -547,7 +550,7 @@ fn unsupported_link_types_are_counted_not_fatal() {
     let mut unsupported = 0;
     while let Some(f) = reader.next_frame() {
         assert_eq!(f.linktype, 147);
-        if decode_frame(&f) == Err(SkipReason::UnsupportedLinkType) {
+        if decode_frame(&f, &DecodeOptions::INNER) == Err(SkipReason::UnsupportedLinkType) {
             unsupported += 1;
         }
     }
@@ -631,11 +634,13 @@ fn fuzz_regressions_do_not_panic() {
             Box::new(std::io::Cursor::new(bytes.clone())),
         ) {
             while let Some(frame) = reader.next_frame() {
-                let _ = netfm::decode::decode_frame(&frame);
+                let _ = netfm::decode::decode_frame(&frame, &DecodeOptions::INNER);
             }
         }
-        for lt in [0u32, 1, 101, 108, 113, 228, 229, 276] {
-            let _ = netfm::decode::decode(lt, &bytes, 0, bytes.len() as u32);
+        for lt in [0u32, 1, 9, 50, 101, 104, 108, 113, 228, 229, 276] {
+            for opts in [DecodeOptions::INNER, DecodeOptions::NETFOUND] {
+                let _ = netfm::decode::decode(lt, &bytes, 0, bytes.len() as u32, &opts);
+            }
         }
         n += 1;
     }

@@ -15,7 +15,7 @@
 
 use netfm::capture::{CaptureReader, Input};
 use netfm::dataset::netfound_ipc::NetfoundIpcWriter;
-use netfm::decode::decode_frame;
+use netfm::decode::{decode_frame, DecodeOptions};
 use netfm::flow::netfound::{reason as netfound_reason, NetfoundAssembler};
 use netfm::flow::{FlowAssembler, FlowRecord, FlowStats};
 use netfm_tokenizer::burst::{BurstConfig, FlowTokenizer};
@@ -314,7 +314,7 @@ fn run_netfound_mode(path: &Path, tcp_options: bool) -> CaptureRun {
     if let Ok(mut reader) = CaptureReader::open(&Input::File(path.to_path_buf())) {
         while let Some(frame) = reader.next_frame() {
             frames += 1;
-            if let Ok(pkt) = decode_frame(&frame) {
+            if let Ok(pkt) = decode_frame(&frame, &DecodeOptions::NETFOUND) {
                 decoded += 1;
                 asm.push(&pkt, &mut flows);
             }

@@ -9,7 +9,7 @@
 //!    decoder from the same capture.
 
 use netfm::capture::{CaptureReader, Input};
-use netfm::decode::{decode_frame, DecodedPacket, IcmpKind, SkipReason};
+use netfm::decode::{decode_frame, DecodeOptions, DecodedPacket, IcmpKind, SkipReason};
 use netfm_tokenizer::L4Fields;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -63,7 +63,7 @@ fn decode_all(path: &Path) -> Vec<Result<DecodedPacket, SkipReason>> {
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let mut out = Vec::new();
     while let Some(frame) = reader.next_frame() {
-        out.push(decode_frame(&frame));
+        out.push(decode_frame(&frame, &DecodeOptions::INNER));
     }
     assert!(
         reader.warning().is_none(),
@@ -608,7 +608,7 @@ fn decode_reproduces_netfound_stage_three_records() {
         let mut reader = CaptureReader::open(&Input::File(capture.clone())).expect("open");
         let mut candidates: Vec<DecodedPacket> = Vec::new();
         while let Some(frame) = reader.next_frame() {
-            if let Ok(p) = decode_frame(&frame) {
+            if let Ok(p) = decode_frame(&frame, &DecodeOptions::NETFOUND) {
                 candidates.push(p);
             }
         }

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use netfm::capture::CaptureReader;
-use netfm::decode::{decode, decode_frame, DecodedPacket};
+use netfm::decode::{decode, decode_frame, DecodeOptions, DecodedPacket};
 use netfm::flow::native::{NativeFlowConfig, NativeFlowTable};
 use netfm::flow::netfound::NetfoundAssembler;
 use netfm::flow::FlowAssembler;
@@ -16,7 +16,7 @@ const LAYOUT: TokenLayout = TokenLayout {
     tcp_options: true,
     payload: true,
 };
-const LINKTYPES: [u32; 9] = [0, 1, 101, 108, 113, 228, 229, 276, 147];
+const LINKTYPES: [u32; 12] = [0, 1, 9, 50, 101, 104, 108, 113, 228, 229, 276, 147];
 
 fn tokenize(p: &DecodedPacket, tokens: &mut Vec<u16>) {
     tokens.clear();
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     ) {
         while let Some(frame) = reader.next_frame() {
             assert!(frame.data.len() <= data.len().max(1 << 16));
-            if let Ok(p) = decode_frame(&frame) {
+            if let Ok(p) = decode_frame(&frame, &DecodeOptions::INNER) {
                 tokenize(&p, &mut tokens);
                 native.push(&p, &mut flows);
                 netfound.push(&p, &mut flows);
@@ -62,8 +62,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(lens, f.tokens.tokens.len());
     }
     for lt in LINKTYPES {
-        if let Ok(p) = decode(lt, data, 0, data.len() as u32) {
-            tokenize(&p, &mut tokens);
+        for opts in [DecodeOptions::INNER, DecodeOptions::NETFOUND] {
+            if let Ok(p) = decode(lt, data, 0, data.len() as u32, &opts) {
+                tokenize(&p, &mut tokens);
+            }
         }
     }
 });

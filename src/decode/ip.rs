@@ -34,6 +34,8 @@ pub(super) struct IpLayer<'a> {
 }
 
 /// Parses an IP packet that the link layer announced as `version`.
+// Always inlined: the hot path (`decode_into`) and the tunnel code each get their copy.
+#[inline(always)]
 pub(super) fn parse(data: &[u8], version: IpVersion) -> Result<IpLayer<'_>, SkipReason> {
     let nibble = data.first().ok_or(SkipReason::TruncatedIp)? >> 4;
     match (version, nibble) {

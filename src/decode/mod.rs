@@ -21,6 +21,14 @@
 //!   rules (netFound itself drops ICMPv6).
 //! - 802.3 frames with LLC/SNAP encapsulation are followed to IP (as tshark does; netFound's
 //!   filter drops them), and any number of 802.1Q/802.1ad/0x9100 tags is skipped.
+//! - [`DecodeOptions`] picks the rules. netFound mode ([`DecodeOptions::NETFOUND`]) decodes
+//!   exactly the link layers above and no tunnels: netFound's golden outputs were made so.
+//!   Native mode also decodes the PPP and Cisco HDLC link types, PPPoE sessions, MPLS label
+//!   stacks and NSH (`link`), and with [`TunnelMode::Inner`] (the default) strips tunnels
+//!   (`tunnel`: IP-in-IP, GRE, ERSPAN, VXLAN, VXLAN-GPE, Geneve, GTP-U, Teredo, MPLS over
+//!   UDP, CAPWAP) so the packet is keyed and tokenized by its innermost IP packet; the
+//!   outermost addresses and tunnel id stay in [`DecodedPacket::tunnel`]. A packet with no
+//!   tunnel pays one protocol compare (and, for UDP, a port range check) for it.
 //!
 //! This module never panics on any input, never allocates, and never looks at anything
 //! beyond one frame (no state between packets).
@@ -28,6 +36,9 @@
 mod ip;
 mod link;
 mod transport;
+mod tunnel;
+
+pub use tunnel::{TunnelInfo, TunnelKind, MAX_TUNNEL_DEPTH};
 
 use crate::capture::Frame;
 use netfm_tokenizer::{L4Fields, PacketFields, PAYLOAD_BYTES};
@@ -43,6 +54,53 @@ pub mod linktype {
     pub const IPV4: u32 = 228;
     pub const IPV6: u32 = 229;
     pub const LINUX_SLL2: u32 = 276;
+    /// PPP, with or without HDLC-like address/control bytes (native mode only).
+    pub const PPP: u32 = 9;
+    /// PPP in HDLC-like framing (native mode only).
+    pub const PPP_HDLC: u32 = 50;
+    /// Cisco HDLC (native mode only).
+    pub const C_HDLC: u32 = 104;
+}
+
+/// What to do with tunnels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TunnelMode {
+    /// Native mode: strip tunnels, key and tokenize by the innermost IP packet.
+    #[default]
+    Inner,
+    /// Native mode: leave tunnels alone (a VXLAN packet is a UDP packet to port 4789).
+    Outer,
+    /// netFound mode: netFound's rules, no tunnels and none of native mode's extra link
+    /// layers (use [`DecodeOptions::NETFOUND`]).
+    Netfound,
+}
+
+/// How frames are decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DecodeOptions {
+    pub tunnels: TunnelMode,
+}
+
+impl DecodeOptions {
+    /// Native mode, tunnels stripped (the default).
+    pub const INNER: DecodeOptions = DecodeOptions {
+        tunnels: TunnelMode::Inner,
+    };
+    /// Native mode, tunnels left alone.
+    pub const OUTER: DecodeOptions = DecodeOptions {
+        tunnels: TunnelMode::Outer,
+    };
+    /// netFound mode: exactly the rules netFound's golden outputs were made with.
+    pub const NETFOUND: DecodeOptions = DecodeOptions {
+        tunnels: TunnelMode::Netfound,
+    };
+
+    fn links(&self) -> link::Links {
+        match self.tunnels {
+            TunnelMode::Netfound => link::Links::Netfound,
+            TunnelMode::Inner | TunnelMode::Outer => link::Links::Native,
+        }
+    }
 }
 
 /// What the decoder makes of an ICMP/ICMPv6 packet beyond its type and code.
@@ -90,8 +148,10 @@ pub struct DecodedPacket {
     pub first_fragment: bool,
     /// The IPv6 header chain held extension headers before the transport.
     pub ipv6_ext_headers: bool,
-    /// The frame carried one or more 802.1Q/802.1ad tags.
+    /// The frame (or an Ethernet frame inside a tunnel) carried 802.1Q/802.1ad tags.
     pub vlan_tagged: bool,
+    /// The tunnels stripped to reach this packet ([`TunnelInfo::NONE`] if none).
+    pub tunnel: TunnelInfo,
 }
 
 impl DecodedPacket {
@@ -120,6 +180,7 @@ impl DecodedPacket {
         first_fragment: false,
         ipv6_ext_headers: false,
         vlan_tagged: false,
+        tunnel: TunnelInfo::NONE,
     };
 }
 
@@ -145,10 +206,14 @@ pub enum SkipReason {
     TruncatedTransport,
     /// The transport header is malformed (e.g. TCP data offset < 5).
     MalformedTransport,
+    /// A GRE or ERSPAN header is cut short or inconsistent (native mode, tunnels inner).
+    MalformedTunnel,
+    /// More than [`MAX_TUNNEL_DEPTH`] nested tunnels.
+    TunnelTooDeep,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 9] = [
+    pub const ALL: [SkipReason; 11] = [
         SkipReason::UnsupportedLinkType,
         SkipReason::TruncatedLinkHeader,
         SkipReason::NotIp,
@@ -158,6 +223,8 @@ impl SkipReason {
         SkipReason::UnsupportedTransport,
         SkipReason::TruncatedTransport,
         SkipReason::MalformedTransport,
+        SkipReason::MalformedTunnel,
+        SkipReason::TunnelTooDeep,
     ];
 
     /// Stable snake_case name used in summaries and JSON.
@@ -172,6 +239,8 @@ impl SkipReason {
             SkipReason::UnsupportedTransport => "unsupported_transport",
             SkipReason::TruncatedTransport => "truncated_transport",
             SkipReason::MalformedTransport => "malformed_transport",
+            SkipReason::MalformedTunnel => "malformed_tunnel",
+            SkipReason::TunnelTooDeep => "tunnel_too_deep",
         }
     }
 }
@@ -183,9 +252,10 @@ pub fn decode(
     data: &[u8],
     ts_ns: u64,
     orig_len: u32,
+    opts: &DecodeOptions,
 ) -> Result<DecodedPacket, SkipReason> {
     let mut p = DecodedPacket::EMPTY;
-    decode_into(linktype, data, ts_ns, orig_len, &mut p)?;
+    decode_into(linktype, data, ts_ns, orig_len, opts, &mut p)?;
     Ok(p)
 }
 
@@ -198,11 +268,72 @@ pub fn decode_into(
     data: &[u8],
     ts_ns: u64,
     orig_len: u32,
+    opts: &DecodeOptions,
     out: &mut DecodedPacket,
 ) -> Result<(), SkipReason> {
-    let link = link::strip(linktype, data)?;
+    let link = link::strip(linktype, data, opts.links())?;
     let net = ip::parse(link.ip, link.version)?;
-    let l4 = transport::parse(net.protocol, net.payload)?;
+    let inner = opts.tunnels == TunnelMode::Inner;
+    let found = match net.protocol {
+        tunnel::PROTO_IPIP | tunnel::PROTO_IPV6 | tunnel::PROTO_GRE if inner => {
+            tunnel::ip_carried(&net)?
+        }
+        protocol => {
+            let l4 = transport::parse(protocol, net.payload)?;
+            let udp_tunnel = if inner
+                && protocol == transport::PROTO_UDP
+                && (tunnel::is_tunnel_port(l4.dst_port) || tunnel::is_tunnel_port(l4.src_port))
+            {
+                tunnel::udp_carried(&net, &l4)
+            } else {
+                None
+            };
+            match udp_tunnel {
+                Some(found) => found?,
+                None => {
+                    let vlan_tagged = link.vlan_tagged;
+                    fill(
+                        out,
+                        &net,
+                        &l4,
+                        vlan_tagged,
+                        TunnelInfo::NONE,
+                        ts_ns,
+                        data,
+                        orig_len,
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let vlan_tagged = link.vlan_tagged | found.vlan_tagged;
+    fill(
+        out,
+        &found.net,
+        &found.l4,
+        vlan_tagged,
+        found.tunnel,
+        ts_ns,
+        data,
+        orig_len,
+    );
+    Ok(())
+}
+
+/// Writes one decoded packet.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    out: &mut DecodedPacket,
+    net: &ip::IpLayer<'_>,
+    l4: &transport::Transport,
+    vlan_tagged: bool,
+    tunnel: TunnelInfo,
+    ts_ns: u64,
+    data: &[u8],
+    orig_len: u32,
+) {
     *out = DecodedPacket {
         ts_ns,
         src: net.src,
@@ -225,15 +356,21 @@ pub fn decode_into(
         l4_truncated: l4.truncated,
         first_fragment: net.first_fragment,
         ipv6_ext_headers: net.ext_headers,
-        vlan_tagged: link.vlan_tagged,
+        vlan_tagged,
+        tunnel,
     };
-    Ok(())
 }
 
 /// [`decode`] for a frame from [`crate::capture::CaptureReader`].
 #[inline]
-pub fn decode_frame(frame: &Frame<'_>) -> Result<DecodedPacket, SkipReason> {
-    decode(frame.linktype, frame.data, frame.ts_ns, frame.orig_len)
+pub fn decode_frame(frame: &Frame<'_>, opts: &DecodeOptions) -> Result<DecodedPacket, SkipReason> {
+    decode(
+        frame.linktype,
+        frame.data,
+        frame.ts_ns,
+        frame.orig_len,
+        opts,
+    )
 }
 
 #[cfg(test)]
@@ -241,6 +378,15 @@ mod tests {
     use super::*;
     use netfm_tokenizer::L4Fields;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// Decodes in every mode: a frame without tunnels decodes the same in all of them.
+    fn decode(lt: u32, data: &[u8], ts: u64, orig: u32) -> Result<DecodedPacket, SkipReason> {
+        let netfound = super::decode(lt, data, ts, orig, &DecodeOptions::NETFOUND);
+        for opts in [DecodeOptions::INNER, DecodeOptions::OUTER] {
+            assert_eq!(super::decode(lt, data, ts, orig, &opts), netfound);
+        }
+        netfound
+    }
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))

@@ -95,6 +95,8 @@ fn leading<const N: usize>(data: &[u8], from: usize) -> [u8; N] {
 }
 
 /// Decodes the transport header of IP protocol `protocol`.
+// Always inlined: the hot path (`decode_into`) and the tunnel code each get their copy.
+#[inline(always)]
 pub(super) fn parse(protocol: u8, data: &[u8]) -> Result<Transport, SkipReason> {
     match protocol {
         PROTO_TCP => parse_tcp(data),

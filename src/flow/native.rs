@@ -10,6 +10,9 @@
 //!   traceroute hop, a closed UDP port) group together; they are not merged into the quoted
 //!   flow itself, because a flow's packets must share one token layout.
 //! - Other ICMP (neighbour/router discovery, timestamp, ...): the address pair plus the type.
+//! - Tunnelled packets (`--tunnels inner`) are keyed by their innermost packet as above,
+//!   plus the outermost tunnel's id (VXLAN/Geneve VNI, GRE key, GTP-U TEID, ...), so that
+//!   two tenants' overlapping address spaces never share a flow.
 //!
 //! Live flows sit in a slab. Recency is tracked the CLOCK way, so a packet only writes its
 //! own flow: a FIFO holds (time, slot) entries in the order they were queued; when an entry
@@ -79,6 +82,9 @@ struct FlowKey {
     hi_port: u16,
     /// Disambiguates ICMP groups (quoted protocol / echo / type) and is 0 otherwise.
     sub: u32,
+    /// The outermost tunnel's id (VNI, GRE key, TEID, ...; 0 without one): flows of two
+    /// tenants' overlapping address spaces stay apart. Fits the key's padding.
+    tunnel_id: u32,
     protocol: u8,
     /// IPv6 addresses (the bits alone cannot tell `::a.b.c.d` from `a.b.c.d`).
     v6: bool,
@@ -148,6 +154,7 @@ impl FlowKey {
             lo_port: lo.1,
             hi_port: hi.1,
             sub,
+            tunnel_id: p.tunnel.id.unwrap_or(0),
             protocol: p.protocol,
             v6: p.src.is_ipv6(),
         }
@@ -190,7 +197,7 @@ impl FlowKey {
             self.hi_addr as u64 ^ S[2],
             (self.hi_addr >> 64) as u64 ^ S[3],
         );
-        mix64(fold(a ^ S[4], b ^ tail))
+        mix64(fold(a ^ S[4] ^ u64::from(self.tunnel_id), b ^ tail))
     }
 }
 
@@ -243,6 +250,8 @@ struct Flow {
     fwd_is_lo: bool,
     /// ICMP: what the first packet says.
     icmp: Option<super::IcmpFlowInfo>,
+    /// The tunnel the first packet came through (depth 0: none).
+    tunnel: crate::decode::TunnelInfo,
     tokens: FlowTokenizer,
 }
 
@@ -353,7 +362,12 @@ impl NativeFlowTable {
             first_ts_ns: first_ts,
             last_ts_ns: f.last_ts,
             icmp: f.icmp,
-            tunnel: None,
+            tunnel: (f.tunnel.depth > 0).then(|| super::FlowTunnel {
+                kind: f.tunnel.kind.name(),
+                outer_src: f.tunnel.outer_src,
+                outer_dst: f.tunnel.outer_dst,
+                id: f.tunnel.id,
+            }),
             fwd_packets: f.fwd_packets,
             bwd_packets: f.bwd_packets,
             fwd_bytes: f.fwd_bytes,
@@ -560,6 +574,7 @@ impl NativeFlowTable {
             first_is_fwd: first_src_fwd || lo_is_hi,
             fwd_is_lo: src_is_lo == first_src_fwd,
             icmp: super::IcmpFlowInfo::of(p),
+            tunnel: p.tunnel,
             tokens: FlowTokenizer::new(&self.cfg.bursts, p.fields.l4.protocol()),
         });
         self.index.insert(hash, i);

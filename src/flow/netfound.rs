@@ -538,6 +538,7 @@ mod tests {
             first_fragment: false,
             ipv6_ext_headers: false,
             vlan_tagged: false,
+            ..DecodedPacket::EMPTY
         }
     }
 
