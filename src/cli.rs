@@ -185,6 +185,11 @@ pub struct TokenizeArgs {
     /// capture's flows become readable as it goes (parts are also closed at --part-rows).
     #[arg(long, value_name = "SECONDS")]
     pub part_seconds: Option<f64>,
+    /// Native mode: the inputs are one capture cut into files (tcpdump -C/-G, ring
+    /// buffers): read in order of their first timestamps (which must not overlap), with
+    /// flows continuing from file to file. Not with --shard.
+    #[arg(long)]
+    pub continuous: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -318,6 +323,12 @@ impl TokenizeArgs {
                 bail!("--part-seconds applies to the native Parquet dataset; netFound mode writes one file");
             }
         }
+        if self.continuous && self.shard.is_some_and(|s| s.count > 1) {
+            bail!("--continuous reads the inputs as one capture; it cannot be combined with --shard, which splits them");
+        }
+        if self.continuous && self.format == FormatArg::Netfound {
+            bail!("--continuous applies to native mode; netFound's flows never span files");
+        }
         if self.ipc != IpcArg::Stream && self.format != FormatArg::Netfound {
             bail!("--ipc applies to --format netfound; the native dataset is Parquet");
         }
@@ -349,6 +360,7 @@ impl TokenizeArgs {
             },
             part_seconds: self.part_seconds,
             command: std::env::args().collect(),
+            continuous: self.continuous,
             tunnels: match self.tunnels {
                 TunnelsArg::Inner => TunnelMode::Inner,
                 TunnelsArg::Outer => TunnelMode::Outer,

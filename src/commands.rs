@@ -126,6 +126,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         append: false,
         ipc: crate::cli::IpcArg::Stream,
         part_seconds: None,
+        continuous: false,
     };
     let opts = tokenize_args.to_options()?;
     debug_assert_eq!(opts.format, OutputFormat::Parquet);

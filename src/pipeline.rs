@@ -81,6 +81,31 @@ pub struct TokenizeOptions {
     pub command: Vec<String>,
     /// Native mode: strip tunnels or not (netFound mode always decodes as netFound does).
     pub tunnels: TunnelMode,
+    /// Native mode: the inputs are one capture cut into files (`tcpdump -C/-G`, ring
+    /// buffers): read in order of their first timestamps, which must not overlap, with
+    /// flows continuing from one file into the next.
+    pub continuous: bool,
+}
+
+/// Where one file of a `--continuous` capture starts, and what its flows are labelled.
+#[derive(Clone, Debug)]
+struct FileStart {
+    first_ts: u64,
+    source: Arc<str>,
+    label: Option<Arc<str>>,
+}
+
+/// The file of a continuous capture a flow starting at `ts` began in.
+fn file_of(starts: &[FileStart], ts: u64) -> usize {
+    starts
+        .partition_point(|f| f.first_ts <= ts)
+        .saturating_sub(1)
+}
+
+/// The first frame's timestamp of a capture (None if it has none or cannot be read).
+fn first_timestamp(input: &Input) -> Option<u64> {
+    let mut reader = CaptureReader::open(input).ok()?;
+    reader.next_frame().map(|f| f.ts_ns)
 }
 
 impl TokenizeOptions {
@@ -116,6 +141,7 @@ impl TokenizeOptions {
             "internal_nets": nets,
             "max_flows": self.native.max_flows,
             "label_from_dir": self.label_from_dir,
+            "continuous": self.continuous,
             "tunnels": match self.tunnels {
                 TunnelMode::Inner => "inner",
                 TunnelMode::Outer => "outer",
@@ -345,6 +371,11 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             }
         })
         .collect();
+    let (inputs, labels, starts) = if opts.continuous {
+        continuous_order(inputs, labels)?
+    } else {
+        (inputs, labels, Vec::new())
+    };
     let settings = opts.dataset_settings();
     let shard_tag = opts.shard.tag();
     let input_paths: Vec<PathBuf> = inputs.iter().map(Input::path).collect();
@@ -454,8 +485,10 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let (pkt_tx, pkt_rx) = sync_channel::<ReadMsg>(CHANNEL_DEPTH);
     let (recycle_tx, recycle_rx) = sync_channel::<PacketBatch>(CHANNEL_DEPTH + 2);
     let hasher = assembler.key_hasher();
+    let mut overlap = None;
     let outputs = std::thread::scope(|scope| -> anyhow::Result<Vec<(PathBuf, u64)>> {
         let (inputs, labels) = (&inputs, &labels);
+        let first_ts: Vec<u64> = starts.iter().map(|f| f.first_ts).collect();
         let reader = std::thread::Builder::new()
             .name("netfm-read".into())
             .spawn_scoped(scope, move || {
@@ -466,6 +499,7 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
                     decode_opts,
                     hasher,
                     flush_every,
+                    continuous: first_ts,
                 };
                 read_inputs(plan, pkt_tx, recycle_rx, bar)
             })
@@ -504,6 +538,7 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
             recycle_tx,
             flow_txs,
             flush_every,
+            &starts,
         );
         let read = reader
             .join()
@@ -529,6 +564,7 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
         flowed?;
         outputs.sort();
         let (reads, skipped) = read;
+        overlap = reads.iter().find_map(|r| r.overlap.clone());
         for r in reads {
             summary.add_file(r);
         }
@@ -542,6 +578,12 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     let outputs = outputs?;
     // Files the reader opened (its failures are counted in `files_failed`, as are the
     // files a directory listing could not read, which never reached it).
+    if let Some(why) = overlap {
+        for (p, _) in &outputs {
+            let _ = std::fs::remove_file(p);
+        }
+        bail!("{why}");
+    }
     let opened = summary.files + expanded.unreadable.len() as u64 - summary.files_failed;
     if opened == 0 && summary.interrupted_by.is_none() {
         for (p, _) in &outputs {
@@ -615,6 +657,8 @@ pub struct FileRead {
     /// Packets earlier than the packet before them, and the largest such step back.
     pub out_of_order: u64,
     pub max_step_back_ns: u64,
+    /// `--continuous`: this file overlaps the next in time (the run fails).
+    pub overlap: Option<String>,
 }
 
 impl RunSummary {
@@ -717,6 +761,36 @@ struct ReadPlan<'a> {
     hasher: Option<fn(&DecodedPacket) -> u64>,
     /// On a stream: hand partial batches on at least this often (`--part-seconds`).
     flush_every: Option<Duration>,
+    /// `--continuous`: each input's first timestamp, in reading order (else empty).
+    continuous: Vec<u64>,
+}
+
+/// Orders the files of a `--continuous` capture by their first timestamps (files without
+/// a frame go last) and says where each starts.
+#[allow(clippy::type_complexity)]
+fn continuous_order(
+    inputs: Vec<Input>,
+    labels: Vec<Option<Arc<str>>>,
+) -> anyhow::Result<(Vec<Input>, Vec<Option<Arc<str>>>, Vec<FileStart>)> {
+    if inputs.contains(&Input::Stdin) {
+        bail!("--continuous orders files by their first timestamps; standard input cannot be one of them");
+    }
+    let mut files: Vec<(Option<u64>, Input, Option<Arc<str>>)> = inputs
+        .into_iter()
+        .zip(labels)
+        .map(|(i, l)| (first_timestamp(&i), i, l))
+        .collect();
+    files.sort_by(|a, b| (a.0.unwrap_or(u64::MAX), &a.1).cmp(&(b.0.unwrap_or(u64::MAX), &b.1)));
+    let starts = files
+        .iter()
+        .map(|(ts, i, l)| FileStart {
+            first_ts: ts.unwrap_or(u64::MAX),
+            source: Arc::from(i.to_string().as_str()),
+            label: l.clone(),
+        })
+        .collect();
+    let (inputs, labels) = files.into_iter().map(|(_, i, l)| (i, l)).unzip();
+    Ok((inputs, labels, starts))
 }
 
 fn read_inputs(
@@ -731,12 +805,16 @@ fn read_inputs(
         decode_opts,
         hasher,
         flush_every,
+        continuous,
     } = plan;
+    // A continuous capture's flows go on from file to file: the flow stage hears of the
+    // first file's start and of the last file's end only.
+    let mut began = false;
     let decode_opts = &decode_opts;
     let mut reads = Vec::with_capacity(inputs.len());
     let mut skipped = [0u64; SkipReason::ALL.len()];
     let mut done_bytes = 0u64;
-    'inputs: for (input, label) in inputs.iter().zip(labels) {
+    'inputs: for (k, (input, label)) in inputs.iter().zip(labels).enumerate() {
         if signals::interrupted().is_some() {
             break;
         }
@@ -753,15 +831,18 @@ fn read_inputs(
             }
         };
         let file_size = input_size(input);
-        if tx
-            .send(ReadMsg::Begin {
-                source: Arc::from(r.name.as_str()),
-                label: label.clone(),
-            })
-            .is_err()
+        if (continuous.is_empty() || !began)
+            && tx
+                .send(ReadMsg::Begin {
+                    source: Arc::from(r.name.as_str()),
+                    label: label.clone(),
+                })
+                .is_err()
         {
             break;
         }
+        began = true;
+        let mut max_ts = 0u64;
         let mut batch = recycled
             .try_recv()
             .unwrap_or_else(|_| PacketBatch::with_capacity(PACKET_BATCH));
@@ -778,6 +859,7 @@ fn read_inputs(
                 r.max_step_back_ns = r.max_step_back_ns.max(last_ts - frame.ts_ns);
             }
             last_ts = frame.ts_ns;
+            max_ts = max_ts.max(frame.ts_ns);
             let slot = &mut batch.slots[batch.len];
             match decode_into(
                 frame.linktype,
@@ -828,7 +910,20 @@ fn read_inputs(
             break;
         }
         let interrupted = signals::interrupted().is_some();
-        if tx.send(ReadMsg::End { interrupted }).is_err() {
+        let next_start = continuous.get(k + 1).copied().filter(|_| !interrupted);
+        if let Some(next) = next_start {
+            if r.packets_read > 0 && next <= max_ts && next != u64::MAX {
+                r.overlap = Some(format!(
+                    "--continuous: {} ends at {} after {} starts at {}: the files overlap in time (is one capture's part missing or named twice?)",
+                    r.name,
+                    rfc3339(std::time::UNIX_EPOCH + Duration::from_nanos(max_ts)),
+                    inputs[k + 1],
+                    rfc3339(std::time::UNIX_EPOCH + Duration::from_nanos(next)),
+                ));
+                reads.push(r);
+                break;
+            }
+        } else if tx.send(ReadMsg::End { interrupted }).is_err() {
             break;
         }
         // A stream cut by the stop request ends mid-record: that is not damage.
@@ -858,7 +953,10 @@ fn assemble(
     recycle: SyncSender<PacketBatch>,
     txs: Vec<SyncSender<SinkMsg>>,
     flush_every: Option<Duration>,
+    continuous: &[FileStart],
 ) -> anyhow::Result<()> {
+    // `--continuous`: flows are written under the file they began in, numbered per file.
+    let mut per_file = vec![0u64; continuous.len()];
     let mut last_flush = Instant::now();
     let mut flows: Vec<FlowRecord> = Vec::with_capacity(FLUSH_FLOWS);
     let mut source: Arc<str> = Arc::from("");
@@ -893,18 +991,42 @@ fn assemble(
                 break;
             }
             tally(summary, &chunk);
-            let n = chunk.len() as u64;
-            let msg = SinkMsg {
-                source: source.clone(),
-                label: label.clone(),
-                first_index: *index,
-                flows: chunk,
-            };
-            *index += n;
-            txs[sent % txs.len()]
-                .send(msg)
-                .map_err(|_| anyhow::anyhow!("dataset writer stopped"))?;
-            sent += 1;
+            let mut msgs = Vec::new();
+            if continuous.is_empty() {
+                let n = chunk.len() as u64;
+                msgs.push(SinkMsg {
+                    source: source.clone(),
+                    label: label.clone(),
+                    first_index: *index,
+                    flows: chunk,
+                });
+                *index += n;
+            } else {
+                let mut rest = chunk;
+                rest.sort_by_key(|f| file_of(continuous, f.first_ts_ns));
+                while let Some(first) = rest.first() {
+                    let g = file_of(continuous, first.first_ts_ns);
+                    let n = rest
+                        .iter()
+                        .take_while(|f| file_of(continuous, f.first_ts_ns) == g)
+                        .count();
+                    let tail = rest.split_off(n);
+                    let start = &continuous[g];
+                    msgs.push(SinkMsg {
+                        source: start.source.clone(),
+                        label: start.label.clone(),
+                        first_index: per_file[g],
+                        flows: std::mem::replace(&mut rest, tail),
+                    });
+                    per_file[g] += n as u64;
+                }
+            }
+            for msg in msgs {
+                txs[sent % txs.len()]
+                    .send(msg)
+                    .map_err(|_| anyhow::anyhow!("dataset writer stopped"))?;
+                sent += 1;
+            }
         }
         if flows.capacity() < FLUSH_FLOWS {
             flows.reserve(FLUSH_FLOWS - flows.len());

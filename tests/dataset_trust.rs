@@ -849,3 +849,117 @@ fn errors_are_said_once_in_words_and_compressed_captures_read_like_plain_ones() 
     ]);
     assert!(stderr_of(&e).contains("bzip2"), "{}", stderr_of(&e));
 }
+
+/// `capture`'s records split into `parts` files named so that their names sort in another
+/// order than their times (as `tcpdump -C` numbers past 9 do).
+fn rotate(capture: &Path, dir: &Path, parts: usize) -> Vec<PathBuf> {
+    let bytes = std::fs::read(capture).expect("read");
+    let (header, mut at) = (&bytes[..24], 24);
+    let mut records = Vec::new();
+    while at + 16 <= bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().expect("4")) as usize;
+        records.push(&bytes[at..at + 16 + caplen]);
+        at += 16 + caplen;
+    }
+    let per = records.len().div_ceil(parts);
+    std::fs::create_dir_all(dir).expect("mkdir");
+    records
+        .chunks(per)
+        .enumerate()
+        .map(|(k, chunk)| {
+            let path = dir.join(format!("ring.pcap{}", [10, 9, 11, 8][k % 4] + k / 4 * 10));
+            let mut out = header.to_vec();
+            for r in chunk {
+                out.extend_from_slice(r);
+            }
+            std::fs::write(&path, out).expect("write");
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn continuous_inputs_are_one_capture_whose_flows_span_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let whole = pcap("wikipedia.pcap");
+    let ring = tmp.path().join("ring");
+    let parts = rotate(&whole, &ring, 3);
+    let run = |args: &[&std::ffi::OsStr], name: &str| {
+        let out = tmp.path().join(name);
+        let mut all: Vec<&std::ffi::OsStr> = args.to_vec();
+        all.extend(["--json".as_ref(), "--out".as_ref(), out.as_os_str()]);
+        let s = json_of(&run_ok(netfm().arg("tokenize").args(&all)));
+        (s, rows(&out))
+    };
+    let flows_of = |r: &[serde_json::Value]| {
+        let mut v: Vec<String> = r
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {} {} {} {}",
+                    f["src_ip"],
+                    f["src_port"],
+                    f["dst_ip"],
+                    f["dst_port"],
+                    f["protocol"],
+                    f["fwd_packets"].as_u64().unwrap_or(0) + f["bwd_packets"].as_u64().unwrap_or(0)
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (_, one) = run(&[whole.as_os_str()], "whole");
+    let (_, cut) = run(&[ring.as_os_str()], "cut");
+    let (s, joined) = run(&[ring.as_os_str(), "--continuous".as_ref()], "joined");
+    assert!(
+        cut.len() > one.len(),
+        "files cut flows ({} vs {})",
+        cut.len(),
+        one.len()
+    );
+    assert_eq!(
+        flows_of(&joined),
+        flows_of(&one),
+        "--continuous equals the whole capture"
+    );
+    assert_eq!(s["files"].as_u64(), Some(parts.len() as u64));
+    // Each flow names the file it began in; ids stay unique.
+    let first_part = &parts[0];
+    assert!(joined
+        .iter()
+        .any(|f| f["source"].as_str() == Some(&first_part.display().to_string())));
+    let mut ids: Vec<u64> = joined
+        .iter()
+        .filter_map(|f| f["flow_id"].as_u64())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), joined.len());
+    // Overlapping inputs are an error, leaving nothing; so is --shard.
+    let out = tmp.path().join("overlap");
+    let e = tokenize(&[
+        ring.as_os_str(),
+        whole.as_os_str(),
+        "--continuous".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(
+        stderr_of(&e).contains("overlap in time"),
+        "{}",
+        stderr_of(&e)
+    );
+    assert!(!out.exists());
+    let e = tokenize(&[
+        ring.as_os_str(),
+        "--continuous".as_ref(),
+        "--shard".as_ref(),
+        "0/2".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(stderr_of(&e).contains("--shard"), "{}", stderr_of(&e));
+}
