@@ -10,8 +10,10 @@ warms the page cache, then alternates rounds of
 
 and prints the median wall time of each, packets/s, peak RSS (from wait4) and the ratio
 netfm / tcpdump. The machines are shared and noisy: only ratios from one run mean much.
+`--baseline BINARY` adds another netfm build's native Parquet run to every round (e.g.
+the previous commit's), so a change's cost is measured side by side too.
 
-    python3 benches/compare_tcpdump.py [--rounds 5] [--capture benches/data/big.pcap]
+    python3 benches/compare_tcpdump.py [--rounds 5] [--capture benches/data/big.pcap] [--baseline OLD/netfm]
 """
 
 import argparse
@@ -46,6 +48,7 @@ def main():
     ap.add_argument("--capture", default=os.path.join(ROOT, "benches", "data", "big.pcap"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--baseline", help="another netfm binary to time beside this one (native Parquet)")
     args = ap.parse_args()
 
     if not shutil.which("tcpdump"):
@@ -61,6 +64,8 @@ def main():
             pass
 
     runs = {"tcpdump": [], "netfm parquet": [], "netfm netfound": []}
+    if args.baseline:
+        runs["baseline parquet"] = []
     rss = {k: 0 for k in runs}
     packets = None
     summary = {}
@@ -71,11 +76,13 @@ def main():
                 "netfm parquet": [netfm, "tokenize", args.capture, "--out", os.path.join(tmp, f"p{r}"), "--quiet", "--json"],
                 "netfm netfound": [netfm, "tokenize", args.capture, "--out", os.path.join(tmp, f"n{r}"), "--quiet", "--json", "--format", "netfound"],
             }
+            if args.baseline:
+                cmds["baseline parquet"] = [args.baseline, "tokenize", args.capture, "--out", os.path.join(tmp, f"b{r}"), "--quiet", "--json"]
             for name, cmd in cmds.items():
                 wall, peak, out = timed(cmd)
                 runs[name].append(wall)
                 rss[name] = max(rss[name], peak)
-                if name.startswith("netfm"):
+                if name.startswith("netfm") or name.startswith("baseline"):
                     s = json.loads(out)
                     packets = s["packets_read"]
                     summary[name] = s
@@ -90,6 +97,9 @@ def main():
     print("|---|---|---|---|---|")
     for k in runs:
         print(f"| {k} | {med[k]:.2f} | {packets / med[k] / 1e6:.2f} M | {rss[k] / 2**20:.0f} | {med[k] / med['tcpdump']:.2f} |")
+    if args.baseline:
+        paired = [a / b for a, b in zip(runs["netfm parquet"], runs["baseline parquet"])]
+        print(f"\nnetfm parquet / baseline parquet, paired by round: median {statistics.median(paired):.3f} ({', '.join(f'{x:.3f}' for x in paired)})")
     for k, s in summary.items():
         print(f"\n{k}: flows {s['flows']}, evicted {s['flows_evicted']}, bursts {s['bursts']}, tokens {s['tokens']}, skipped {s['packets_skipped']}")
 
