@@ -173,6 +173,8 @@ fn show_part(path: &Path, rows: usize) -> anyhow::Result<()> {
         let fwd = col("fwd_packets")?.as_primitive::<UInt64Type>().clone();
         let bwd = col("bwd_packets")?.as_primitive::<UInt64Type>().clone();
         let tokens = col("burst_tokens")?.as_list::<i32>().clone();
+        let icmp_type = col("icmp_type")?.as_primitive::<UInt8Type>().clone();
+        let icmp_code = col("icmp_code")?.as_primitive::<UInt8Type>().clone();
         for r in 0..batch.num_rows() {
             let bursts = tokens.value(r);
             let bursts = bursts.as_list::<i32>();
@@ -188,11 +190,27 @@ fn show_part(path: &Path, rows: usize) -> anyhow::Result<()> {
                     .copied()
                     .collect()
             };
+            // ICMP flows have no ports: their type and code say what they are.
+            let (from, to, what) = if sport.is_null(r) {
+                (
+                    src.value(r).to_string(),
+                    dst.value(r).to_string(),
+                    format!(
+                        "proto {} type {} code {}",
+                        proto.value(r),
+                        icmp_type.value(r),
+                        icmp_code.value(r)
+                    ),
+                )
+            } else {
+                (
+                    endpoint(src.value(r), sport.value(r)),
+                    endpoint(dst.value(r), dport.value(r)),
+                    format!("proto {}", proto.value(r)),
+                )
+            };
             println!(
-                "    {} -> {} proto {} packets {}+{} bursts {} first tokens {:?}",
-                endpoint(src.value(r), sport.value(r)),
-                endpoint(dst.value(r), dport.value(r)),
-                proto.value(r),
+                "    {from} -> {to} {what} packets {}+{} bursts {} first tokens {:?}",
                 fwd.value(r),
                 bwd.value(r),
                 bursts.len(),
