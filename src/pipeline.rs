@@ -576,19 +576,21 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
     summary.interrupted_by = signals::interrupted().map(|s| signals::name(s).to_string());
     drop(stop);
     let outputs = outputs?;
-    // Files the reader opened (its failures are counted in `files_failed`, as are the
-    // files a directory listing could not read, which never reached it).
-    if let Some(why) = overlap {
+    // A failed run's parts go (a staging folder goes with `out`).
+    let discard = || {
         for (p, _) in &outputs {
             let _ = std::fs::remove_file(p);
         }
+    };
+    if let Some(why) = overlap {
+        discard();
         bail!("{why}");
     }
+    // Files the reader opened (its failures are counted in `files_failed`, as are the
+    // files a directory listing could not read, which never reached it).
     let opened = summary.files + expanded.unreadable.len() as u64 - summary.files_failed;
     if opened == 0 && summary.interrupted_by.is_none() {
-        for (p, _) in &outputs {
-            let _ = std::fs::remove_file(p);
-        }
+        discard();
         let why = summary
             .warnings
             .first()
