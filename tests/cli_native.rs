@@ -17,18 +17,7 @@ fn summary_json(out: &Output) -> serde_json::Value {
 
 /// Runs Python code with `sys.argv[1]` = the dataset folder; returns its stdout.
 fn python(code: &str, dir: &Path) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(code)
-        .arg(dir)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    common::python(code, &[dir])
 }
 
 #[test]

@@ -23,6 +23,23 @@ pub fn conformance_dir() -> PathBuf {
     dir
 }
 
+/// Runs Python `code` with `sys.argv[1:]` = `args` (the tests' real consumers: pyarrow,
+/// DuckDB); fails the test with its stderr unless it succeeds, else returns its stdout.
+pub fn python(code: &str, args: &[&Path]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// Runs `cmd` and fails the test, showing its output, unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("netfm runs");
