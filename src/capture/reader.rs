@@ -733,12 +733,17 @@ impl CaptureReader {
                         0x0000_0005 => "interface statistics",
                         _ => "unknown",
                     };
+                    let a = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    };
                     match trailer {
                         Some(t) if t != len => format!(
-                            "a {name} block (type 0x{kind:08x}) says it is {len} bytes long at its start and {t} at its end"
+                            "{a} {name} block (type 0x{kind:08x}) says it is {len} bytes long at its start and {t} at its end"
                         ),
                         _ => format!(
-                            "a {name} block (type 0x{kind:08x}, {len} bytes) whose fields do not fit its length or hold impossible values"
+                            "{a} {name} block (type 0x{kind:08x}, {len} bytes) whose fields do not fit its length or hold impossible values"
                         ),
                     }
                 }
