@@ -192,20 +192,11 @@ for d in sys.argv[1:]:
     out.append(rows)
 print(json.dumps(out))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(code)
-        .args(dirs)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let out = common::python(code, &dirs);
     /// src_ip, dst_ip, src_port, dst_port, protocol, packets.
     type Row = (String, String, u16, u16, u8, u64);
-    let all: Vec<Vec<Row>> = serde_json::from_slice(&out.stdout).expect("python prints JSON");
+    let all: Vec<Vec<Row>> = serde_json::from_str(&out).expect("python prints JSON");
     all.into_iter()
         .map(|rows| {
             let packets = rows.iter().map(|r| r.5).sum();
@@ -385,19 +376,7 @@ for d in sys.argv[1:]:
     t = ds.dataset(d, partitioning="hive").to_table(columns=["tunnel", "outer_src_ip", "outer_dst_ip", "tunnel_id", "src_port", "dst_port"])
     print(json.dumps(t.to_pylist()))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&inner)
-        .arg(&outer)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::python(script, &[&inner, &outer]);
     let mut lines = text.lines();
     let inner_rows: Vec<serde_json::Value> =
         serde_json::from_str(lines.next().expect("inner")).expect("json");
