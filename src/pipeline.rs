@@ -7,7 +7,7 @@
 use crate::capture::{expand_inputs, CaptureReader, Input};
 use crate::dataset::burst_columns::MAX_BATCH_TOKENS;
 use crate::dataset::netfound_ipc::{IpcFormat, NetfoundIpcWriter, DEFAULT_BATCH_ROWS};
-use crate::dataset::output::{describe_input, rfc3339, OutMode, OutputDir, RunRecord};
+use crate::dataset::output::{describe, rfc3339, OutMode, OutputDir, RunRecord};
 use crate::dataset::parquet::{flow_id_of, source_hash, NativeRow, ParquetSink, ParquetSinkConfig};
 use crate::decode::{decode_into, DecodeOptions, DecodedPacket, SkipReason, TunnelMode};
 use crate::flow::native::{NativeFlowConfig, NativeFlowTable};
@@ -621,17 +621,7 @@ pub fn run_tokenize(opts: &TokenizeOptions) -> anyhow::Result<RunSummary> {
         command: opts.command.clone(),
         started: rfc3339(started_at),
         writer: opts.writer_settings(),
-        inputs: inputs
-            .iter()
-            .map(|i| match i {
-                Input::File(p) => describe_input(p),
-                Input::Stdin => crate::dataset::output::InputFile {
-                    path: "-".to_string(),
-                    size: None,
-                    modified: None,
-                },
-            })
-            .collect(),
+        inputs: inputs.iter().map(describe).collect(),
         summary: serde_json::to_value(&summary)?,
         parts: Vec::new(),
     };

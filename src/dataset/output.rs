@@ -70,7 +70,7 @@ pub struct RunRecord {
     pub parts: Vec<String>,
 }
 
-/// `manifest.json`: what made a dataset folder.
+/// The manifest ([`manifest_name`]): what made an output folder.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub manifest_version: u32,
@@ -487,6 +487,18 @@ pub fn rfc3339(t: SystemTime) -> String {
         rem % 60,
         d.subsec_micros()
     )
+}
+
+/// What an input is now: a file's path, size and modification time; `-` for stdin.
+pub fn describe(input: &crate::capture::Input) -> InputFile {
+    match input {
+        crate::capture::Input::File(p) => describe_input(p),
+        crate::capture::Input::Stdin => InputFile {
+            path: "-".to_string(),
+            size: None,
+            modified: None,
+        },
+    }
 }
 
 /// What an input file is now (path, size, modification time).
