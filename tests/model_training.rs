@@ -15,7 +15,7 @@ use netfm_models::export::{
 };
 use netfm_models::optim::{AdamWConfig, Schedule};
 use netfm_models::params::{init_params, SplitMix64};
-use netfm_models::{DType, Data, ModelConfig, Tensor};
+use netfm_models::{DType, Data, InputLayout, ModelConfig, Tensor};
 use netfm_tokenizer::TokenizedFlow;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -212,6 +212,102 @@ fn inference_eval_and_train_step_agree() {
     // The update moved the parameters.
     let after = trainer.params().unwrap();
     assert!(max_abs_diff(&after["head.swap.w"], &params["head.swap.w"]) > 0.0);
+}
+
+/// The dense and the packed layout compute the same function of the same parameters: on
+/// real flows, the same embeddings and head outputs, the same loss terms for the same
+/// corruption seed, and the same gradients, in float64; the packed batch computes fewer
+/// slots.
+#[test]
+fn dense_and_packed_layouts_agree() {
+    let packed = tiny();
+    assert_eq!(packed.layout, InputLayout::Packed, "packed is the default");
+    let dense = ModelConfig {
+        layout: InputLayout::Dense,
+        ..tiny()
+    };
+    // Flows of different lengths, so both layouts have padding to drop.
+    let all = real_flows();
+    let flows: Vec<FlowExample> = [0, 3, all.len() / 2, all.len() - 1, 7, 12]
+        .iter()
+        .map(|&i| all[i].clone())
+        .collect();
+    let specs = param_specs(&packed).unwrap();
+    assert_eq!(specs, param_specs(&dense).unwrap(), "one parameter list");
+    let params = init_params(&specs, 21, DType::F64);
+    let o = opts(OptimizationLevel::Disabled, 2);
+    let sp = spec(DType::F64, Schedule::Constant);
+    let refs: Vec<&TokenizedFlow> = flows.iter().map(|f| &f.flow).collect();
+    let run_all = |cfg: &ModelConfig| {
+        let lay = Layout::of(cfg, DType::F64);
+        let plain = netfm::train::collate::inference_batch(&refs, &lay);
+        let inf = inference_graph(cfg, &params, DType::F64)
+            .unwrap()
+            .to_bytes();
+        let inf_out = Encoder::from_bytes(&o, &inf)
+            .unwrap()
+            .run_batch(&plain.feeds())
+            .unwrap();
+        let batch = pretrain_batch(&refs, &lay, &Masking::default(), &mut SplitMix64(8));
+        let mut gs = session_from_bytes(&o, &gradient_graph(cfg, &sp).unwrap().to_bytes()).unwrap();
+        let mut feeds = batch.feeds();
+        for s in &specs {
+            feeds.push((s.name.as_str(), &params[&s.name]));
+        }
+        let grads = host::run(&mut gs, &feeds).unwrap();
+        (plain, inf_out, grads)
+    };
+    let (pb, p_inf, p_grad) = run_all(&packed);
+    let (db, d_inf, d_grad) = run_all(&dense);
+    assert!(
+        pb.slots < db.slots && pb.slots * 10 <= pb.real_tokens() * 13,
+        "packed {} slots vs dense {} for {} real tokens",
+        pb.slots,
+        db.slots,
+        pb.real_tokens()
+    );
+    let d = max_abs_diff(&p_inf["embedding"], &d_inf["embedding"]);
+    assert!(d < 1e-9, "embeddings differ by {d}");
+    // Per-burst outputs: packed burst k is dense (burst_flow[k], burst_pos[k]).
+    let Data::I64(bf) = &pb.get("burst_flow").unwrap().data else {
+        panic!()
+    };
+    let Data::I64(bp) = &pb.get("burst_pos").unwrap().data else {
+        panic!()
+    };
+    let n = db.get("input_ids").unwrap().dims[1] as usize;
+    for head in ["swap_logits", "direction_logits", "burst_embeddings"] {
+        let (pv, dv) = (values(&p_inf[head]), values(&d_inf[head]));
+        let width = pv.len() / pb.bursts;
+        for k in 0..pb.bursts {
+            let at = (bf[k] as usize * n + bp[k] as usize) * width;
+            for j in 0..width {
+                let e = (pv[k * width + j] - dv[at + j]).abs();
+                assert!(e < 1e-9, "{head} of burst {k} differs by {e}");
+            }
+        }
+    }
+    for name in Objective::Pretrain(Default::default()).loss_names() {
+        let (a, b) = (
+            host::scalar(&p_grad[name]).unwrap(),
+            host::scalar(&d_grad[name]).unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-9 * b.abs().max(1.0),
+            "{name}: packed {a} vs dense {b}"
+        );
+    }
+    for s in &specs {
+        let key = format!("grad.{}", s.name);
+        let scale = values(&d_grad[&key])
+            .iter()
+            .fold(1e-12f64, |m, x| m.max(x.abs()));
+        let e = max_abs_diff(&p_grad[&key], &d_grad[&key]);
+        assert!(
+            e <= 1e-7 * scale,
+            "{key}: packed and dense gradients differ by {e} (scale {scale})"
+        );
+    }
 }
 
 /// On a fixed batch of 8 real flows, 300 AdamW steps at `tiny` size cut the pretraining

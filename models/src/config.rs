@@ -37,6 +37,22 @@ impl VocabSpec {
     }
 }
 
+/// How a batch's bursts are laid out in a graph's inputs. Both layouts compute the same
+/// function of the same parameters; a checkpoint runs under either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputLayout {
+    /// A `[flows, bursts, tokens]` grid padded to the batch's longest flow and longest
+    /// burst: simple, but on real traffic most of its slots are padding.
+    Dense,
+    /// The batch's present bursts packed end to end into the rows of one `[rows, row_len]`
+    /// tensor (attention kept inside each burst by a segment mask), and the cross-burst
+    /// attention over each flow's CLS states gathered into `[flows, bursts]`: the cost
+    /// follows the real tokens. See `hier`'s module docs for the inputs.
+    #[default]
+    Packed,
+}
+
 /// The hierarchical encoder's shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -54,6 +70,9 @@ pub struct ModelConfig {
     pub num_classes: usize,
     pub layer_norm_eps: f64,
     pub vocab: VocabSpec,
+    /// The graphs' batch layout (not a property of the weights).
+    #[serde(default)]
+    pub layout: InputLayout,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -103,6 +122,7 @@ impl ModelConfig {
             num_classes: 0,
             layer_norm_eps: 1e-5,
             vocab: VocabSpec::netfound(),
+            layout: InputLayout::default(),
         })
     }
 

@@ -233,20 +233,18 @@ fn forward_with_losses(
     }
     let f = g.float;
     let b = Dim::sym("batch");
-    let n = Dim::sym("bursts");
     let inp = BatchInputs::declare(g, cfg);
+    let per_burst = inp.burst_dims();
+    let mut with_meta = per_burst.clone();
+    with_meta.push(Dim::fixed(META_TARGETS as i64));
     let targets = match objective {
         Objective::Pretrain(_) => Some(PretrainTargets {
             mlm_index: g.input("mlm_index", DType::I64, vec![Dim::sym("masked")]),
             mlm_labels: g.input("mlm_labels", DType::I64, vec![Dim::sym("masked")]),
-            swap_labels: g.input("swap_labels", f, vec![b.clone(), n.clone()]),
-            meta_targets: g.input(
-                "meta_targets",
-                f,
-                vec![b.clone(), n.clone(), Dim::fixed(META_TARGETS as i64)],
-            ),
-            meta_weight: g.input("meta_weight", f, vec![b.clone(), n.clone()]),
-            direction_labels: g.input("direction_labels", f, vec![b.clone(), n]),
+            swap_labels: g.input("swap_labels", f, per_burst.clone()),
+            meta_targets: g.input("meta_targets", f, with_meta),
+            meta_weight: g.input("meta_weight", f, per_burst.clone()),
+            direction_labels: g.input("direction_labels", f, per_burst),
         }),
         Objective::Classify => None,
     };
@@ -268,7 +266,7 @@ fn forward_with_losses(
             // Metadata regression and direction prediction on the masked bursts.
             let diff = g.sub(heads.meta_pred, t.meta_targets);
             let sq = g.mul(diff, diff);
-            let sq = g.reduce_mean(sq, &[2], false);
+            let sq = g.reduce_mean(sq, &[-1], false);
             let meta = weighted_mean(g, sq, t.meta_weight, 1.0);
             let dir_el = bce_with_logits(g, heads.direction_logits, t.direction_labels);
             let dir = weighted_mean(g, dir_el, t.meta_weight, 1.0);

@@ -2,7 +2,11 @@
 //! [`ParamStore`] so that the same definition yields inference, train-step and eval graphs.
 //!
 //! Shapes: `B` flows (symbolic `batch`), `N` bursts per flow, `L` tokens per burst (the first
-//! is the burst's CLS token), `H` hidden.
+//! is the burst's CLS token), `H` hidden. The batch comes in one of two layouts
+//! ([`InputLayout`]): dense, a `[B, N, L]` grid; or packed, the `K` present bursts of the
+//! batch end to end in `[R, L]` rows ([`PackedInputs`]), so that the token work (the
+//! projections, the feed-forward layers, the attention inside bursts) is done on real tokens
+//! instead of padding. Per-burst values (heads, targets) are `[B, N]` dense and `[K]` packed.
 //!
 //! - Input embedding: token embedding, projected, plus the projections of a protocol
 //!   embedding and of an MLP over the burst metadata (direction, ln(1+bytes), ln(1+packets),
@@ -17,7 +21,7 @@
 //!   burst-metadata regression; masked-token prediction on selected token positions (decoder
 //!   tied to the token embedding); flow classification on the mean of the present bursts.
 
-use crate::config::{ModelConfig, META_FEATURES, META_TARGETS, PROTOCOL_VOCAB};
+use crate::config::{InputLayout, ModelConfig, META_FEATURES, META_TARGETS, PROTOCOL_VOCAB};
 use crate::graph::{DType, Dim, Graph, V};
 use crate::params::{Init, ParamSpec, ParamStore};
 
@@ -28,10 +32,18 @@ const MASKED: f64 = -1e9;
 /// Standard deviation of initial weights (BERT's).
 const INIT_STD: f64 = 0.02;
 
-/// The batch inputs every graph takes.
+/// The batch inputs every graph takes, in one of the two layouts ([`InputLayout`]).
 #[derive(Clone, Copy, Debug)]
-pub struct BatchInputs {
-    /// int64 `[B, N, L]` model ids (netfm-tokenizer's vocabulary; 0 = padding).
+pub enum BatchInputs {
+    Dense(DenseInputs),
+    Packed(PackedInputs),
+}
+
+/// The dense layout's inputs: `B` flows, `N` bursts per flow, `L` slots per burst.
+#[derive(Clone, Copy, Debug)]
+pub struct DenseInputs {
+    /// int64 `[B, N, L]` model ids (netfm-tokenizer's vocabulary; 0 = padding); slot 0 of a
+    /// present burst is CLS, an absent burst is all padding.
     pub input_ids: V,
     /// int64 `[B]` IP protocol numbers.
     pub protocol: V,
@@ -39,15 +51,78 @@ pub struct BatchInputs {
     pub burst_meta: V,
 }
 
+/// The packed layout's inputs: `B` flows with `K` present bursts in all, packed into `R`
+/// rows of `L` slots; `N` is the batch's most bursts in one flow.
+///
+/// Each burst occupies consecutive slots of one row, CLS first; a row may hold several
+/// bursts and ends in padding. Bursts are numbered `0..K` in the order of `burst_meta`'s
+/// rows.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedInputs {
+    /// int64 `[R, L]` model ids; 0 = padding.
+    pub input_ids: V,
+    /// int64 `[R, L]` each slot's position inside its burst (0 = CLS); 0 on padding.
+    pub token_pos: V,
+    /// int64 `[R, L]` the burst each slot belongs to (padding: any burst of the same row).
+    /// Attention stays inside a burst, and the burst's terms are added to its slots.
+    pub token_burst: V,
+    /// float `[K, 4]` burst metadata features.
+    pub burst_meta: V,
+    /// int64 `[K]` the flat slot `row·L + pos` of each burst's CLS token.
+    pub burst_cls: V,
+    /// int64 `[K]` the flow (`0..B`) of each burst.
+    pub burst_flow: V,
+    /// int64 `[K]` each burst's position in its flow (`0..N`).
+    pub burst_pos: V,
+    /// int64 `[B, N]` the bursts of each flow in order; −1 past the flow's last burst.
+    pub flow_bursts: V,
+    /// int64 `[B]` IP protocol numbers.
+    pub protocol: V,
+}
+
 impl BatchInputs {
     pub fn declare(g: &mut Graph, cfg: &ModelConfig) -> BatchInputs {
-        let _ = cfg;
-        let (b, n, l) = (Dim::sym("batch"), Dim::sym("bursts"), Dim::sym("tokens"));
         let f = g.float;
-        BatchInputs {
-            input_ids: g.input("input_ids", DType::I64, vec![b.clone(), n.clone(), l]),
-            protocol: g.input("protocol", DType::I64, vec![b.clone()]),
-            burst_meta: g.input("burst_meta", f, vec![b, n, (META_FEATURES as i64).into()]),
+        let i = DType::I64;
+        let b = Dim::sym("batch");
+        match cfg.layout {
+            InputLayout::Dense => {
+                let (n, l) = (Dim::sym("bursts"), Dim::sym("tokens"));
+                BatchInputs::Dense(DenseInputs {
+                    input_ids: g.input("input_ids", i, vec![b.clone(), n.clone(), l]),
+                    protocol: g.input("protocol", i, vec![b.clone()]),
+                    burst_meta: g.input("burst_meta", f, vec![b, n, (META_FEATURES as i64).into()]),
+                })
+            }
+            InputLayout::Packed => {
+                let (r, l) = (Dim::sym("rows"), Dim::sym("row_len"));
+                let (k, n) = (Dim::sym("bursts"), Dim::sym("flow_bursts"));
+                let rl = vec![r, l];
+                BatchInputs::Packed(PackedInputs {
+                    input_ids: g.input("input_ids", i, rl.clone()),
+                    token_pos: g.input("token_pos", i, rl.clone()),
+                    token_burst: g.input("token_burst", i, rl),
+                    burst_meta: g.input(
+                        "burst_meta",
+                        f,
+                        vec![k.clone(), (META_FEATURES as i64).into()],
+                    ),
+                    burst_cls: g.input("burst_cls", i, vec![k.clone()]),
+                    burst_flow: g.input("burst_flow", i, vec![k.clone()]),
+                    burst_pos: g.input("burst_pos", i, vec![k]),
+                    flow_bursts: g.input("flow_bursts", i, vec![b.clone(), n]),
+                    protocol: g.input("protocol", i, vec![b]),
+                })
+            }
+        }
+    }
+
+    /// The shape of a per-burst value (a target, a head output) in this layout, without
+    /// the trailing feature axis: `[batch, bursts]` dense, `[bursts]` packed.
+    pub fn burst_dims(&self) -> Vec<Dim> {
+        match self {
+            BatchInputs::Dense(_) => vec![Dim::sym("batch"), Dim::sym("bursts")],
+            BatchInputs::Packed(_) => vec![Dim::sym("bursts")],
         }
     }
 }
@@ -61,24 +136,25 @@ impl From<i64> for Dim {
 /// What the encoder produces.
 #[derive(Clone, Copy, Debug)]
 pub struct Encoded {
-    /// `[B, N, L, H]` final token states.
+    /// Final token states: `[B, N, L, H]` dense, `[R, L, H]` packed.
     pub tokens: V,
-    /// `[B, N, H]` final burst CLS states.
+    /// Final burst CLS states: `[B, N, H]` dense, `[K, H]` packed.
     pub bursts: V,
     /// `[B, H]` mean of the present bursts' states: the flow embedding.
     pub flow: V,
-    /// `[B, N]` 1 for present bursts, 0 for padding bursts.
+    /// 1 for present bursts, 0 for padding bursts, in the shape of `bursts` without `H`
+    /// (all ones when packed: only present bursts are there).
     pub burst_present: V,
 }
 
-/// The per-burst and per-flow head outputs.
+/// The per-burst and per-flow head outputs (per-burst: `[B, N]` dense, `[K]` packed).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadOutputs {
-    /// `[B, N]` logit that the burst was swapped in from another flow.
+    /// Per burst: the logit that the burst was swapped in from another flow.
     pub swap_logits: V,
-    /// `[B, N]` logit that the burst goes in the forward direction.
+    /// Per burst: the logit that the burst goes in the forward direction.
     pub direction_logits: V,
-    /// `[B, N, 3]` predicted ln(1+bytes), ln(1+packets), ln(1+iat ms).
+    /// Per burst, `[.., 3]`: predicted ln(1+bytes), ln(1+packets), ln(1+iat ms).
     pub meta_pred: V,
     /// `[B, C]` flow class logits when the config has classes.
     pub class_logits: Option<V>,
@@ -170,11 +246,64 @@ impl<S: ParamStore> Model<'_, S> {
         g.add(x, f)
     }
 
-    /// The encoder.
+    /// The encoder, in the layout of `inp`.
     pub fn encode(&mut self, g: &mut Graph, inp: &BatchInputs) -> Encoded {
+        match inp {
+            BatchInputs::Dense(d) => self.encode_dense(g, d),
+            BatchInputs::Packed(p) => self.encode_packed(g, p),
+        }
+    }
+
+    /// The input embedding's parts, in one order for both layouts (the parameters are
+    /// registered in it): the projected token embedding of `ids`, the projected protocol
+    /// embedding of `protocol: [B]` → `[B, H]`, and the metadata MLP's projection of
+    /// `meta: [..., 4]` → `[..., H]`.
+    fn embed_parts(&mut self, g: &mut Graph, ids: V, protocol: V, meta: V) -> (V, V, V) {
+        let h = self.cfg.hidden;
+        let vocab = self.cfg.vocab.size as usize;
+        let tok_table = self.param(g, "embed.token", &[vocab, h], Init::Normal(INIT_STD));
+        let tok = g.gather(tok_table, ids);
+        let tok = self.linear(g, tok, "embed.proj_token", h, h);
+        let proto_table = self.param(
+            g,
+            "embed.protocol",
+            &[PROTOCOL_VOCAB, h],
+            Init::Normal(INIT_STD),
+        );
+        let proto = g.gather(proto_table, protocol); // [B,H]
+        let w_proto = self.param(g, "embed.proj_protocol.w", &[h, h], Init::Normal(INIT_STD));
+        let proto = g.matmul(proto, w_proto);
+        let meta = self.linear(g, meta, "embed.meta1", META_FEATURES, h);
+        let meta = g.gelu(meta);
+        let meta = self.linear(g, meta, "embed.meta2", h, h);
+        let w_meta = self.param(g, "embed.proj_meta.w", &[h, h], Init::Normal(INIT_STD));
+        let meta = g.matmul(meta, w_meta);
+        (tok, proto, meta)
+    }
+
+    /// The position tables: within a burst (`[burst_len, H]`) and of bursts in a flow
+    /// (`[max_bursts, H]`).
+    fn position_tables(&mut self, g: &mut Graph) -> (V, V) {
+        let (h, n, l) = (self.cfg.hidden, self.cfg.max_bursts, self.cfg.burst_len);
+        let pos = self.param(g, "embed.position", &[l, h], Init::Normal(INIT_STD));
+        let bpos = self.param(g, "embed.burst_position", &[n, h], Init::Normal(INIT_STD));
+        (pos, bpos)
+    }
+
+    /// Mean of `bursts: [B, N, H]` over the present ones (`present: [B, N]`).
+    fn flow_mean(&mut self, g: &mut Graph, bursts: V, present: V) -> V {
+        let one = g.scalar(1.0);
+        let w = g.unsqueeze(present, &[2]); // [B,N,1]
+        let weighted = g.mul(bursts, w);
+        let sum = g.reduce_sum(weighted, &[1], false); // [B,H]
+        let count = g.reduce_sum(present, &[1], true); // [B,1]
+        let count = g.max(count, one);
+        g.div(sum, count)
+    }
+
+    fn encode_dense(&mut self, g: &mut Graph, inp: &DenseInputs) -> Encoded {
         let cfg = self.cfg.clone();
-        let (h, n, l) = (cfg.hidden, cfg.max_bursts, cfg.burst_len);
-        let hi = h as i64;
+        let hi = cfg.hidden as i64;
         // The batch's bursts (N ≤ max_bursts) and tokens per burst (L ≤ burst_len) are
         // runtime sizes: a batch of short flows costs what its tokens cost.
         let token_pos = g.arange_of_axis(inp.input_ids, 2); // [L]
@@ -200,30 +329,12 @@ impl<S: ParamStore> Model<'_, S> {
         let flow_mask = g.unsqueeze(flow_mask, &[1, 2]); // [B,1,1,N]
 
         // Input embedding.
-        let vocab = cfg.vocab.size as usize;
-        let tok_table = self.param(g, "embed.token", &[vocab, h], Init::Normal(INIT_STD));
-        let tok = g.gather(tok_table, inp.input_ids); // [B,N,L,H]
-        let tok = self.linear(g, tok, "embed.proj_token", h, h);
-        let proto_table = self.param(
-            g,
-            "embed.protocol",
-            &[PROTOCOL_VOCAB, h],
-            Init::Normal(INIT_STD),
-        );
-        let proto = g.gather(proto_table, inp.protocol); // [B,H]
-        let w_proto = self.param(g, "embed.proj_protocol.w", &[h, h], Init::Normal(INIT_STD));
-        let proto = g.matmul(proto, w_proto);
+        let (tok, proto, meta) = self.embed_parts(g, inp.input_ids, inp.protocol, inp.burst_meta);
         let proto = g.reshape(proto, &[0, 1, 1, hi]); // [B,1,1,H]
-        let meta = self.linear(g, inp.burst_meta, "embed.meta1", META_FEATURES, h);
-        let meta = g.gelu(meta);
-        let meta = self.linear(g, meta, "embed.meta2", h, h);
-        let w_meta = self.param(g, "embed.proj_meta.w", &[h, h], Init::Normal(INIT_STD));
-        let meta = g.matmul(meta, w_meta); // [B,N,H]
         let per_burst = g.unsqueeze(meta, &[2]); // [B,N,1,H]
         let per_burst = g.add(per_burst, proto);
-        let pos_table = self.param(g, "embed.position", &[l, h], Init::Normal(INIT_STD));
+        let (pos_table, bpos_table) = self.position_tables(g);
         let pos = g.gather(pos_table, token_pos); // [L,H]
-        let bpos_table = self.param(g, "embed.burst_position", &[n, h], Init::Normal(INIT_STD));
         let bpos = g.gather(bpos_table, burst_pos);
         let bpos = g.unsqueeze(bpos, &[1]); // [N,1,H]
         let x = g.add(tok, per_burst);
@@ -244,14 +355,88 @@ impl<S: ParamStore> Model<'_, S> {
         }
         let tokens = self.layer_norm(g, x, "final_ln");
         let bursts = select_cls(g, tokens, is_cls);
+        let flow = self.flow_mean(g, bursts, burst_present);
+        Encoded {
+            tokens,
+            bursts,
+            flow,
+            burst_present,
+        }
+    }
 
-        // Flow embedding: mean over present bursts.
-        let w = g.unsqueeze(burst_present, &[2]); // [B,N,1]
-        let weighted = g.mul(bursts, w);
-        let sum = g.reduce_sum(weighted, &[1], false); // [B,H]
-        let count = g.reduce_sum(burst_present, &[1], true); // [B,1]
-        let count = g.max(count, one);
-        let flow = g.div(sum, count);
+    /// The packed layout (see [`PackedInputs`]): token work on `[R, L, H]`, the per-burst
+    /// terms on `[K, H]`, the cross-burst attention on the flows' CLS states gathered into
+    /// `[B, N, H]`. Same function of the same parameters as the dense layout.
+    fn encode_packed(&mut self, g: &mut Graph, p: &PackedInputs) -> Encoded {
+        let cfg = self.cfg.clone();
+        let hi = cfg.hidden as i64;
+        let zero = g.scalar(0.0);
+        let one = g.scalar(1.0);
+        let neg = g.scalar(MASKED);
+        let zero_i = g.scalar_of(DType::I64, 0.0);
+
+        // Attention inside a burst: a key is seen from a query of the same burst, unless
+        // it is padding.
+        let q_burst = g.unsqueeze(p.token_burst, &[2]); // [R,L,1]
+        let k_burst = g.unsqueeze(p.token_burst, &[1]); // [R,1,L]
+        let same = g.equal(q_burst, k_burst); // [R,L,L]
+        let other = g.where_(same, zero, neg);
+        let pad = g.scalar_of(DType::I64, cfg.vocab.pad as f64);
+        let is_pad = g.equal(p.input_ids, pad);
+        let key_pad = g.where_(is_pad, neg, zero);
+        let key_pad = g.unsqueeze(key_pad, &[1]); // [R,1,L]
+        let tok_mask = g.add(other, key_pad);
+        let tok_mask = g.unsqueeze(tok_mask, &[1]); // [R,1,L,L]
+                                                    // The CLS slots (CLS ids occur nowhere else: corruptions draw field tokens).
+        let cls_id = g.scalar_of(DType::I64, cfg.vocab.cls as f64);
+        let is_cls = g.equal(p.input_ids, cls_id);
+        let is_cls = g.where_(is_cls, one, zero);
+        let is_cls = g.unsqueeze(is_cls, &[2]); // [R,L,1]
+                                                // The flows' burst grid.
+        let absent = g.less(p.flow_bursts, zero_i); // [B,N]
+        let grid_idx = g.where_(absent, zero_i, p.flow_bursts);
+        let flow_mask = g.where_(absent, neg, zero);
+        let flow_mask = g.unsqueeze(flow_mask, &[1, 2]); // [B,1,1,N]
+        let present = g.where_(absent, zero, one); // [B,N]
+                                                   // Each burst's cell `flow·N + pos` in the flattened grid.
+        let grid_shape = g.shape_of(p.flow_bursts);
+        let n_cells = g.slice(grid_shape, 0, 1, 2); // [1]: N
+        let cell = g.mul(p.burst_flow, n_cells);
+        let cell = g.add(cell, p.burst_pos); // [K]
+
+        // Input embedding.
+        let (tok, proto, meta) = self.embed_parts(g, p.input_ids, p.protocol, p.burst_meta);
+        let proto = g.gather(proto, p.burst_flow); // [K,H]
+        let (pos_table, bpos_table) = self.position_tables(g);
+        let bpos = g.gather(bpos_table, p.burst_pos); // [K,H]
+        let per_burst = g.add(meta, proto);
+        let per_burst = g.add(per_burst, bpos);
+        let per_slot = g.gather(per_burst, p.token_burst); // [R,L,H]
+        let pos = g.gather(pos_table, p.token_pos); // [R,L,H]
+        let x = g.add(tok, per_slot);
+        let x = g.add(x, pos);
+        let mut x = self.layer_norm(g, x, "embed.ln");
+
+        for layer in 0..cfg.layers {
+            x = self.block(g, x, tok_mask, &format!("layer{layer}.burst"));
+            let flat = g.reshape(x, &[-1, hi]); // [R·L,H]
+            let cls = g.gather(flat, p.burst_cls); // [K,H]
+            let grid = g.gather(cls, grid_idx); // [B,N,H]
+            let updated = self.block(g, grid, flow_mask, &format!("layer{layer}.flow"));
+            let updated = g.reshape(updated, &[-1, hi]); // [B·N,H]
+            let updated = g.gather(updated, cell); // [K,H]
+            let delta = g.sub(updated, cls);
+            let delta = g.gather(delta, p.token_burst); // [R,L,H]
+            let delta = g.mul(delta, is_cls); // zero off the CLS slots
+            x = g.add(x, delta);
+        }
+        let tokens = self.layer_norm(g, x, "final_ln");
+        let flat = g.reshape(tokens, &[-1, hi]);
+        let bursts = g.gather(flat, p.burst_cls); // [K,H]
+        let grid = g.gather(bursts, grid_idx); // [B,N,H]
+        let flow = self.flow_mean(g, grid, present);
+        let f = g.float;
+        let burst_present = g.full_like(p.burst_cls, f, 1.0); // [K]
         Encoded {
             tokens,
             bursts,
@@ -264,9 +449,9 @@ impl<S: ParamStore> Model<'_, S> {
     pub fn heads(&mut self, g: &mut Graph, enc: &Encoded) -> HeadOutputs {
         let h = self.cfg.hidden;
         let swap = self.linear(g, enc.bursts, "head.swap", h, 1);
-        let swap_logits = g.squeeze(swap, &[2]);
+        let swap_logits = g.squeeze(swap, &[-1]);
         let dir = self.linear(g, enc.bursts, "head.direction", h, 1);
-        let direction_logits = g.squeeze(dir, &[2]);
+        let direction_logits = g.squeeze(dir, &[-1]);
         let meta_pred = self.linear(g, enc.bursts, "head.meta", h, META_TARGETS);
         let class_logits = (self.cfg.num_classes > 0).then(|| {
             let c = self.cfg.num_classes;
@@ -282,8 +467,8 @@ impl<S: ParamStore> Model<'_, S> {
         }
     }
 
-    /// Masked-token logits `[T, vocab]` at flat positions `index: [T]` into `B·N·L`; the
-    /// decoder shares the token embedding.
+    /// Masked-token logits `[T, vocab]` at flat positions `index: [T]` into the token
+    /// slots (`B·N·L` dense, `R·L` packed); the decoder shares the token embedding.
     pub fn mlm_logits(&mut self, g: &mut Graph, enc: &Encoded, index: V) -> V {
         let h = self.cfg.hidden;
         let vocab = self.cfg.vocab.size as usize;

@@ -20,7 +20,7 @@ pub mod optim;
 pub mod params;
 pub mod proto;
 
-pub use config::{ModelConfig, VocabSpec};
+pub use config::{InputLayout, ModelConfig, VocabSpec};
 pub use export::{
     eval_graph, inference_graph, param_specs, train_step_graph, Objective, TrainSpec,
 };

@@ -70,16 +70,22 @@ impl Encoder {
         self.run_batch(&batch.feeds())
     }
 
-    /// Runs prepared input tensors (`input_ids`, `protocol`, `burst_meta`).
+    /// Runs prepared input tensors; those the model does not take (a batch's targets) are
+    /// left out.
     pub fn run_batch(
         &mut self,
         feeds: &[(&str, &Tensor)],
     ) -> anyhow::Result<HashMap<String, Tensor>> {
-        let wanted = ["input_ids", "protocol", "burst_meta"];
+        let wanted: Vec<String> = self
+            .session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
         let feeds: Vec<(&str, &Tensor)> = feeds
             .iter()
             .copied()
-            .filter(|(n, _)| wanted.contains(n))
+            .filter(|(n, _)| wanted.iter().any(|w| w == n))
             .collect();
         host::run(&mut self.session, &feeds)
     }

@@ -1,31 +1,44 @@
-//! Flows to model batches: the input tensors every graph takes (`input_ids`, `protocol`,
-//! `burst_meta`) and the targets of the pretraining and classification objectives.
+//! Flows to model batches: the input tensors every graph takes and the targets of the
+//! pretraining and classification objectives, in either of the two input layouts
+//! ([`InputLayout`]; netfm-models' `hier` module documents every input).
 //!
-//! Layout: `input_ids[b, n, l]` is burst `n` of flow `b`; slot 0 is the burst's CLS token,
-//! then the burst's raw tokens shifted into model ids (netfm-tokenizer's vocabulary), then
-//! padding. A batch is padded only to its own longest flow (bursts) and longest burst
-//! (tokens + 1); tokens past the model's `burst_len − 1` and bursts past its `max_bursts` are
-//! cut and counted.
+//! A batch is first gathered into bursts (`Work`): each burst's tokens shifted into model ids
+//! (netfm-tokenizer's vocabulary), cut to the model's `burst_len − 1` tokens and its flow to
+//! `max_bursts` bursts (the cuts are counted). The corruptions are applied to that, then it is
+//! laid out:
+//! - dense: `input_ids[b, n, l]` is burst `n` of flow `b`, slot 0 its CLS token, then its
+//!   tokens, then padding; padded to the batch's longest flow and longest burst;
+//! - packed: the batch's bursts, CLS first, end to end into rows as long as the batch's
+//!   longest burst (best fit, longest first), so the slots computed follow the real tokens.
 //!
 //! Burst metadata features: direction (+1 forward, −1 backward), ln(1+bytes), ln(1+packets),
 //! ln(1+inter-arrival ms). The logarithms keep byte counts and gaps, which span six orders
 //! of magnitude, in a range an MLP and a squared loss handle.
 //!
-//! Pretraining corruptions, in this order, from a seeded generator so runs repeat exactly:
-//! 1. swapped bursts: each present burst is, with `swap_prob`, replaced by a random present
-//!    burst of another flow of the batch (label 1 in `swap_labels`);
-//! 2. masked metadata: each present burst's four features are, with `meta_mask_prob`, zeroed;
-//!    the model regresses the last three (`meta_targets`) and predicts the direction
+//! Pretraining corruptions, in this order, from a seeded generator so runs repeat exactly
+//! (the same draws in both layouts):
+//! 1. swapped bursts: each burst is, with `swap_prob`, replaced by a random burst of another
+//!    flow of the batch (label 1 in `swap_labels`);
+//! 2. masked metadata: each burst's four features are, with `meta_mask_prob`, zeroed; the
+//!    model regresses the last three (`meta_targets`) and predicts the direction
 //!    (`direction_labels`) where `meta_weight` is 1;
 //! 3. masked tokens (netFound's 30 %, 80/10/10): each field token is selected with
 //!    `mlm_prob`; a selected token becomes MASK (80 %), a random field token (10 %) or stays
-//!    (10 %); `mlm_index` holds the flat positions `(b·N + n)·L + l`, `mlm_labels` the
-//!    original ids.
+//!    (10 %); `mlm_index` holds the flat positions of the selected slots in `input_ids`,
+//!    `mlm_labels` the original ids.
+//!
+//! The anomaly score's masking ([`score_batch`]) is fixed instead: in burst `k` of a flow,
+//! the field token in slot `j` (1 = the first after CLS) is replaced by MASK when
+//! `(j + k) % SCORE_MASK_PERIOD == 0`; no swaps, no masked metadata.
 
-use netfm_models::config::{VocabSpec, META_FEATURES, META_TARGETS};
+use netfm_models::config::{InputLayout, VocabSpec, META_FEATURES, META_TARGETS};
 use netfm_models::params::SplitMix64;
 use netfm_models::{DType, Data, ModelConfig, Tensor};
 use netfm_tokenizer::TokenizedFlow;
+use std::collections::BTreeMap;
+
+/// Every how many field token slots the anomaly score masks one (see the module docs).
+pub const SCORE_MASK_PERIOD: usize = 3;
 
 /// The shape a batch is laid out in: from the model's config.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +47,7 @@ pub struct Layout {
     pub burst_len: usize,
     pub vocab: VocabSpec,
     pub dtype: DType,
+    pub input: InputLayout,
 }
 
 impl Layout {
@@ -43,12 +57,13 @@ impl Layout {
             burst_len: cfg.burst_len,
             vocab: cfg.vocab.clone(),
             dtype,
+            input: cfg.layout,
         }
     }
 }
 
 /// Pretraining corruption rates.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Masking {
     pub mlm_prob: f64,
     pub mask_replace: f64,
@@ -74,17 +89,28 @@ impl Default for Masking {
 pub struct Batch {
     pub tensors: Vec<(String, Tensor)>,
     pub flows: usize,
+    /// Bursts placed (each has one CLS slot).
+    pub bursts: usize,
     /// Field tokens placed (excluding CLS and padding).
     pub tokens: usize,
+    /// Token slots computed: the size of `input_ids`.
+    pub slots: usize,
     /// Field tokens cut because a burst was longer than `burst_len − 1`.
     pub cut_tokens: usize,
     /// Bursts cut because a flow had more than `max_bursts`.
     pub cut_bursts: usize,
+    /// The flow (index into the batch) of each `mlm_index` entry.
+    pub masked_flow: Vec<u32>,
 }
 
 impl Batch {
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Real tokens: field tokens plus one CLS per burst.
+    pub fn real_tokens(&self) -> usize {
+        self.tokens + self.bursts
     }
 
     /// The tensors as JSON, `{name: {"dims", "dtype" (numpy's name), "values"}}`, for
@@ -115,18 +141,34 @@ impl Batch {
     }
 }
 
-/// The encoded inputs before they become tensors.
-struct Encoded {
+/// One burst of a batch in the making.
+#[derive(Clone)]
+struct WBurst {
+    /// Field token ids (model ids; CLS not included).
     ids: Vec<i64>,
+    meta: [f64; META_FEATURES],
+}
+
+/// A masked burst's metadata targets (ln(1+bytes), ln(1+packets), ln(1+iat ms)) and
+/// whether it went forward.
+type MetaTarget = ([f64; META_TARGETS], bool);
+
+/// A batch before it is laid out: bursts per flow, and the per-burst targets.
+struct Work {
+    flows: Vec<Vec<WBurst>>,
     protocol: Vec<i64>,
-    meta: Vec<f64>,
-    present: Vec<bool>,
+    /// Most bursts in one flow (≥ 1) and longest burst in slots (CLS included, ≥ 1),
+    /// before corruption.
+    n: usize,
+    l: usize,
     tokens: usize,
     cut_tokens: usize,
     cut_bursts: usize,
-    /// Bursts per flow and tokens per burst of this batch.
-    n: usize,
-    l: usize,
+    /// Per burst (flow-major): swapped in, metadata target and direction when masked.
+    swapped: Vec<Vec<bool>>,
+    meta_target: Vec<Vec<Option<MetaTarget>>>,
+    /// Selected tokens: (flow, burst, slot in the burst (≥ 1), original id).
+    masked: Vec<(usize, usize, usize, i64)>,
 }
 
 fn meta_features(forward: bool, bytes: u32, count: u32, iat_us: u64) -> [f64; META_FEATURES] {
@@ -138,48 +180,134 @@ fn meta_features(forward: bool, bytes: u32, count: u32, iat_us: u64) -> [f64; ME
     ]
 }
 
-fn encode(flows: &[&TokenizedFlow], lay: &Layout) -> Encoded {
-    // Pad to this batch's longest flow and burst, capped by the model's sizes.
-    let most_bursts = flows.iter().map(|f| f.bursts.len()).max().unwrap_or(0);
-    let longest = flows
-        .iter()
-        .flat_map(|f| &f.bursts)
-        .map(|b| b.token_len as usize)
-        .max()
-        .unwrap_or(0);
-    let n = most_bursts.clamp(1, lay.max_bursts);
-    let l = (longest + 1).clamp(1, lay.burst_len);
-    let b = flows.len();
-    let mut e = Encoded {
-        ids: vec![lay.vocab.pad as i64; b * n * l],
-        protocol: Vec::with_capacity(b),
-        meta: vec![0.0; b * n * META_FEATURES],
-        present: vec![false; b * n],
-        tokens: 0,
-        cut_tokens: 0,
-        cut_bursts: 0,
-        n,
-        l,
-    };
-    for (fi, flow) in flows.iter().enumerate() {
-        e.protocol.push(flow.protocol as i64);
-        e.cut_bursts += flow.bursts.len().saturating_sub(n);
-        for (bi, (burst, tokens)) in flow.bursts_with_tokens().take(n).enumerate() {
-            let row = (fi * n + bi) * l;
-            e.ids[row] = lay.vocab.cls as i64;
-            let keep = tokens.len().min(l - 1);
-            for (k, &t) in tokens[..keep].iter().enumerate() {
-                e.ids[row + 1 + k] = t as i64 + lay.vocab.token_shift as i64;
+impl Work {
+    fn new(flows: &[&TokenizedFlow], lay: &Layout) -> Work {
+        let keep = lay.burst_len.max(1) - 1;
+        let mut w = Work {
+            flows: Vec::with_capacity(flows.len()),
+            protocol: Vec::with_capacity(flows.len()),
+            n: 1,
+            l: 1,
+            tokens: 0,
+            cut_tokens: 0,
+            cut_bursts: 0,
+            swapped: Vec::with_capacity(flows.len()),
+            meta_target: Vec::with_capacity(flows.len()),
+            masked: Vec::new(),
+        };
+        for flow in flows {
+            w.protocol.push(flow.protocol as i64);
+            w.cut_bursts += flow.bursts.len().saturating_sub(lay.max_bursts);
+            let bursts: Vec<WBurst> = flow
+                .bursts_with_tokens()
+                .take(lay.max_bursts)
+                .map(|(burst, tokens)| {
+                    let k = tokens.len().min(keep);
+                    w.tokens += k;
+                    w.cut_tokens += tokens.len() - k;
+                    w.l = w.l.max(k + 1);
+                    WBurst {
+                        ids: tokens[..k]
+                            .iter()
+                            .map(|&t| t as i64 + lay.vocab.token_shift as i64)
+                            .collect(),
+                        meta: meta_features(burst.forward, burst.bytes, burst.count, burst.iat_us),
+                    }
+                })
+                .collect();
+            w.n = w.n.max(bursts.len());
+            w.swapped.push(vec![false; bursts.len()]);
+            w.meta_target.push(vec![None; bursts.len()]);
+            w.flows.push(bursts);
+        }
+        w
+    }
+
+    fn bursts(&self) -> usize {
+        self.flows.iter().map(Vec::len).sum()
+    }
+
+    /// 1. Swapped bursts.
+    fn swap(&mut self, p: f64, rng: &mut SplitMix64) {
+        let b = self.flows.len();
+        if b < 2 {
+            return;
+        }
+        let orig = self.flows.clone();
+        for f in 0..b {
+            for k in 0..orig[f].len() {
+                if rng.uniform() >= p {
+                    continue;
+                }
+                let other = (f + 1 + (rng.next_u64() % (b as u64 - 1)) as usize) % b;
+                let choices = &orig[other];
+                if choices.is_empty() {
+                    continue;
+                }
+                let src = (rng.next_u64() % choices.len() as u64) as usize;
+                self.flows[f][k] = choices[src].clone();
+                self.swapped[f][k] = true;
             }
-            e.tokens += keep;
-            e.cut_tokens += tokens.len() - keep;
-            e.present[fi * n + bi] = true;
-            let m = meta_features(burst.forward, burst.bytes, burst.count, burst.iat_us);
-            let at = (fi * n + bi) * META_FEATURES;
-            e.meta[at..at + META_FEATURES].copy_from_slice(&m);
         }
     }
-    e
+
+    /// 2. Masked metadata.
+    fn mask_meta(&mut self, p: f64, rng: &mut SplitMix64) {
+        for (f, bursts) in self.flows.iter_mut().enumerate() {
+            for (k, burst) in bursts.iter_mut().enumerate() {
+                if rng.uniform() >= p {
+                    continue;
+                }
+                let m = &mut burst.meta;
+                let mut target = [0.0; META_TARGETS];
+                target.copy_from_slice(&m[1..]);
+                self.meta_target[f][k] = Some((target, m[0] > 0.0));
+                m.fill(0.0);
+            }
+        }
+    }
+
+    /// 3. Masked tokens.
+    fn mask_tokens(&mut self, m: &Masking, lay: &Layout, rng: &mut SplitMix64) {
+        let first = lay.vocab.token_shift as u64;
+        let span = u16::MAX as u64 + 1;
+        let mut first_token = None;
+        for (f, bursts) in self.flows.iter_mut().enumerate() {
+            for (k, burst) in bursts.iter_mut().enumerate() {
+                for (j, id) in burst.ids.iter_mut().enumerate() {
+                    first_token.get_or_insert((f, k, j + 1, *id));
+                    if rng.uniform() >= m.mlm_prob {
+                        continue;
+                    }
+                    self.masked.push((f, k, j + 1, *id));
+                    let r = rng.uniform();
+                    if r < m.mask_replace {
+                        *id = lay.vocab.mask as i64;
+                    } else if r < m.mask_replace + m.random_replace {
+                        *id = (first + rng.next_u64() % span) as i64;
+                    }
+                }
+            }
+        }
+        if self.masked.is_empty() {
+            // Keep the masked-token loss defined on tiny batches: predict one unmasked token.
+            self.masked.extend(first_token);
+        }
+    }
+
+    /// The anomaly score's fixed masking (see the module docs).
+    fn mask_fixed(&mut self, lay: &Layout) {
+        for (f, bursts) in self.flows.iter_mut().enumerate() {
+            for (k, burst) in bursts.iter_mut().enumerate() {
+                for (j, id) in burst.ids.iter_mut().enumerate() {
+                    if (j + 1 + k) % SCORE_MASK_PERIOD == 0 {
+                        self.masked.push((f, k, j + 1, *id));
+                        *id = lay.vocab.mask as i64;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
@@ -190,65 +318,257 @@ fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
     Tensor { dims, data }
 }
 
-/// The input tensors, moved out of `e` (its counters stay for [`batch`]).
-fn base_tensors(e: &mut Encoded, b: usize, lay: &Layout) -> Vec<(String, Tensor)> {
-    let (n, l) = (e.n as i64, e.l as i64);
-    vec![
-        (
-            "input_ids".into(),
-            Tensor {
-                dims: vec![b as i64, n, l],
-                data: Data::I64(std::mem::take(&mut e.ids)),
-            },
-        ),
-        (
-            "protocol".into(),
-            Tensor {
-                dims: vec![b as i64],
-                data: Data::I64(std::mem::take(&mut e.protocol)),
-            },
-        ),
-        (
-            "burst_meta".into(),
-            float(
-                lay.dtype,
-                vec![b as i64, n, META_FEATURES as i64],
-                std::mem::take(&mut e.meta),
-            ),
-        ),
-    ]
+fn ints(dims: Vec<i64>, v: Vec<i64>) -> Tensor {
+    Tensor {
+        dims,
+        data: Data::I64(v),
+    }
 }
 
-fn batch(e: &Encoded, tensors: Vec<(String, Tensor)>, flows: usize) -> Batch {
+/// Where each burst went: the flat slot of its CLS token; `slot(f, k) + j` is its slot `j`.
+struct Placed {
+    tensors: Vec<(String, Tensor)>,
+    /// Per flow, per burst: the flat CLS slot.
+    cls_slot: Vec<Vec<usize>>,
+    slots: usize,
+}
+
+/// Dense: `[B, N, L]`.
+fn lay_dense(w: &Work, lay: &Layout) -> Placed {
+    let (b, n, l) = (w.flows.len(), w.n, w.l);
+    let mut ids = vec![lay.vocab.pad as i64; b * n * l];
+    let mut meta = vec![0.0; b * n * META_FEATURES];
+    let mut cls_slot = Vec::with_capacity(b);
+    for (f, bursts) in w.flows.iter().enumerate() {
+        let mut slots = Vec::with_capacity(bursts.len());
+        for (k, burst) in bursts.iter().enumerate() {
+            let row = (f * n + k) * l;
+            ids[row] = lay.vocab.cls as i64;
+            ids[row + 1..row + 1 + burst.ids.len()].copy_from_slice(&burst.ids);
+            let at = (f * n + k) * META_FEATURES;
+            meta[at..at + META_FEATURES].copy_from_slice(&burst.meta);
+            slots.push(row);
+        }
+        cls_slot.push(slots);
+    }
+    let (bi, ni, li) = (b as i64, n as i64, l as i64);
+    Placed {
+        tensors: vec![
+            ("input_ids".into(), ints(vec![bi, ni, li], ids)),
+            ("protocol".into(), ints(vec![bi], w.protocol.clone())),
+            (
+                "burst_meta".into(),
+                float(lay.dtype, vec![bi, ni, META_FEATURES as i64], meta),
+            ),
+        ],
+        cls_slot,
+        slots: b * n * l,
+    }
+}
+
+/// Rows for bursts of `sizes` slots each, `row_len` slots per row: best fit, longest first
+/// (ties in burst order). Returns each burst's (row, offset) and the number of rows.
+pub fn pack_rows(sizes: &[usize], row_len: usize) -> (Vec<(usize, usize)>, usize) {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
+    let mut fill: Vec<usize> = Vec::new();
+    // Rows by free slots; the lowest row number first among equals.
+    let mut free: BTreeMap<(usize, usize), ()> = BTreeMap::new();
+    let mut at = vec![(0, 0); sizes.len()];
+    for i in order {
+        let need = sizes[i];
+        let row = match free.range((need, 0)..).next().map(|(&k, _)| k) {
+            Some(key) => {
+                free.remove(&key);
+                key.1
+            }
+            None => {
+                fill.push(0);
+                fill.len() - 1
+            }
+        };
+        at[i] = (row, fill[row]);
+        fill[row] += need;
+        if fill[row] < row_len {
+            free.insert((row_len - fill[row], row), ());
+        }
+    }
+    (at, fill.len())
+}
+
+/// Packed: `[R, L]` rows (see netfm-models' `PackedInputs`).
+fn lay_packed(w: &Work, lay: &Layout) -> Placed {
+    let l = w.l;
+    let sizes: Vec<usize> = w.flows.iter().flatten().map(|b| b.ids.len() + 1).collect();
+    let (at, rows) = pack_rows(&sizes, l);
+    let k_total = sizes.len();
+    let mut ids = vec![lay.vocab.pad as i64; rows * l];
+    let mut token_pos = vec![0i64; rows * l];
+    let mut token_burst = vec![-1i64; rows * l];
+    let mut meta = Vec::with_capacity(k_total * META_FEATURES);
+    let mut burst_cls = Vec::with_capacity(k_total);
+    let mut burst_flow = Vec::with_capacity(k_total);
+    let mut burst_pos = Vec::with_capacity(k_total);
+    let mut flow_bursts = vec![-1i64; w.flows.len() * w.n];
+    let mut cls_slot = Vec::with_capacity(w.flows.len());
+    let mut kb = 0usize;
+    for (f, bursts) in w.flows.iter().enumerate() {
+        let mut slots = Vec::with_capacity(bursts.len());
+        for (k, burst) in bursts.iter().enumerate() {
+            let (row, off) = at[kb];
+            let s = row * l + off;
+            ids[s] = lay.vocab.cls as i64;
+            ids[s + 1..s + 1 + burst.ids.len()].copy_from_slice(&burst.ids);
+            for j in 0..=burst.ids.len() {
+                token_pos[s + j] = j as i64;
+                token_burst[s + j] = kb as i64;
+            }
+            meta.extend_from_slice(&burst.meta);
+            burst_cls.push(s as i64);
+            burst_flow.push(f as i64);
+            burst_pos.push(k as i64);
+            flow_bursts[f * w.n + k] = kb as i64;
+            slots.push(s);
+            kb += 1;
+        }
+        cls_slot.push(slots);
+    }
+    // Padding slots belong to a burst of their row (the one before them).
+    for row in token_burst.chunks_mut(l.max(1)) {
+        let mut last = -1;
+        for t in row {
+            if *t >= 0 {
+                last = *t;
+            } else {
+                *t = last;
+            }
+        }
+    }
+    let (ri, li, ki) = (rows as i64, l as i64, k_total as i64);
+    Placed {
+        tensors: vec![
+            ("input_ids".into(), ints(vec![ri, li], ids)),
+            ("token_pos".into(), ints(vec![ri, li], token_pos)),
+            ("token_burst".into(), ints(vec![ri, li], token_burst)),
+            (
+                "burst_meta".into(),
+                float(lay.dtype, vec![ki, META_FEATURES as i64], meta),
+            ),
+            ("burst_cls".into(), ints(vec![ki], burst_cls)),
+            ("burst_flow".into(), ints(vec![ki], burst_flow)),
+            ("burst_pos".into(), ints(vec![ki], burst_pos)),
+            (
+                "flow_bursts".into(),
+                ints(vec![w.flows.len() as i64, w.n as i64], flow_bursts),
+            ),
+            (
+                "protocol".into(),
+                ints(vec![w.flows.len() as i64], w.protocol.clone()),
+            ),
+        ],
+        cls_slot,
+        slots: rows * l,
+    }
+}
+
+fn place(w: &Work, lay: &Layout) -> Placed {
+    match lay.input {
+        InputLayout::Dense => lay_dense(w, lay),
+        InputLayout::Packed => lay_packed(w, lay),
+    }
+}
+
+/// Per-burst values in the layout's order and shape: `[B, N]` (zeros where no burst) dense,
+/// `[K]` packed.
+fn per_burst<const D: usize>(
+    w: &Work,
+    lay: &Layout,
+    value: impl Fn(usize, usize) -> [f64; D],
+) -> (Vec<i64>, Vec<f64>) {
+    let tail = if D == 1 { vec![] } else { vec![D as i64] };
+    match lay.input {
+        InputLayout::Dense => {
+            let (b, n) = (w.flows.len(), w.n);
+            let mut v = vec![0.0; b * n * D];
+            for (f, bursts) in w.flows.iter().enumerate() {
+                for k in 0..bursts.len() {
+                    let at = (f * n + k) * D;
+                    v[at..at + D].copy_from_slice(&value(f, k));
+                }
+            }
+            let mut dims = vec![b as i64, n as i64];
+            dims.extend(tail);
+            (dims, v)
+        }
+        InputLayout::Packed => {
+            let mut v = Vec::with_capacity(w.bursts() * D);
+            for (f, bursts) in w.flows.iter().enumerate() {
+                for k in 0..bursts.len() {
+                    v.extend_from_slice(&value(f, k));
+                }
+            }
+            let mut dims = vec![w.bursts() as i64];
+            dims.extend(tail);
+            (dims, v)
+        }
+    }
+}
+
+fn finish(w: &Work, placed: Placed, extra: Vec<(String, Tensor)>) -> Batch {
+    let mut tensors = placed.tensors;
+    tensors.extend(extra);
     Batch {
         tensors,
-        flows,
-        tokens: e.tokens,
-        cut_tokens: e.cut_tokens,
-        cut_bursts: e.cut_bursts,
+        flows: w.flows.len(),
+        bursts: w.bursts(),
+        tokens: w.tokens,
+        slots: placed.slots,
+        cut_tokens: w.cut_tokens,
+        cut_bursts: w.cut_bursts,
+        masked_flow: w.masked.iter().map(|m| m.0 as u32).collect(),
     }
+}
+
+/// `mlm_index` (flat slots of the selected tokens) and `mlm_labels`.
+fn masked_tensors(w: &Work, placed: &Placed) -> Vec<(String, Tensor)> {
+    let index: Vec<i64> = w
+        .masked
+        .iter()
+        .map(|&(f, k, j, _)| (placed.cls_slot[f][k] + j) as i64)
+        .collect();
+    let labels: Vec<i64> = w.masked.iter().map(|m| m.3).collect();
+    let t = index.len() as i64;
+    vec![
+        ("mlm_index".into(), ints(vec![t], index)),
+        ("mlm_labels".into(), ints(vec![t], labels)),
+    ]
 }
 
 /// The model inputs only (inference).
 pub fn inference_batch(flows: &[&TokenizedFlow], lay: &Layout) -> Batch {
-    let mut e = encode(flows, lay);
-    let t = base_tensors(&mut e, flows.len(), lay);
-    batch(&e, t, flows.len())
+    let w = Work::new(flows, lay);
+    let placed = place(&w, lay);
+    finish(&w, placed, Vec::new())
 }
 
 /// Inputs plus `class_labels` (−100 = no label) for the classification objective.
 pub fn classify_batch(flows: &[&TokenizedFlow], labels: &[i64], lay: &Layout) -> Batch {
     assert_eq!(flows.len(), labels.len(), "one label per flow");
-    let mut e = encode(flows, lay);
-    let mut t = base_tensors(&mut e, flows.len(), lay);
-    t.push((
-        "class_labels".into(),
-        Tensor {
-            dims: vec![labels.len() as i64],
-            data: Data::I64(labels.to_vec()),
-        },
-    ));
-    batch(&e, t, flows.len())
+    let w = Work::new(flows, lay);
+    let placed = place(&w, lay);
+    let n = labels.len() as i64;
+    let extra = vec![("class_labels".into(), ints(vec![n], labels.to_vec()))];
+    finish(&w, placed, extra)
+}
+
+/// Inputs with the anomaly score's fixed masking, and `mlm_index`/`mlm_labels` (see the
+/// module docs); `masked_flow` tells whose each masked token is.
+pub fn score_batch(flows: &[&TokenizedFlow], lay: &Layout) -> Batch {
+    let mut w = Work::new(flows, lay);
+    w.mask_fixed(lay);
+    let placed = place(&w, lay);
+    let extra = masked_tensors(&w, &placed);
+    finish(&w, placed, extra)
 }
 
 /// Inputs with the pretraining corruptions applied, and their targets.
@@ -258,119 +578,27 @@ pub fn pretrain_batch(
     masking: &Masking,
     rng: &mut SplitMix64,
 ) -> Batch {
-    let mut e = encode(flows, lay);
-    let (b, n, l) = (flows.len(), e.n, e.l);
-    let pad = lay.vocab.pad as i64;
-
-    // 1. Swapped bursts.
-    let mut swap = vec![0.0; b * n];
-    if b > 1 {
-        let present_of: Vec<Vec<usize>> = (0..b)
-            .map(|f| (0..n).filter(|&k| e.present[f * n + k]).collect())
-            .collect();
-        let (orig_ids, orig_meta) = (e.ids.clone(), e.meta.clone());
-        for f in 0..b {
-            for k in 0..n {
-                if !e.present[f * n + k] || rng.uniform() >= masking.swap_prob {
-                    continue;
-                }
-                let other = (f + 1 + (rng.next_u64() % (b as u64 - 1)) as usize) % b;
-                let choices = &present_of[other];
-                if choices.is_empty() {
-                    continue;
-                }
-                let src = choices[(rng.next_u64() % choices.len() as u64) as usize];
-                let (dst_row, src_row) = ((f * n + k) * l, (other * n + src) * l);
-                e.ids[dst_row..dst_row + l].copy_from_slice(&orig_ids[src_row..src_row + l]);
-                let (dm, sm) = (
-                    (f * n + k) * META_FEATURES,
-                    (other * n + src) * META_FEATURES,
-                );
-                e.meta[dm..dm + META_FEATURES].copy_from_slice(&orig_meta[sm..sm + META_FEATURES]);
-                swap[f * n + k] = 1.0;
-            }
-        }
-    }
-
-    // 2. Masked metadata.
-    let mut meta_targets = vec![0.0; b * n * META_TARGETS];
-    let mut meta_weight = vec![0.0; b * n];
-    let mut direction = vec![0.0; b * n];
-    for s in 0..b * n {
-        if !e.present[s] || rng.uniform() >= masking.meta_mask_prob {
-            continue;
-        }
-        let m = &mut e.meta[s * META_FEATURES..(s + 1) * META_FEATURES];
-        direction[s] = if m[0] > 0.0 { 1.0 } else { 0.0 };
-        meta_targets[s * META_TARGETS..(s + 1) * META_TARGETS].copy_from_slice(&m[1..]);
-        meta_weight[s] = 1.0;
-        m.fill(0.0);
-    }
-
-    // 3. Masked tokens.
-    let first = lay.vocab.token_shift as u64;
-    let span = u16::MAX as u64 + 1;
-    let mut index = Vec::new();
-    let mut labels = Vec::new();
-    let mut first_token = None;
-    for s in 0..b * n {
-        for k in 1..l {
-            let at = s * l + k;
-            let id = e.ids[at];
-            if id == pad {
-                continue;
-            }
-            first_token.get_or_insert(at);
-            if rng.uniform() >= masking.mlm_prob {
-                continue;
-            }
-            index.push(at as i64);
-            labels.push(id);
-            let r = rng.uniform();
-            if r < masking.mask_replace {
-                e.ids[at] = lay.vocab.mask as i64;
-            } else if r < masking.mask_replace + masking.random_replace {
-                e.ids[at] = (first + rng.next_u64() % span) as i64;
-            }
-        }
-    }
-    if index.is_empty() {
-        // Keep the masked-token loss defined on tiny batches: predict one unmasked token.
-        if let Some(at) = first_token {
-            index.push(at as i64);
-            labels.push(e.ids[at]);
-        }
-    }
-
+    let mut w = Work::new(flows, lay);
+    w.swap(masking.swap_prob, rng);
+    w.mask_meta(masking.meta_mask_prob, rng);
+    w.mask_tokens(masking, lay, rng);
+    let placed = place(&w, lay);
+    let mut extra = masked_tensors(&w, &placed);
     let dt = lay.dtype;
-    let (bi, ni) = (b as i64, n as i64);
-    let mut t = base_tensors(&mut e, b, lay);
-    let tn = index.len() as i64;
-    t.push((
-        "mlm_index".into(),
-        Tensor {
-            dims: vec![tn],
-            data: Data::I64(index),
-        },
-    ));
-    t.push((
-        "mlm_labels".into(),
-        Tensor {
-            dims: vec![tn],
-            data: Data::I64(labels),
-        },
-    ));
-    t.push(("swap_labels".into(), float(dt, vec![bi, ni], swap)));
-    t.push((
-        "meta_targets".into(),
-        float(dt, vec![bi, ni, META_TARGETS as i64], meta_targets),
-    ));
-    t.push(("meta_weight".into(), float(dt, vec![bi, ni], meta_weight)));
-    t.push((
-        "direction_labels".into(),
-        float(dt, vec![bi, ni], direction),
-    ));
-    batch(&e, t, b)
+    let (dims, swap) = per_burst(&w, lay, |f, k| [w.swapped[f][k] as u8 as f64]);
+    extra.push(("swap_labels".into(), float(dt, dims, swap)));
+    let target = |f: usize, k: usize| w.meta_target[f][k];
+    let (dims, v) = per_burst(&w, lay, |f, k| {
+        target(f, k).map_or([0.0; META_TARGETS], |t| t.0)
+    });
+    extra.push(("meta_targets".into(), float(dt, dims, v)));
+    let (dims, v) = per_burst(&w, lay, |f, k| [target(f, k).is_some() as u8 as f64]);
+    extra.push(("meta_weight".into(), float(dt, dims, v)));
+    let (dims, v) = per_burst(&w, lay, |f, k| {
+        [target(f, k).is_some_and(|t| t.1) as u8 as f64]
+    });
+    extra.push(("direction_labels".into(), float(dt, dims, v)));
+    finish(&w, placed, extra)
 }
 
 #[cfg(test)]
@@ -404,7 +632,148 @@ mod tests {
         let mut cfg = ModelConfig::named("tiny").unwrap();
         cfg.max_bursts = 3;
         cfg.burst_len = 5;
+        cfg.layout = InputLayout::Dense;
         Layout::of(&cfg, DType::F32)
+    }
+
+    fn packed() -> Layout {
+        Layout {
+            input: InputLayout::Packed,
+            ..layout()
+        }
+    }
+
+    fn ints_of<'a>(b: &'a Batch, name: &str) -> &'a [i64] {
+        match &b.get(name).unwrap().data {
+            Data::I64(v) => v,
+            _ => panic!("{name} is not int64"),
+        }
+    }
+
+    fn floats_of<'a>(b: &'a Batch, name: &str) -> &'a [f32] {
+        match &b.get(name).unwrap().data {
+            Data::F32(v) => v,
+            _ => panic!("{name} is not float32"),
+        }
+    }
+
+    #[test]
+    fn best_fit_packing_fills_rows() {
+        let (at, rows) = pack_rows(&[5, 2, 3, 5, 1, 4], 5);
+        assert_eq!(rows, 4);
+        // Longest first: the two 5s fill rows 0 and 1; 4 opens row 2 and the 1 joins it;
+        // 3 opens row 3 and the 2 fills it.
+        assert_eq!(at, vec![(0, 0), (3, 3), (3, 0), (1, 0), (2, 4), (2, 0)]);
+        let (at, rows) = pack_rows(&[], 7);
+        assert_eq!((at.len(), rows), (0, 0));
+    }
+
+    #[test]
+    fn packed_layout_holds_the_same_bursts_in_fewer_slots() {
+        let flows = [
+            flow(&[(2, true), (4, false), (1, true), (1, false)]),
+            flow(&[(1, true)]),
+            flow(&[(3, false), (2, true)]),
+        ];
+        let refs: Vec<&TokenizedFlow> = flows.iter().collect();
+        let d = inference_batch(&refs, &layout());
+        let p = inference_batch(&refs, &packed());
+        assert_eq!(
+            (d.tokens, d.bursts, d.cut_bursts),
+            (p.tokens, p.bursts, p.cut_bursts)
+        );
+        assert_eq!(p.bursts, 6);
+        assert_eq!(d.slots, 3 * 3 * 5);
+        assert!(p.slots < d.slots, "{} vs {}", p.slots, d.slots);
+        assert!(p.slots >= p.real_tokens());
+        let ids = ints_of(&p, "input_ids");
+        let pos = ints_of(&p, "token_pos");
+        let tb = ints_of(&p, "token_burst");
+        let cls = ints_of(&p, "burst_cls");
+        let bf = ints_of(&p, "burst_flow");
+        let bp = ints_of(&p, "burst_pos");
+        let fb = ints_of(&p, "flow_bursts");
+        assert_eq!(p.get("flow_bursts").unwrap().dims, vec![3, 3]);
+        assert_eq!(fb, &[0, 1, 2, 3, -1, -1, 4, 5, -1]);
+        assert_eq!(bf, &[0, 0, 0, 1, 2, 2]);
+        assert_eq!(bp, &[0, 1, 2, 0, 0, 1]);
+        // Every burst: CLS at its slot, then its tokens in order, in the dense grid's order.
+        let dense_ids = ints_of(&d, "input_ids");
+        for k in 0..p.bursts {
+            let (f, n) = (bf[k] as usize, bp[k] as usize);
+            let s = cls[k] as usize;
+            let row = (f * 3 + n) * 5;
+            assert_eq!(ids[s], layout().vocab.cls as i64);
+            let mut j = 0;
+            while j < 5 && dense_ids[row + j] != 0 {
+                assert_eq!(ids[s + j], dense_ids[row + j], "burst {k} slot {j}");
+                assert_eq!((pos[s + j], tb[s + j]), (j as i64, k as i64));
+                j += 1;
+            }
+        }
+        // Padding slots point at a burst of their own row.
+        let l = p.get("input_ids").unwrap().dims[1] as usize;
+        for (s, &t) in tb.iter().enumerate() {
+            assert!(t >= 0 && cls[t as usize] as usize / l == s / l);
+        }
+        let dm = floats_of(&d, "burst_meta");
+        let pm = floats_of(&p, "burst_meta");
+        for k in 0..p.bursts {
+            let at = (bf[k] as usize * 3 + bp[k] as usize) * 4;
+            assert_eq!(&pm[k * 4..k * 4 + 4], &dm[at..at + 4]);
+        }
+    }
+
+    #[test]
+    fn both_layouts_draw_the_same_corruptions() {
+        let flows: Vec<TokenizedFlow> = (0..5)
+            .map(|i| flow(&[(4, true), (1 + i % 3, false), (2, true)][..1 + i % 3]))
+            .collect();
+        let refs: Vec<&TokenizedFlow> = flows.iter().collect();
+        let masking = Masking {
+            swap_prob: 0.3,
+            meta_mask_prob: 0.3,
+            ..Default::default()
+        };
+        let d = pretrain_batch(&refs, &layout(), &masking, &mut SplitMix64(3));
+        let p = pretrain_batch(&refs, &packed(), &masking, &mut SplitMix64(3));
+        assert_eq!(ints_of(&d, "mlm_labels"), ints_of(&p, "mlm_labels"));
+        assert_eq!(d.masked_flow, p.masked_flow);
+        let (dids, pids) = (ints_of(&d, "input_ids"), ints_of(&p, "input_ids"));
+        for (a, b) in ints_of(&d, "mlm_index")
+            .iter()
+            .zip(ints_of(&p, "mlm_index"))
+        {
+            assert_eq!(dids[*a as usize], pids[*b as usize]);
+        }
+        let bf = ints_of(&p, "burst_flow");
+        let bp = ints_of(&p, "burst_pos");
+        for name in ["swap_labels", "meta_weight", "direction_labels"] {
+            let (dv, pv) = (floats_of(&d, name), floats_of(&p, name));
+            for k in 0..p.bursts {
+                assert_eq!(pv[k], dv[bf[k] as usize * 3 + bp[k] as usize], "{name} {k}");
+            }
+        }
+        assert!(floats_of(&p, "swap_labels").contains(&1.0));
+        assert_eq!(
+            p.get("meta_targets").unwrap().dims,
+            vec![p.bursts as i64, 3]
+        );
+    }
+
+    #[test]
+    fn score_masking_is_fixed() {
+        let f = flow(&[(4, true), (3, false)]);
+        let b = score_batch(&[&f], &packed());
+        let mask = packed().vocab.mask as i64;
+        let ids = ints_of(&b, "input_ids");
+        let index = ints_of(&b, "mlm_index");
+        // Burst 0: slots 3 (j + 0 ≡ 0 mod 3); burst 1: slots 2 (j + 1 ≡ 0 mod 3).
+        assert_eq!(index.len(), 2);
+        assert!(index.iter().all(|&i| ids[i as usize] == mask));
+        assert_eq!(ints_of(&b, "mlm_labels"), &[3, 102]);
+        assert_eq!(b.masked_flow, vec![0, 0]);
+        assert_eq!(score_batch(&[&f], &packed()), b);
     }
 
     #[test]
