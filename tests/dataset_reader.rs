@@ -99,6 +99,37 @@ fn bundled_captures_read_back_in_both_formats() {
         per_file += flows.len();
     }
     assert_eq!(per_file, all.len());
+    // The native identity columns come along, and each flow names its dataset file.
+    let mut ids = std::collections::HashSet::new();
+    for f in &all {
+        let id = &f.id;
+        assert!(
+            ids.insert(id.flow_id.expect("flow_id")),
+            "flow ids are unique"
+        );
+        let src = id.source.as_deref().expect("source");
+        assert!(src.contains("datasets/pcaps/"), "{src}");
+        assert!(id.src_ip.is_some() && id.dst_ip.is_some());
+        assert_eq!(
+            id.src_port.is_some(),
+            matches!(f.flow.protocol, 6 | 17),
+            "{id:?}"
+        );
+        // Bundled captures are from between 1990 and 2030.
+        let t = id.start_time_us.expect("start_time");
+        assert!(
+            (631_152_000_000_000..1_893_456_000_000_000).contains(&t),
+            "{t}"
+        );
+        let part = r.files()[f.file].parent().and_then(|p| p.file_name());
+        let want = match f.flow.protocol {
+            6 => "proto=tcp",
+            17 => "proto=udp",
+            1 => "proto=icmp",
+            _ => "proto=icmpv6",
+        };
+        assert_eq!(part.and_then(|p| p.to_str()), Some(want));
+    }
     // Reading twice gives the same flows in the same order.
     assert_eq!(read_all(&native, None).expect("again"), all);
     assert_eq!(read_all(&native, Some(5)).expect("limit"), all[..5]);
@@ -109,6 +140,10 @@ fn bundled_captures_read_back_in_both_formats() {
     assert_eq!(r.files(), [nf.join("netfound-s0of1.arrows")]);
     assert_eq!(nf_all.len() as u64, nf_flows, "one example per flow");
     assert_eq!(r.skipped(), 0);
+    assert!(
+        nf_all.iter().all(|ex| ex.id == Default::default()),
+        "netFound's schema has no identity columns"
+    );
     for ex in nf_all.iter().chain(&all) {
         let f = &ex.flow;
         assert_eq!(ex.label, None);
@@ -172,6 +207,8 @@ fn example_of_json(line: &str) -> FlowExample {
     FlowExample {
         flow,
         label: v["labels"].as_str().map(str::to_string),
+        id: Default::default(),
+        file: 0,
     }
 }
 
@@ -359,6 +396,8 @@ fn example(
     FlowExample {
         flow,
         label: label.map(str::to_string),
+        id: Default::default(),
+        file: 0,
     }
 }
 

@@ -21,7 +21,7 @@
 use anyhow::{anyhow, bail, Context};
 use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch};
 use arrow::compute::{can_cast_types, cast};
-use arrow::datatypes::{DataType, Field, Schema, UInt16Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt16Type, UInt32Type, UInt64Type};
 use arrow::ipc::reader::{FileReader, StreamReader};
 use netfm_tokenizer::{Burst, TokenizedFlow};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -42,6 +42,26 @@ pub struct FlowExample {
     pub flow: TokenizedFlow,
     /// The `labels` column when present and non-null.
     pub label: Option<String>,
+    /// Who the flow is, from the native dataset's columns where the file has them (netFound's
+    /// schema has none of them).
+    pub id: FlowIdentity,
+    /// The dataset file it was read from: an index into [`DatasetReader::files`].
+    pub file: usize,
+}
+
+/// A flow's identifying columns; each is `None` where the file lacks the column or the
+/// row holds a null.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FlowIdentity {
+    pub flow_id: Option<u64>,
+    /// The capture file the flow came from.
+    pub source: Option<String>,
+    pub src_ip: Option<String>,
+    pub dst_ip: Option<String>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    /// Microseconds since the Unix epoch.
+    pub start_time_us: Option<i64>,
 }
 
 /// The on-disk formats, as told by their magic bytes.
@@ -87,6 +107,16 @@ const BYTES: &str = "bytes";
 const IATS: &str = "iats";
 const COUNTS: &str = "counts";
 const LABELS: &str = "labels";
+/// Optional identity columns of the native schema.
+const IDENTITY: [(&str, DataType); 7] = [
+    ("flow_id", DataType::UInt64),
+    ("source", DataType::Utf8),
+    ("src_ip", DataType::Utf8),
+    ("dst_ip", DataType::Utf8),
+    ("src_port", DataType::UInt16),
+    ("dst_port", DataType::UInt16),
+    ("start_time", DataType::Int64),
+];
 
 fn list_of(dt: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", dt, true)))
@@ -142,6 +172,13 @@ fn check_schema(path: &Path, schema: &Schema) -> anyhow::Result<Vec<usize>> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+        }
+    }
+    for (name, want) in IDENTITY {
+        if let Ok(i) = schema.index_of(name) {
+            if can_cast_types(schema.field(i).data_type(), &want) {
+                indices.push(i);
+            }
         }
     }
     indices.sort_unstable();
@@ -207,6 +244,8 @@ struct Columns {
     iats: ArrayRef,
     counts: ArrayRef,
     labels: Option<ArrayRef>,
+    /// The [`IDENTITY`] columns, in that order, where present.
+    identity: [Option<ArrayRef>; 7],
 }
 
 impl Columns {
@@ -241,7 +280,24 @@ impl Columns {
             iats: required(iats)?,
             counts: required(counts)?,
             labels: labels.1?,
+            // An identity column that does not cast is left out, not an error.
+            identity: IDENTITY.map(|(name, want)| get(name, &want).ok().flatten()),
         })
+    }
+
+    fn identity(&self, row: usize) -> FlowIdentity {
+        let valid = |i: usize| self.identity[i].as_ref().filter(|c| c.is_valid(row));
+        let string = |i: usize| valid(i).map(|c| c.as_string::<i32>().value(row).to_string());
+        let port = |i: usize| valid(i).map(|c| c.as_primitive::<UInt16Type>().value(row));
+        FlowIdentity {
+            flow_id: valid(0).map(|c| c.as_primitive::<UInt64Type>().value(row)),
+            source: string(1),
+            src_ip: string(2),
+            dst_ip: string(3),
+            src_port: port(4),
+            dst_port: port(5),
+            start_time_us: valid(6).map(|c| c.as_primitive::<Int64Type>().value(row)),
+        }
     }
 
     /// Decodes row `row`; `Err` says why the row is malformed.
@@ -320,7 +376,12 @@ impl Columns {
         out.flow_duration_us = duration.value(row);
         out.protocol = protocol;
         out.packets = out.bursts.iter().map(|b| u64::from(b.count)).sum();
-        Ok(FlowExample { flow: out, label })
+        Ok(FlowExample {
+            flow: out,
+            label,
+            id: self.identity(row),
+            file: 0,
+        })
     }
 }
 
@@ -469,7 +530,10 @@ impl Iterator for DatasetReader {
                     let row = cur.row;
                     cur.row += 1;
                     match cols.example(row) {
-                        Ok(ex) => return Some(Ok(ex)),
+                        Ok(mut ex) => {
+                            ex.file = self.next_file - 1;
+                            return Some(Ok(ex));
+                        }
                         Err(why) => {
                             self.skipped += 1;
                             if !cur.warned {
