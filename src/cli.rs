@@ -36,6 +36,129 @@ pub enum Command {
     /// Build a model's ONNX graphs (inference, train_step, eval) and its checkpoint.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Pretrain an encoder on tokenized flows with netFound's objectives (masked tokens,
+    /// swapped bursts, masked burst metadata, direction).
+    Pretrain(Box<PretrainArgs>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// The batch's bursts packed into rows: the cost follows the real tokens.
+    Packed,
+    /// A [flows, bursts, tokens] grid padded to the longest flow and burst (for comparison).
+    Dense,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+/// `netfm pretrain`.
+#[derive(Args, Debug, Clone)]
+pub struct PretrainArgs {
+    /// Tokenized flow datasets (netfm Parquet or netFound Arrow IPC): folders or files.
+    #[arg(long, num_args = 1.., required_unless_present = "resume", conflicts_with = "resume")]
+    pub data: Vec<PathBuf>,
+    /// The run folder (settings, metrics, checkpoints).
+    #[arg(
+        long,
+        short,
+        required_unless_present = "resume",
+        conflicts_with = "resume"
+    )]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder where its last checkpoint stopped, with its own
+    /// settings (giving another setting with it is an error; --device and --threads may differ).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = [
+        "size", "max_bursts", "burst_len", "steps", "epochs", "batch_size", "lr",
+        "warmup_steps", "schedule", "weight_decay", "loss_weights", "mlm_prob", "swap_prob",
+        "meta_mask_prob", "seed", "shuffle_buffer", "bucket_batches", "layout",
+        "val_fraction", "val_flows", "eval_every", "checkpoint_every",
+    ])]
+    pub resume: Option<PathBuf>,
+    /// Replace what --out holds.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// Model size: tiny, small, netfound-small, base.
+    #[arg(long, default_value = "small")]
+    pub size: String,
+    /// Bursts per flow the model reads (default: the size's).
+    #[arg(long)]
+    pub max_bursts: Option<usize>,
+    /// Tokens per burst including CLS (default: the size's).
+    #[arg(long)]
+    pub burst_len: Option<usize>,
+    /// Train steps (updates).
+    #[arg(long, required_unless_present_any = ["epochs", "resume"], conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Passes over the training flows (the steps follow from the data's size).
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Flows per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// Linear warmup steps [default: 5% of the steps].
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Decay after warmup.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    pub schedule: ScheduleArg,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Loss weights: masked tokens, swapped bursts, burst metadata, direction.
+    #[arg(long, value_delimiter = ',', num_args = 4, default_values_t = [1.0, 1.0, 1.0, 1.0])]
+    pub loss_weights: Vec<f64>,
+    /// Share of field tokens selected for the masked-token objective (netFound: 0.3).
+    #[arg(long, default_value_t = 0.3)]
+    pub mlm_prob: f64,
+    /// Share of bursts swapped in from another flow.
+    #[arg(long, default_value_t = 0.1)]
+    pub swap_prob: f64,
+    /// Share of bursts whose metadata is masked (and regressed).
+    #[arg(long, default_value_t = 0.15)]
+    pub meta_mask_prob: f64,
+    /// Seed of the weights, the split, the shuffling and the corruptions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Flows held in the shuffle buffer.
+    #[arg(long, default_value_t = 4096)]
+    pub shuffle_buffer: usize,
+    /// Batches per length-sorted pool (1: random batches, no length bucketing).
+    #[arg(long, default_value_t = 16)]
+    pub bucket_batches: usize,
+    /// How batches are laid out in the graphs.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Packed)]
+    pub layout: LayoutArg,
+    /// Held-out data for validation instead of a share of --data's capture files.
+    #[arg(long, num_args = 1.., conflicts_with = "resume")]
+    pub val_data: Vec<PathBuf>,
+    /// Share of --data's flows held out for validation, by capture file (0: no validation).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Validation flows read (the first ones of the held-out files).
+    #[arg(long, default_value_t = 1024)]
+    pub val_flows: usize,
+    /// Evaluate every N steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: u64,
+    /// Write a checkpoint every N steps (and at the end, and on SIGINT/SIGTERM).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,7 +1,7 @@
 //! The user's jobs, one function per subcommand: run the pipeline, report, choose the exit
 //! code. Everything a user sees printed comes from here.
 
-use crate::cli::{DTypeArg, DemoArgs, DoctorArgs, ModelExportArgs, TokenizeArgs};
+use crate::cli::{DTypeArg, DemoArgs, DoctorArgs, ModelExportArgs, PretrainArgs, TokenizeArgs};
 use crate::dataset::parquet::DEFAULT_ZSTD_LEVEL;
 use crate::pipeline::{run_tokenize, OutputFormat};
 use crate::runtime::{self, Device, RuntimeOptions};
@@ -401,6 +401,18 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
     println!("params  {count} in {} tensors", specs.len());
     for w in written {
         println!("wrote   {}/{w}", args.out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netfm pretrain`.
+pub fn pretrain(args: &PretrainArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.runtime.to_options()?;
+    let summary = crate::jobs::pretrain::run(args, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprint!("{summary}");
     }
     Ok(ExitCode::SUCCESS)
 }

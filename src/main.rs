@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => netfm::commands::demo(&args),
         Command::Doctor(args) => netfm::commands::doctor(&args),
         Command::Model(ModelCommand::Export(args)) => netfm::commands::model_export(&args),
+        Command::Pretrain(args) => netfm::commands::pretrain(&args),
     };
     match result {
         Ok(code) => code,

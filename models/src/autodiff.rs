@@ -341,7 +341,8 @@ fn rule(g: &mut Graph, op: &Op, x: &[V], y: &[V], gy: V, need: &[bool]) -> Vec<O
         | Op::Not
         | Op::Shape
         | Op::Range
-        | Op::ConstantOfShape(_) => vec![None; x.len()],
+        | Op::ConstantOfShape(_)
+        | Op::ArgMax(_) => vec![None; x.len()],
     }
 }
 

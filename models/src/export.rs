@@ -15,7 +15,9 @@
 use crate::autodiff::gradients;
 use crate::config::{ModelConfig, META_TARGETS};
 use crate::graph::{DType, Dim, Graph, Tensor, V};
-use crate::hier::{bce_with_logits, cross_entropy, weighted_mean, BatchInputs, HeadOutputs, Model};
+use crate::hier::{
+    bce_with_logits, cross_entropy, token_nll, weighted_mean, BatchInputs, HeadOutputs, Model,
+};
 use crate::optim::{adamw, AdamWConfig, ParamSlot, StepInputs};
 use crate::params::{InitializerParams, InputParams, ParamSpec};
 use crate::proto::ModelProto;
@@ -208,6 +210,41 @@ pub fn inference_graph(
     ))
 }
 
+/// The anomaly-score graph with `params` baked in: the batch inputs (with some tokens
+/// masked) plus `mlm_index: [T]` and `mlm_labels: [T]`; outputs `token_loss: [T]`, the
+/// negative log-likelihood of each masked position's true id.
+pub fn score_graph(
+    cfg: &ModelConfig,
+    params: &HashMap<String, Tensor>,
+    dtype: DType,
+) -> Result<ModelProto, ExportError> {
+    cfg.validate()?;
+    let mut g = Graph::new(dtype);
+    let inp = BatchInputs::declare(&mut g, cfg);
+    let index = g.input("mlm_index", DType::I64, vec![Dim::sym("masked")]);
+    let labels = g.input("mlm_labels", DType::I64, vec![Dim::sym("masked")]);
+    let mut store = InitializerParams {
+        values: params,
+        missing: Vec::new(),
+        wrong_shape: Vec::new(),
+    };
+    let mut model = Model {
+        cfg,
+        store: &mut store,
+    };
+    let enc = model.encode(&mut g, &inp);
+    let logits = model.mlm_logits(&mut g, &enc, index);
+    if !store.missing.is_empty() {
+        return Err(ExportError::Missing(store.missing));
+    }
+    if !store.wrong_shape.is_empty() {
+        return Err(ExportError::WrongShape(store.wrong_shape));
+    }
+    let nll = token_nll(&mut g, logits, labels);
+    g.output(nll, "token_loss");
+    Ok(g.to_model("netfm_score", &metadata("score", cfg, None, None, dtype)))
+}
+
 /// Targets of the pretraining objectives (inputs of train-step and eval graphs).
 struct PretrainTargets {
     mlm_index: V,
@@ -221,13 +258,21 @@ struct PretrainTargets {
 /// Loss outputs and their names, the total first.
 type LossTerms = Vec<(V, &'static str)>;
 
-/// Builds forward and losses; returns (loss terms with names, heads).
+/// What the forward pass with losses built: the loss terms, the heads, and (pretraining)
+/// the masked-token logits `[T, vocab]`.
+struct Forward {
+    terms: LossTerms,
+    heads: HeadOutputs,
+    mlm_logits: Option<V>,
+}
+
+/// Builds forward and losses.
 fn forward_with_losses(
     g: &mut Graph,
     cfg: &ModelConfig,
     objective: &Objective,
     store: &mut InputParams,
-) -> Result<(LossTerms, HeadOutputs), ExportError> {
+) -> Result<Forward, ExportError> {
     if matches!(objective, Objective::Classify) && cfg.num_classes == 0 {
         return Err(ExportError::NoClasses);
     }
@@ -255,10 +300,12 @@ fn forward_with_losses(
     let enc = model.encode(g, &inp);
     let heads = model.heads(g, &enc);
     let mut terms = Vec::new();
+    let mut mlm_logits = None;
     match objective {
         Objective::Pretrain(w) => {
             let t = targets.expect("pretrain targets");
             let logits = model.mlm_logits(g, &enc, t.mlm_index);
+            mlm_logits = Some(logits);
             let mlm = cross_entropy(g, logits, t.mlm_labels);
             // Swapped-burst detection over every present burst.
             let swap_el = bce_with_logits(g, heads.swap_logits, t.swap_labels);
@@ -290,19 +337,28 @@ fn forward_with_losses(
             terms.extend([(total, "loss"), (ce, "loss_class")]);
         }
     }
-    Ok((terms, heads))
+    Ok(Forward {
+        terms,
+        heads,
+        mlm_logits,
+    })
 }
 
-/// The eval graph: loss terms and head outputs with parameters as inputs.
+/// The eval graph: loss terms and head outputs with parameters as inputs; when
+/// pretraining also `mlm_pred`, the most likely id at each masked position.
 pub fn eval_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, ExportError> {
     cfg.validate()?;
     let mut g = Graph::new(spec.dtype);
     let mut store = InputParams::default();
-    let (terms, heads) = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
-    for (v, name) in terms {
+    let fwd = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
+    for (v, name) in fwd.terms {
         g.output(v, name);
     }
-    output_heads(&mut g, &heads);
+    output_heads(&mut g, &fwd.heads);
+    if let Some(logits) = fwd.mlm_logits {
+        let pred = g.argmax(logits, -1);
+        g.output(pred, "mlm_pred");
+    }
     let meta = metadata(
         "eval",
         cfg,
@@ -319,7 +375,7 @@ pub fn gradient_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto,
     cfg.validate()?;
     let mut g = Graph::new(spec.dtype);
     let mut store = InputParams::default();
-    let (terms, _heads) = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
+    let terms = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?.terms;
     let grads = gradients(&mut g, terms[0].0, &store.values);
     for (v, name) in terms {
         g.output(v, name);
@@ -362,7 +418,7 @@ pub fn build_train_step(
     cfg.validate()?;
     let mut g = Graph::new(spec.dtype);
     let mut store = InputParams::default();
-    let (terms, _heads) = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
+    let terms = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?.terms;
     let loss = terms[0].0;
     let grads = gradients(&mut g, loss, &store.values);
     let f = g.float;

@@ -295,6 +295,8 @@ pub enum Op {
     /// Zero padding by static amounts (begin and end per axis).
     Pad(Vec<i64>),
     Identity,
+    /// Index of the largest entry along an axis (dropped), int64; the first on ties.
+    ArgMax(i64),
 }
 
 impl Op {
@@ -311,6 +313,7 @@ impl Op {
                 | Op::Shape
                 | Op::Range
                 | Op::ConstantOfShape(_)
+                | Op::ArgMax(_)
         )
     }
 }
@@ -932,6 +935,14 @@ impl Graph {
         self.push1(Op::Gather, vec![table, idx], dt, out)
     }
 
+    /// The index of the largest entry along `axis` (removed from the shape), int64.
+    pub fn argmax(&mut self, x: V, axis: i64) -> V {
+        let ax = norm_axis(axis, self.rank(x));
+        let mut out = self.shape(x).clone();
+        out.remove(ax);
+        self.push1(Op::ArgMax(ax as i64), vec![x], DType::I64, out)
+    }
+
     pub fn gather_elements(&mut self, x: V, idx: V, axis: i64) -> V {
         assert_eq!(self.rank(x), self.rank(idx), "GatherElements: ranks differ");
         let ax = norm_axis(axis, self.rank(x)) as i64;
@@ -1235,6 +1246,10 @@ impl Graph {
             ),
             Op::Pad(_) => simple("Pad", vec![attr_str("mode", "constant")]),
             Op::Identity => simple("Identity", vec![]),
+            Op::ArgMax(axis) => simple(
+                "ArgMax",
+                vec![attr_int("axis", *axis), attr_int("keepdims", 0)],
+            ),
         };
         out.push(n);
     }

@@ -492,6 +492,14 @@ fn select_cls(g: &mut Graph, x: V, is_cls: V) -> V {
     g.reduce_sum(t, &[2], false)
 }
 
+/// Per-row negative log-likelihood of `labels: [T]` (all valid) under `logits: [T, C]`.
+pub fn token_nll(g: &mut Graph, logits: V, labels: V) -> V {
+    let idx = g.unsqueeze(labels, &[-1]);
+    let picked = g.log_softmax_pick(logits, idx, -1);
+    let picked = g.squeeze(picked, &[-1]);
+    g.neg(picked)
+}
+
 /// Mean cross-entropy of `logits: [T, C]` against int64 `labels: [T]`, skipping
 /// [`IGNORE_INDEX`]; 0 when every label is ignored.
 pub fn cross_entropy(g: &mut Graph, logits: V, labels: V) -> V {

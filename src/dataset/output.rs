@@ -402,7 +402,7 @@ fn remove_empty_dirs(dir: &Path, keep: &Path) {
 
 /// Refuses to replace a folder that is a root, the home folder, the current folder or one
 /// of its ancestors, or that holds one of the run's inputs.
-fn refuse_to_replace(dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
+pub fn refuse_to_replace(dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
     let canon = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;

@@ -575,6 +575,80 @@ impl Iterator for DatasetReader {
     }
 }
 
+/// The rows of one dataset file by their `source` column (the capture file each flow came
+/// from), in first-seen order; one `(None, rows)` entry for a file without that column
+/// (netFound's schema). Reads only that column.
+pub fn row_sources(path: &Path) -> anyhow::Result<Vec<(Option<String>, u64)>> {
+    let format = sniff(path)?
+        .ok_or_else(|| anyhow!("{}: not a Parquet or Arrow IPC file", path.display()))?;
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut counts: Vec<(Option<String>, u64)> = Vec::new();
+    let mut add = |source: Option<&str>, n: u64| match counts
+        .iter_mut()
+        .find(|(s, _)| s.as_deref() == source)
+    {
+        Some(entry) => entry.1 += n,
+        None => counts.push((source.map(str::to_string), n)),
+    };
+    let mut count_batch = |batch: &RecordBatch| -> anyhow::Result<()> {
+        match batch.column_by_name("source") {
+            Some(col) => {
+                let col = cast(col, &DataType::Utf8)
+                    .with_context(|| format!("{}: column `source`", path.display()))?;
+                let col = col.as_string::<i32>();
+                for i in 0..col.len() {
+                    add(col.is_valid(i).then(|| col.value(i)), 1);
+                }
+            }
+            None => add(None, batch.num_rows() as u64),
+        }
+        Ok(())
+    };
+    let context = || format!("{}: reading the source column", path.display());
+    match format {
+        Format::Parquet => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .with_context(|| format!("{}: reading Parquet footer", path.display()))?;
+            match builder.schema().index_of("source") {
+                Ok(i) => {
+                    let mask = ProjectionMask::roots(builder.parquet_schema(), [i]);
+                    let reader = builder
+                        .with_projection(mask)
+                        .with_batch_size(8 * BATCH_ROWS)
+                        .build()
+                        .with_context(context)?;
+                    for batch in reader {
+                        count_batch(&batch.with_context(context)?)?;
+                    }
+                }
+                Err(_) => {
+                    let rows = builder.metadata().file_metadata().num_rows();
+                    add(None, rows.max(0) as u64);
+                }
+            }
+        }
+        Format::IpcStream => {
+            let r = StreamReader::try_new_buffered(file, None).with_context(context)?;
+            for batch in r {
+                count_batch(&batch.with_context(context)?)?;
+            }
+        }
+        Format::IpcFile => {
+            let r = FileReader::try_new_buffered(file, None).with_context(context)?;
+            for batch in r {
+                count_batch(&batch.with_context(context)?)?;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// The dataset files under `path` (a file or a directory), in reading order; see
+/// [`DatasetReader::open`].
+pub fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(dataset_files(path)?.into_iter().map(|(p, _)| p).collect())
+}
+
 /// Reads up to `limit` flows (all when `None`) of the dataset at `path`; the first error
 /// ends the read.
 pub fn read_all(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<FlowExample>> {

@@ -101,6 +101,8 @@ pub struct Batch {
     pub cut_bursts: usize,
     /// The flow (index into the batch) of each `mlm_index` entry.
     pub masked_flow: Vec<u32>,
+    /// The slot inside its burst (1 = the first field token) of each `mlm_index` entry.
+    pub masked_pos: Vec<u32>,
 }
 
 impl Batch {
@@ -526,6 +528,7 @@ fn finish(w: &Work, placed: Placed, extra: Vec<(String, Tensor)>) -> Batch {
         cut_tokens: w.cut_tokens,
         cut_bursts: w.cut_bursts,
         masked_flow: w.masked.iter().map(|m| m.0 as u32).collect(),
+        masked_pos: w.masked.iter().map(|m| m.2 as u32).collect(),
     }
 }
 

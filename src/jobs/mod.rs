@@ -1,0 +1,37 @@
+//! The model jobs, one module each: what a user runs to turn tokenized flows into a model
+//! and a model into predictions. Each job takes its parsed arguments (from [`crate::cli`]),
+//! does its work with the shared parts ([`crate::train`], [`crate::runtime`],
+//! [`crate::dataset`]), shows progress, and returns its summary.
+
+pub mod pretrain;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A step progress bar on stderr (hidden with `quiet` or when stderr is not a terminal).
+pub(crate) fn step_bar(total: u64, done: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(done);
+    bar
+}
+
+/// `x` with thousands separators.
+pub(crate) fn thousands(x: u64) -> String {
+    let s = x.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
