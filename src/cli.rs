@@ -39,6 +39,39 @@ pub enum Command {
     /// Pretrain an encoder on tokenized flows with netFound's objectives (masked tokens,
     /// swapped bursts, masked burst metadata, direction).
     Pretrain(Box<PretrainArgs>),
+    /// Flow embeddings and anomaly scores: one Parquet row per flow.
+    Embed(EmbedArgs),
+}
+
+/// `netfm embed`.
+#[derive(Args, Debug, Clone)]
+pub struct EmbedArgs {
+    /// The model: a `pretrain`/`finetune` run folder or a checkpoint file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Tokenized flow datasets (netfm Parquet or netFound Arrow IPC): folders or files.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// The Parquet file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Flows per batch through the model.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Embeddings only: skip the masked pass that computes anomaly_score (left null).
+    #[arg(long)]
+    pub no_score: bool,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

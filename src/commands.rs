@@ -1,7 +1,9 @@
 //! The user's jobs, one function per subcommand: run the pipeline, report, choose the exit
 //! code. Everything a user sees printed comes from here.
 
-use crate::cli::{DTypeArg, DemoArgs, DoctorArgs, ModelExportArgs, PretrainArgs, TokenizeArgs};
+use crate::cli::{
+    DTypeArg, DemoArgs, DoctorArgs, EmbedArgs, ModelExportArgs, PretrainArgs, TokenizeArgs,
+};
 use crate::dataset::parquet::DEFAULT_ZSTD_LEVEL;
 use crate::pipeline::{run_tokenize, OutputFormat};
 use crate::runtime::{self, Device, RuntimeOptions};
@@ -409,10 +411,24 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
 pub fn pretrain(args: &PretrainArgs) -> anyhow::Result<ExitCode> {
     let opts = args.runtime.to_options()?;
     let summary = crate::jobs::pretrain::run(args, &opts)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a job's summary: JSON on stdout with `--json`, else text on stderr.
+fn print_summary<S: serde::Serialize + std::fmt::Display>(s: &S, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
     } else {
-        eprint!("{summary}");
+        eprint!("{s}");
     }
+    Ok(())
+}
+
+/// `netfm embed`.
+pub fn embed(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.runtime.to_options()?;
+    let summary = crate::jobs::embed::run(args, &opts)?;
+    print_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

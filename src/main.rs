@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => netfm::commands::doctor(&args),
         Command::Model(ModelCommand::Export(args)) => netfm::commands::model_export(&args),
         Command::Pretrain(args) => netfm::commands::pretrain(&args),
+        Command::Embed(args) => netfm::commands::embed(&args),
     };
     match result {
         Ok(code) => code,

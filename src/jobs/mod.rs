@@ -3,6 +3,9 @@
 //! does its work with the shared parts ([`crate::train`], [`crate::runtime`],
 //! [`crate::dataset`]), shows progress, and returns its summary.
 
+pub mod embed;
+pub mod flow_output;
+pub mod model;
 pub mod pretrain;
 
 use indicatif::{ProgressBar, ProgressStyle};
