@@ -41,6 +41,79 @@ pub enum Command {
     Pretrain(Box<PretrainArgs>),
     /// Flow embeddings and anomaly scores: one Parquet row per flow.
     Embed(EmbedArgs),
+    /// Fine-tune a flow classifier on labelled flows (a new head on a pretrained encoder).
+    Finetune(Box<FinetuneArgs>),
+}
+
+/// `netfm finetune`.
+#[derive(Args, Debug, Clone)]
+pub struct FinetuneArgs {
+    /// The pretrained model: a `pretrain` run folder or a checkpoint file.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tokenized flow datasets (netfm Parquet or netFound Arrow IPC): folders or files.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// `dir-names` (the dataset's labels column, from `tokenize --label-from-dir`) or a CSV file.
+    #[arg(long)]
+    pub labels: String,
+    /// The CSV's label column.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Labels whose flows are left out (comma-separated), e.g. Other,Unknown,Guessed.
+    #[arg(long, value_delimiter = ',')]
+    pub drop_labels: Vec<String>,
+    /// A file naming the capture files held out for evaluation (one per line).
+    #[arg(long)]
+    pub split_file: Option<PathBuf>,
+    /// Without --split-file: the share of flows held out, by capture file.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Held-out flows evaluated at most.
+    #[arg(long, default_value_t = 100_000)]
+    pub eval_flows: usize,
+    /// The run folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace what --out holds.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Train only the classification head; the encoder keeps its pretrained weights.
+    #[arg(long)]
+    pub freeze_encoder: bool,
+    /// Start from random weights (the --model's shape, or --size).
+    #[arg(long)]
+    pub from_scratch: bool,
+    /// Model size with --from-scratch and no --model.
+    #[arg(long, default_value = "small")]
+    pub size: String,
+    /// Train steps.
+    #[arg(long, required_unless_present = "epochs", conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Passes over the labelled training flows.
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate (10% warmup, cosine decay).
+    #[arg(long, default_value_t = 3e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Seed of the head's weights, the split and the shuffling.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Evaluate on the held-out flows every N steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    pub eval_every: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// `netfm embed`.

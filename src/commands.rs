@@ -2,7 +2,8 @@
 //! code. Everything a user sees printed comes from here.
 
 use crate::cli::{
-    DTypeArg, DemoArgs, DoctorArgs, EmbedArgs, ModelExportArgs, PretrainArgs, TokenizeArgs,
+    DTypeArg, DemoArgs, DoctorArgs, EmbedArgs, FinetuneArgs, ModelExportArgs, PretrainArgs,
+    TokenizeArgs,
 };
 use crate::dataset::parquet::DEFAULT_ZSTD_LEVEL;
 use crate::pipeline::{run_tokenize, OutputFormat};
@@ -429,6 +430,14 @@ fn print_summary<S: serde::Serialize + std::fmt::Display>(s: &S, json: bool) -> 
 pub fn embed(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let opts = args.runtime.to_options()?;
     let summary = crate::jobs::embed::run(args, &opts)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netfm finetune`.
+pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.runtime.to_options()?;
+    let summary = crate::jobs::finetune::run(args, &opts)?;
     print_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Model(ModelCommand::Export(args)) => netfm::commands::model_export(&args),
         Command::Pretrain(args) => netfm::commands::pretrain(&args),
         Command::Embed(args) => netfm::commands::embed(&args),
+        Command::Finetune(args) => netfm::commands::finetune(&args),
     };
     match result {
         Ok(code) => code,

@@ -16,10 +16,11 @@ use crate::autodiff::gradients;
 use crate::config::{ModelConfig, META_TARGETS};
 use crate::graph::{DType, Dim, Graph, Tensor, V};
 use crate::hier::{
-    bce_with_logits, cross_entropy, token_nll, weighted_mean, BatchInputs, HeadOutputs, Model,
+    bce_with_logits, cross_entropy, token_nll, weighted_cross_entropy, weighted_mean, BatchInputs,
+    HeadOutputs, Model,
 };
 use crate::optim::{adamw, AdamWConfig, ParamSlot, StepInputs};
-use crate::params::{InitializerParams, InputParams, ParamSpec};
+use crate::params::{InitializerParams, InputParams, ParamSpec, PartlyFrozen};
 use crate::proto::ModelProto;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -51,7 +52,8 @@ impl Default for PretrainWeights {
 pub enum Objective {
     /// Masked tokens, swapped bursts, masked burst metadata, burst direction.
     Pretrain(PretrainWeights),
-    /// Flow classification (needs `num_classes > 0`).
+    /// Flow classification (needs `num_classes > 0`): cross-entropy weighted per class by
+    /// the `class_weight: [C]` input (all ones for an unweighted mean).
     Classify,
 }
 
@@ -271,7 +273,7 @@ fn forward_with_losses(
     g: &mut Graph,
     cfg: &ModelConfig,
     objective: &Objective,
-    store: &mut InputParams,
+    store: &mut PartlyFrozen,
 ) -> Result<Forward, ExportError> {
     if matches!(objective, Objective::Classify) && cfg.num_classes == 0 {
         return Err(ExportError::NoClasses);
@@ -293,8 +295,13 @@ fn forward_with_losses(
         }),
         Objective::Classify => None,
     };
-    let class_labels = matches!(objective, Objective::Classify)
-        .then(|| g.input("class_labels", DType::I64, vec![b]));
+    let class_labels = matches!(objective, Objective::Classify).then(|| {
+        let c = Dim::fixed(cfg.num_classes as i64);
+        (
+            g.input("class_labels", DType::I64, vec![b]),
+            g.input("class_weight", f, vec![c]),
+        )
+    });
 
     let mut model = Model { cfg, store };
     let enc = model.encode(g, &inp);
@@ -332,7 +339,8 @@ fn forward_with_losses(
         }
         Objective::Classify => {
             let logits = heads.class_logits.ok_or(ExportError::NoClasses)?;
-            let ce = cross_entropy(g, logits, class_labels.expect("labels"));
+            let (labels, weight) = class_labels.expect("labels");
+            let ce = weighted_cross_entropy(g, logits, labels, weight);
             let total = g.identity(ce);
             terms.extend([(total, "loss"), (ce, "loss_class")]);
         }
@@ -347,10 +355,20 @@ fn forward_with_losses(
 /// The eval graph: loss terms and head outputs with parameters as inputs; when
 /// pretraining also `mlm_pred`, the most likely id at each masked position.
 pub fn eval_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, ExportError> {
+    eval_graph_frozen(cfg, spec, &HashMap::new())
+}
+
+/// [`eval_graph`] with the parameters of `frozen` baked in (the others are inputs).
+pub fn eval_graph_frozen(
+    cfg: &ModelConfig,
+    spec: &TrainSpec,
+    frozen: &HashMap<String, Tensor>,
+) -> Result<ModelProto, ExportError> {
     cfg.validate()?;
     let mut g = Graph::new(spec.dtype);
-    let mut store = InputParams::default();
-    let fwd = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?;
+    let mut mixed = PartlyFrozen::new(frozen);
+    let fwd = forward_with_losses(&mut g, cfg, &spec.objective, &mut mixed)?;
+    let store = checked(mixed)?;
     for (v, name) in fwd.terms {
         g.output(v, name);
     }
@@ -374,8 +392,10 @@ pub fn eval_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, Exp
 pub fn gradient_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProto, ExportError> {
     cfg.validate()?;
     let mut g = Graph::new(spec.dtype);
-    let mut store = InputParams::default();
-    let terms = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?.terms;
+    let empty = HashMap::new();
+    let mut mixed = PartlyFrozen::new(&empty);
+    let terms = forward_with_losses(&mut g, cfg, &spec.objective, &mut mixed)?.terms;
+    let store = checked(mixed)?;
     let grads = gradients(&mut g, terms[0].0, &store.values);
     for (v, name) in terms {
         g.output(v, name);
@@ -398,6 +418,24 @@ pub fn train_step_graph(cfg: &ModelConfig, spec: &TrainSpec) -> Result<ModelProt
     Ok(build_train_step(cfg, spec)?.to_model_with_meta())
 }
 
+/// The train-step graph with the parameters of `frozen` baked in: only the others are
+/// inputs, get gradients and are updated (fine-tuning a head on a frozen encoder).
+pub fn train_step_graph_frozen(
+    cfg: &ModelConfig,
+    spec: &TrainSpec,
+    frozen: &HashMap<String, Tensor>,
+) -> Result<ModelProto, ExportError> {
+    Ok(build_train_step_frozen(cfg, spec, frozen)?.to_model_with_meta())
+}
+
+/// The trainable parameters of a built graph, once every frozen one was found.
+fn checked(mixed: PartlyFrozen) -> Result<InputParams, ExportError> {
+    if !mixed.unfit.is_empty() {
+        return Err(ExportError::Missing(mixed.unfit));
+    }
+    Ok(mixed.trainable)
+}
+
 /// A built train-step graph, before emission (tests inspect it).
 pub struct TrainStepGraph {
     pub graph: Graph,
@@ -415,10 +453,19 @@ pub fn build_train_step(
     cfg: &ModelConfig,
     spec: &TrainSpec,
 ) -> Result<TrainStepGraph, ExportError> {
+    build_train_step_frozen(cfg, spec, &HashMap::new())
+}
+
+fn build_train_step_frozen(
+    cfg: &ModelConfig,
+    spec: &TrainSpec,
+    frozen: &HashMap<String, Tensor>,
+) -> Result<TrainStepGraph, ExportError> {
     cfg.validate()?;
     let mut g = Graph::new(spec.dtype);
-    let mut store = InputParams::default();
-    let terms = forward_with_losses(&mut g, cfg, &spec.objective, &mut store)?.terms;
+    let mut mixed = PartlyFrozen::new(frozen);
+    let terms = forward_with_losses(&mut g, cfg, &spec.objective, &mut mixed)?.terms;
+    let store = checked(mixed)?;
     let loss = terms[0].0;
     let grads = gradients(&mut g, loss, &store.values);
     let f = g.float;

@@ -500,6 +500,23 @@ pub fn token_nll(g: &mut Graph, logits: V, labels: V) -> V {
     g.neg(picked)
 }
 
+/// Class-weighted mean cross-entropy of `logits: [B, C]` against `labels: [B]` with
+/// `class_weight: [C]`: `Σ w_y·(−log p_y) / Σ w_y`, skipping [`IGNORE_INDEX`] (PyTorch's and
+/// scikit-learn's weighted mean).
+pub fn weighted_cross_entropy(g: &mut Graph, logits: V, labels: V, class_weight: V) -> V {
+    let ignore = g.scalar_of(DType::I64, IGNORE_INDEX as f64);
+    let skip = g.equal(labels, ignore);
+    let zero_i = g.scalar_of(DType::I64, 0.0);
+    let safe = g.where_(skip, zero_i, labels);
+    let nll = token_nll(g, logits, safe);
+    let table = g.unsqueeze(class_weight, &[1]); // [C,1]
+    let w = g.gather(table, safe); // [B,1]
+    let w = g.squeeze(w, &[1]);
+    let zero = g.scalar(0.0);
+    let w = g.where_(skip, zero, w);
+    weighted_mean(g, nll, w, 1.0)
+}
+
 /// Mean cross-entropy of `logits: [T, C]` against int64 `labels: [T]`, skipping
 /// [`IGNORE_INDEX`]; 0 when every label is ignored.
 pub fn cross_entropy(g: &mut Graph, logits: V, labels: V) -> V {

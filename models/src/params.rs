@@ -51,6 +51,40 @@ impl ParamStore for InputParams {
     }
 }
 
+/// Train-step and eval graphs where some parameters are fixed: those in `frozen` are baked
+/// in as initializers (no gradient, no update), the others are inputs as in [`InputParams`].
+pub struct PartlyFrozen<'a> {
+    pub trainable: InputParams,
+    pub frozen: &'a HashMap<String, Tensor>,
+    /// Frozen parameters whose value was missing or of the wrong shape.
+    pub unfit: Vec<String>,
+}
+
+impl<'a> PartlyFrozen<'a> {
+    pub fn new(frozen: &'a HashMap<String, Tensor>) -> PartlyFrozen<'a> {
+        PartlyFrozen {
+            trainable: InputParams::default(),
+            frozen,
+            unfit: Vec::new(),
+        }
+    }
+}
+
+impl ParamStore for PartlyFrozen<'_> {
+    fn param(&mut self, g: &mut Graph, spec: ParamSpec) -> V {
+        match self.frozen.get(&spec.name) {
+            Some(t) if t.dims == spec.dims && t.data.dtype() == g.float => {
+                g.initializer(&spec.name, t.clone())
+            }
+            Some(_) => {
+                self.unfit.push(spec.name.clone());
+                self.trainable.param(g, spec)
+            }
+            None => self.trainable.param(g, spec),
+        }
+    }
+}
+
 /// Parameters as initializers holding given values (inference graphs).
 pub struct InitializerParams<'a> {
     pub values: &'a HashMap<String, Tensor>,

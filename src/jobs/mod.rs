@@ -4,7 +4,9 @@
 //! [`crate::dataset`]), shows progress, and returns its summary.
 
 pub mod embed;
+pub mod finetune;
 pub mod flow_output;
+pub mod labels;
 pub mod model;
 pub mod pretrain;
 

@@ -20,7 +20,7 @@ use crate::process::signals;
 use crate::runtime::trainer::{LrSchedule, OptimizerState, Trainer};
 use crate::runtime::{session_from_bytes, RuntimeOptions};
 use crate::train::collate::{Layout, Masking};
-use crate::train::data::{Catalog, Producer, ProducerConfig, Split, StreamConfig, Take};
+use crate::train::data::{BatchKind, Catalog, Producer, ProducerConfig, Split, StreamConfig, Take};
 use crate::train::eval::{evaluate, read_flows, BaselineStats, ValMetrics, ValSet};
 use crate::train::run::{RunDir, RunMode, CHECKPOINT_FILE, RUN_FILE};
 use anyhow::{bail, Context};
@@ -452,7 +452,7 @@ pub fn run(args: &PretrainArgs, opts: &RuntimeOptions) -> anyhow::Result<Pretrai
         take: train_take,
         stream: settings.stream.clone(),
         layout: layout.clone(),
-        masking: settings.masking.clone(),
+        kind: BatchKind::Pretrain(settings.masking.clone()),
         start_step,
         total_steps: settings.steps,
         ahead: 3,

@@ -554,13 +554,26 @@ pub fn inference_batch(flows: &[&TokenizedFlow], lay: &Layout) -> Batch {
     finish(&w, placed, Vec::new())
 }
 
-/// Inputs plus `class_labels` (−100 = no label) for the classification objective.
-pub fn classify_batch(flows: &[&TokenizedFlow], labels: &[i64], lay: &Layout) -> Batch {
+/// Inputs plus `class_labels` (−100 = no label) and `class_weight` (the loss weight of each
+/// class) for the classification objective.
+pub fn classify_batch(
+    flows: &[&TokenizedFlow],
+    labels: &[i64],
+    class_weight: &[f64],
+    lay: &Layout,
+) -> Batch {
     assert_eq!(flows.len(), labels.len(), "one label per flow");
     let w = Work::new(flows, lay);
     let placed = place(&w, lay);
     let n = labels.len() as i64;
-    let extra = vec![("class_labels".into(), ints(vec![n], labels.to_vec()))];
+    let c = class_weight.len() as i64;
+    let extra = vec![
+        ("class_labels".into(), ints(vec![n], labels.to_vec())),
+        (
+            "class_weight".into(),
+            float(lay.dtype, vec![c], class_weight.to_vec()),
+        ),
+    ];
     finish(&w, placed, extra)
 }
 

@@ -5,7 +5,7 @@
 //!   by capture file without a pass over the tokens.
 //! - [`Split`]: the held-out capture files. A flow's *unit* is its `source` column (the
 //!   capture file), or its dataset file where the schema has no `source` (netFound's). The
-//!   units are ordered by a hash of the seed and their name, and taken in that order until
+//!   units are ordered by a hash of the seed and their file name, and taken in that order until
 //!   the held-out share is reached, so the split is deterministic and no capture file is in
 //!   both halves.
 //! - [`EpochStream`]: one epoch's batches. The dataset files are read in an order shuffled per
@@ -18,9 +18,10 @@
 //! - [`Producer`]: a thread that reads, batches, corrupts and lays out batches ahead of the
 //!   train step, through a bounded channel.
 
-use super::collate::{pretrain_batch, Batch, Layout, Masking};
+use super::collate::{classify_batch, pretrain_batch, Batch, Layout, Masking};
 use crate::dataset::reader::{files_of, row_sources, DatasetReader, FlowExample};
 use anyhow::{bail, Context};
+use netfm_models::hier::IGNORE_INDEX;
 use netfm_models::params::SplitMix64;
 use netfm_tokenizer::TokenizedFlow;
 use std::collections::{HashMap, HashSet};
@@ -144,7 +145,13 @@ impl Split {
             );
         }
         let mut units: Vec<(&String, u64)> = unit_rows.iter().map(|(u, &n)| (u, n)).collect();
-        units.sort_by_key(|(u, _)| (derive_seed(seed, "split", name_hash(u)), (*u).clone()));
+        // By file name, so the split does not depend on the folder the data was read from.
+        units.sort_by_key(|(u, _)| {
+            (
+                derive_seed(seed, "split", name_hash(file_name(u))),
+                (*u).clone(),
+            )
+        });
         let total: u64 = units.iter().map(|u| u.1).sum();
         let want = (fraction * total as f64).ceil() as u64;
         let mut held_out = HashSet::new();
@@ -209,12 +216,18 @@ pub struct StreamConfig {
     pub seed: u64,
 }
 
+/// Which flows a job wants beyond the split (e.g. only labelled ones), given the flow and
+/// its dataset file.
+pub type Keep = Arc<dyn Fn(&FlowExample, &Path) -> bool + Send + Sync>;
+
 /// Flows read from a list of dataset files in order, filtered.
 struct FlowSource {
-    files: Vec<PathBuf>,
+    /// (index in the stream's file list, path), in reading order.
+    files: Vec<(usize, PathBuf)>,
     next: usize,
-    reader: Option<(DatasetReader, PathBuf)>,
+    reader: Option<(DatasetReader, usize, PathBuf)>,
     take: Take,
+    keep: Option<Keep>,
     /// Flows without bursts (nothing for a model to read), skipped.
     empty: u64,
 }
@@ -222,11 +235,14 @@ struct FlowSource {
 impl FlowSource {
     fn next_flow(&mut self) -> Option<anyhow::Result<FlowExample>> {
         loop {
-            if let Some((reader, path)) = self.reader.as_mut() {
+            if let Some((reader, index, path)) = self.reader.as_mut() {
                 match reader.next() {
-                    Some(Ok(ex)) => {
+                    Some(Ok(mut ex)) => {
+                        ex.file = *index;
                         let unit = unit_of(ex.id.source.as_deref(), path);
-                        if !self.take.wants(&unit) {
+                        if !self.take.wants(&unit)
+                            || self.keep.as_ref().is_some_and(|k| !k(&ex, path))
+                        {
                             continue;
                         }
                         if ex.flow.bursts.is_empty() {
@@ -244,17 +260,18 @@ impl FlowSource {
                     None => self.reader = None,
                 }
             }
-            let path = self.files.get(self.next)?.clone();
+            let (index, path) = self.files.get(self.next)?.clone();
             self.next += 1;
             match DatasetReader::open(&path) {
-                Ok(r) => self.reader = Some((r, path)),
+                Ok(r) => self.reader = Some((r, index, path)),
                 Err(e) => return Some(Err(e)),
             }
         }
     }
 }
 
-/// The flows of one epoch, in batches (see the module docs).
+/// The flows of one epoch, in batches (see the module docs). Each flow's `file` is the index
+/// of its dataset file in the list the stream was made from.
 pub struct EpochStream {
     source: FlowSource,
     cfg: StreamConfig,
@@ -266,15 +283,29 @@ pub struct EpochStream {
 
 impl EpochStream {
     pub fn new(files: &[PathBuf], take: Take, cfg: &StreamConfig, epoch: u64) -> EpochStream {
+        EpochStream::filtered(files, take, None, cfg, epoch)
+    }
+
+    /// A stream of only the flows `keep` accepts.
+    pub fn filtered(
+        files: &[PathBuf],
+        take: Take,
+        keep: Option<Keep>,
+        cfg: &StreamConfig,
+        epoch: u64,
+    ) -> EpochStream {
         let mut rng = SplitMix64(derive_seed(cfg.seed, "epoch", epoch));
-        let mut files = files.to_vec();
-        shuffle(&mut files, &mut rng);
+        let mut files: Vec<(usize, PathBuf)> = files.iter().cloned().enumerate().collect();
+        if cfg.shuffle_buffer > 1 {
+            shuffle(&mut files, &mut rng);
+        }
         EpochStream {
             source: FlowSource {
                 files,
                 next: 0,
                 reader: None,
                 take,
+                keep,
                 empty: 0,
             },
             cfg: cfg.clone(),
@@ -366,13 +397,27 @@ pub struct Producer {
     handle: Option<JoinHandle<()>>,
 }
 
+/// A flow's class index (for the classification objective), given its dataset file.
+pub type Labeler = Arc<dyn Fn(&FlowExample, &Path) -> Option<i64> + Send + Sync>;
+
+/// The batches a producer builds.
+pub enum BatchKind {
+    /// Pretraining corruptions and targets.
+    Pretrain(Masking),
+    /// Class labels and per-class loss weights; flows without a label are left out.
+    Classify {
+        labeler: Labeler,
+        class_weight: Vec<f64>,
+    },
+}
+
 /// What the producer needs.
 pub struct ProducerConfig {
     pub files: Vec<PathBuf>,
     pub take: Take,
     pub stream: StreamConfig,
     pub layout: Layout,
-    pub masking: Masking,
+    pub kind: BatchKind,
     /// Steps already done (their batches are drawn and dropped, not built).
     pub start_step: u64,
     pub total_steps: u64,
@@ -414,8 +459,22 @@ impl Producer {
                             continue;
                         }
                         let refs: Vec<&TokenizedFlow> = flows.iter().map(|f| &f.flow).collect();
-                        let mut rng = step_rng(cfg.stream.seed, step);
-                        let batch = pretrain_batch(&refs, &cfg.layout, &cfg.masking, &mut rng);
+                        let batch = match &cfg.kind {
+                            BatchKind::Pretrain(masking) => {
+                                let mut rng = step_rng(cfg.stream.seed, step);
+                                pretrain_batch(&refs, &cfg.layout, masking, &mut rng)
+                            }
+                            BatchKind::Classify {
+                                labeler,
+                                class_weight,
+                            } => {
+                                let labels: Vec<i64> = flows
+                                    .iter()
+                                    .map(|f| labeler(f, &cfg.files[f.file]).unwrap_or(IGNORE_INDEX))
+                                    .collect();
+                                classify_batch(&refs, &labels, class_weight, &cfg.layout)
+                            }
+                        };
                         if tx.send(Ok(Prepared { step, epoch, batch })).is_err() {
                             return; // the trainer stopped
                         }

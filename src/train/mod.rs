@@ -3,9 +3,11 @@
 //! - [`data`]: the run's dataset files, the split by capture file, the shuffled,
 //!   length-bucketed batch stream and the thread that builds batches ahead of the step;
 //! - [`eval`]: validation metrics and the baselines they are shown beside;
+//! - [`metrics`]: classification metrics;
 //! - [`run`]: the run folder (settings, metrics, checkpoints, resume).
 
 pub mod collate;
 pub mod data;
 pub mod eval;
+pub mod metrics;
 pub mod run;
