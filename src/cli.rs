@@ -43,6 +43,55 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Fine-tune a flow classifier on labelled flows (a new head on a pretrained encoder).
     Finetune(Box<FinetuneArgs>),
+    /// Flow classes from a fine-tuned model: one Parquet row per flow with every class's probability.
+    Predict(PredictArgs),
+    /// A model as one ONNX file: the inference graph with its weights, config and class names.
+    Export(ExportArgs),
+}
+
+/// `netfm predict`.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// The fine-tuned model: a `finetune` run folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Tokenized flow datasets (netfm Parquet or netFound Arrow IPC): folders or files.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// The Parquet file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Flows per batch through the model.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `netfm export`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The model: a `pretrain` or `finetune` run folder, or a checkpoint file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `netfm finetune`.

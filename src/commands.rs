@@ -2,8 +2,8 @@
 //! code. Everything a user sees printed comes from here.
 
 use crate::cli::{
-    DTypeArg, DemoArgs, DoctorArgs, EmbedArgs, FinetuneArgs, ModelExportArgs, PretrainArgs,
-    TokenizeArgs,
+    DTypeArg, DemoArgs, DoctorArgs, EmbedArgs, ExportArgs, FinetuneArgs, ModelExportArgs,
+    PredictArgs, PretrainArgs, TokenizeArgs,
 };
 use crate::dataset::parquet::DEFAULT_ZSTD_LEVEL;
 use crate::pipeline::{run_tokenize, OutputFormat};
@@ -438,6 +438,21 @@ pub fn embed(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
 pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
     let opts = args.runtime.to_options()?;
     let summary = crate::jobs::finetune::run(args, &opts)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netfm predict`.
+pub fn predict(args: &PredictArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.runtime.to_options()?;
+    let summary = crate::jobs::predict::predict(args, &opts)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netfm export`.
+pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::predict::export(args)?;
     print_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => netfm::commands::pretrain(&args),
         Command::Embed(args) => netfm::commands::embed(&args),
         Command::Finetune(args) => netfm::commands::finetune(&args),
+        Command::Predict(args) => netfm::commands::predict(&args),
+        Command::Export(args) => netfm::commands::export(&args),
     };
     match result {
         Ok(code) => code,

@@ -363,9 +363,11 @@ pub fn run(args: &FinetuneArgs, opts: &RuntimeOptions) -> anyhow::Result<Finetun
         eval_unknown_class,
         ..FinetuneSummary::default()
     };
+    // The whole model: what was trained, over what was not (the frozen encoder, and the
+    // pretraining heads, which the classification graphs do not use).
     let all_params = |trainer: &Trainer| -> anyhow::Result<HashMap<String, Tensor>> {
-        let mut p = trainer.params()?;
-        p.extend(frozen.iter().map(|(n, t)| (n.clone(), t.clone())));
+        let mut p = params.clone();
+        p.extend(trainer.params()?);
         Ok(p)
     };
     let evaluate = |trainer: &Trainer,
