@@ -46,7 +46,11 @@ fn main() -> anyhow::Result<()> {
         "usage: train_bench DATASET OUT_DIR [--size S] [--batch B] [--steps N] [--threads T]"
     );
     let (dataset, out) = (PathBuf::from(positional[0]), PathBuf::from(positional[1]));
-    let cfg = ModelConfig::named(&flag("--size", "small"))?;
+    // The dense layout: benches/jax_model.py reads `input_ids` as a [flows, bursts, tokens] grid.
+    let cfg = ModelConfig {
+        layout: netfm_models::InputLayout::Dense,
+        ..ModelConfig::named(&flag("--size", "small"))?
+    };
     let batch_size: usize = flag("--batch", "32").parse()?;
     let steps: usize = flag("--steps", "20").parse()?;
     let threads: Option<usize> = args

@@ -334,13 +334,14 @@ pub struct ModelExportArgs {
     /// Output directory.
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Named size: tiny, small, netfound-small, base (ignored with --checkpoint).
-    #[arg(long, default_value = "small")]
-    pub size: String,
+    /// Named size: tiny, small, netfound-small, base [default: small; not with --checkpoint].
+    #[arg(long)]
+    pub size: Option<String>,
     /// Export this checkpoint's model and weights instead of a new one.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
-    /// Flow classes of the classification head (0: pretraining objectives only).
+    /// Flow classes of the classification head (0: pretraining objectives only); with
+    /// --checkpoint, a new seeded head of this many classes on the checkpoint's encoder.
     #[arg(long, default_value_t = 0)]
     pub classes: usize,
     /// Bursts per flow (default: the size's, 12 except tiny).
@@ -355,9 +356,9 @@ pub struct ModelExportArgs {
     /// Replace what --out holds (a folder holding anything is refused otherwise).
     #[arg(long)]
     pub overwrite: bool,
-    /// Floating-point type of the graphs.
-    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-    pub dtype: DTypeArg,
+    /// Floating-point type of the graphs [default: f32; not with --checkpoint].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

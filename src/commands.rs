@@ -289,8 +289,26 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
     use netfm_models::optim::AdamWConfig;
     use netfm_models::{DType, ModelConfig};
 
-    let (cfg, dtype, checkpoint) = match &args.checkpoint {
+    let (mut cfg, dtype, checkpoint) = match &args.checkpoint {
         Some(path) => {
+            // A checkpoint fixes the model's shape and type: a flag that would change them
+            // cannot apply.
+            let given: Vec<&str> = [
+                (args.size.is_some(), "--size"),
+                (args.max_bursts.is_some(), "--max-bursts"),
+                (args.burst_len.is_some(), "--burst-len"),
+                (args.dtype.is_some(), "--dtype"),
+            ]
+            .iter()
+            .filter(|(g, _)| *g)
+            .map(|(_, n)| *n)
+            .collect();
+            if !given.is_empty() {
+                bail!(
+                    "{} cannot apply with --checkpoint (the checkpoint fixes the model's shape and type)",
+                    given.join(", ")
+                );
+            }
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let ck =
@@ -298,7 +316,7 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
             (ck.config.clone(), ck.dtype, Some(ck))
         }
         None => {
-            let mut cfg = ModelConfig::named(&args.size)?;
+            let mut cfg = ModelConfig::named(args.size.as_deref().unwrap_or("small"))?;
             cfg.num_classes = args.classes;
             if let Some(n) = args.max_bursts {
                 cfg.max_bursts = n;
@@ -306,18 +324,35 @@ pub fn model_export(args: &ModelExportArgs) -> anyhow::Result<ExitCode> {
             if let Some(l) = args.burst_len {
                 cfg.burst_len = l;
             }
-            let dtype = match args.dtype {
+            let dtype = match args.dtype.unwrap_or(DTypeArg::F32) {
                 DTypeArg::F32 => DType::F32,
                 DTypeArg::F64 => DType::F64,
             };
             (cfg, dtype, None)
         }
     };
+    // --classes on a checkpoint puts a new classification head (seeded) on its encoder.
+    let new_head = checkpoint.is_some() && args.classes > 0 && args.classes != cfg.num_classes;
+    if new_head {
+        cfg.num_classes = args.classes;
+    }
     cfg.validate().context("model configuration")?;
     let specs = param_specs(&cfg)?;
-    let fresh = checkpoint.is_none();
+    let fresh = checkpoint.is_none() || new_head;
     let params = match &checkpoint {
-        Some(ck) => ck.params.clone(),
+        Some(ck) => {
+            let seeded = netfm_models::params::init_params(&specs, args.seed, dtype);
+            let mut p = ck.params.clone();
+            if new_head {
+                p.retain(|n, _| !n.starts_with("head.class"));
+                p.extend(
+                    seeded
+                        .into_iter()
+                        .filter(|(n, _)| n.starts_with("head.class")),
+                );
+            }
+            p
+        }
         None => netfm_models::params::init_params(&specs, args.seed, dtype),
     };
     let objective = if cfg.num_classes > 0 {

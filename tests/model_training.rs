@@ -582,6 +582,45 @@ fn model_export_writes_loadable_models() {
         0.0
     );
 
+    // A new 5-class head on the checkpoint's encoder: same embeddings, new logits.
+    let head = dir.path().join("head");
+    let ck_path = out.join("checkpoint.safetensors");
+    let o = run(&[
+        "model",
+        "export",
+        "--checkpoint",
+        ck_path.to_str().unwrap(),
+        "--classes",
+        "5",
+        "--out",
+        head.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut enc3 =
+        Encoder::from_bytes(&ro, &std::fs::read(head.join("inference.onnx")).unwrap()).unwrap();
+    let res3 = enc3.run(&flows).unwrap();
+    assert_eq!(res3["class_logits"].dims, vec![2, 5]);
+    assert_eq!(max_abs_diff(&res3["embedding"], &res["embedding"]), 0.0);
+    // Flags that a checkpoint fixes are errors with it, not silently ignored.
+    for flag in [
+        ["--max-bursts", "3"],
+        ["--dtype", "f64"],
+        ["--size", "small"],
+    ] {
+        let o = run(&[
+            "model",
+            "export",
+            "--checkpoint",
+            ck_path.to_str().unwrap(),
+            flag[0],
+            flag[1],
+            "--out",
+            dir.path().join("y").to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{flag:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot apply with --checkpoint"));
+    }
+
     let o = run(&[
         "model",
         "export",

@@ -47,6 +47,34 @@ pub struct EmbedSummary {
     pub elapsed_s: f64,
     pub flows_per_s: f64,
     pub mean_anomaly_score: f64,
+    /// What the model computed, over both passes (for FLOP counts: benches/train_layout.py).
+    pub cost: Cost,
+}
+
+/// Work done by the model's passes: token slots, slots × their row length (attention),
+/// cross-burst grid cells, cells × bursts per flow, bursts, and masked positions decoded.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Cost {
+    pub slots: u64,
+    pub slot_row_len: u64,
+    pub grid: u64,
+    pub grid_len: u64,
+    pub bursts: u64,
+    pub masked: u64,
+    pub real_tokens: u64,
+}
+
+impl Cost {
+    fn add(&mut self, b: &crate::train::collate::Batch) {
+        let (row_len, grid) = b.shape_stats();
+        self.slots += b.slots as u64;
+        self.slot_row_len += (b.slots * row_len) as u64;
+        self.grid += grid as u64;
+        self.grid_len += (grid * grid / b.flows.max(1)) as u64;
+        self.bursts += b.bursts as u64;
+        self.masked += b.masked_flow.len() as u64;
+        self.real_tokens += b.real_tokens() as u64;
+    }
 }
 
 fn floats(t: &Tensor) -> anyhow::Result<&[f32]> {
@@ -66,6 +94,7 @@ struct Scored {
 }
 
 struct Embedder {
+    cost: Cost,
     encoder: Encoder,
     scorer: Option<ort::session::Session>,
     layout: Layout,
@@ -75,6 +104,7 @@ struct Embedder {
 impl Embedder {
     fn run(&mut self, flows: &[&TokenizedFlow]) -> anyhow::Result<Scored> {
         let batch = inference_batch(flows, &self.layout);
+        self.cost.add(&batch);
         let out = self.encoder.run_batch(&batch.feeds())?;
         let embedding = floats(out.get("embedding").context("no embedding output")?)?.to_vec();
         let swap_logits = floats(out.get("swap_logits").context("no swap_logits output")?)?;
@@ -101,6 +131,7 @@ impl Embedder {
         if let Some(scorer) = self.scorer.as_mut() {
             let sb = score_batch(flows, &self.layout);
             if !sb.masked_flow.is_empty() {
+                self.cost.add(&sb);
                 let out = host::run(scorer, &sb.feeds())?;
                 let losses = floats(out.get("token_loss").context("no token_loss output")?)?;
                 for (&f, &l) in sb.masked_flow.iter().zip(losses) {
@@ -146,6 +177,7 @@ pub fn run(args: &EmbedArgs, opts: &RuntimeOptions) -> anyhow::Result<EmbedSumma
     };
     let catalog = Catalog::open(&args.data)?;
     let mut emb = Embedder {
+        cost: Cost::default(),
         encoder,
         scorer,
         layout: Layout::of(&cfg, ck.dtype),

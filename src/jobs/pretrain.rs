@@ -473,10 +473,13 @@ pub fn run(args: &PretrainArgs, opts: &RuntimeOptions) -> anyhow::Result<Pretrai
         summary.cut_bursts += p.batch.cut_bursts as u64;
         summary.steps_this_run += 1;
         losses.push(report.loss());
+        let (row_len, grid) = p.batch.shape_stats();
         let mut line = json!({
             "event": "train", "step": report.step, "epoch": p.epoch,
             "grad_norm": report.grad_norm, "lr": report.lr,
-            "flows": p.batch.flows, "real_tokens": p.batch.real_tokens(), "slots": p.batch.slots,
+            "flows": p.batch.flows, "bursts": p.batch.bursts, "real_tokens": p.batch.real_tokens(),
+            "slots": p.batch.slots, "row_len": row_len, "grid": grid,
+            "masked": p.batch.masked_flow.len(),
             "step_s": dt, "tokens_per_s": p.batch.real_tokens() as f64 / dt.max(1e-9),
             "elapsed_s": loop_start.elapsed().as_secs_f64(),
         });

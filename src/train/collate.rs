@@ -115,6 +115,19 @@ impl Batch {
         self.tokens + self.bursts
     }
 
+    /// The batch's shape, for cost accounting: slots per row (burst) of `input_ids`, and the
+    /// cells of the cross-burst attention grid (flows × most bursts).
+    pub fn shape_stats(&self) -> (usize, usize) {
+        let ids = self.get("input_ids").map_or(&[][..], |t| &t.dims[..]);
+        let row_len = ids.last().copied().unwrap_or(0) as usize;
+        let grid = match (self.get("flow_bursts"), ids.len()) {
+            (Some(fb), _) => fb.dims.iter().product::<i64>() as usize,
+            (None, 3) => (ids[0] * ids[1]) as usize,
+            _ => 0,
+        };
+        (row_len, grid)
+    }
+
     /// The tensors as JSON, `{name: {"dims", "dtype" (numpy's name), "values"}}`, for
     /// Python consumers (`np.array(values, dtype).reshape(dims)`).
     pub fn to_json(&self) -> serde_json::Value {
