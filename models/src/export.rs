@@ -177,6 +177,17 @@ fn output_heads(g: &mut Graph, heads: &HeadOutputs) {
     }
 }
 
+/// Every baked-in parameter was found with its shape.
+fn baked(store: InitializerParams) -> Result<(), ExportError> {
+    if !store.missing.is_empty() {
+        return Err(ExportError::Missing(store.missing));
+    }
+    if !store.wrong_shape.is_empty() {
+        return Err(ExportError::WrongShape(store.wrong_shape));
+    }
+    Ok(())
+}
+
 /// The inference graph with `params` baked in.
 pub fn inference_graph(
     cfg: &ModelConfig,
@@ -197,12 +208,7 @@ pub fn inference_graph(
     };
     let enc = model.encode(&mut g, &inp);
     let heads = model.heads(&mut g, &enc);
-    if !store.missing.is_empty() {
-        return Err(ExportError::Missing(store.missing));
-    }
-    if !store.wrong_shape.is_empty() {
-        return Err(ExportError::WrongShape(store.wrong_shape));
-    }
+    baked(store)?;
     g.output(enc.flow, "embedding");
     g.output(enc.bursts, "burst_embeddings");
     output_heads(&mut g, &heads);
@@ -236,12 +242,7 @@ pub fn score_graph(
     };
     let enc = model.encode(&mut g, &inp);
     let logits = model.mlm_logits(&mut g, &enc, index);
-    if !store.missing.is_empty() {
-        return Err(ExportError::Missing(store.missing));
-    }
-    if !store.wrong_shape.is_empty() {
-        return Err(ExportError::WrongShape(store.wrong_shape));
-    }
+    baked(store)?;
     let nll = token_nll(&mut g, logits, labels);
     g.output(nll, "token_loss");
     Ok(g.to_model("netfm_score", &metadata("score", cfg, None, None, dtype)))

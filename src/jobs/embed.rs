@@ -17,10 +17,9 @@
 //! clean flows, the score graph on the masked ones. Flows without bursts are skipped and
 //! counted.
 
-use super::flow_output::{check_out, FlowWriter, RowId};
+use super::flow_output::{batches_of, check_out, flows_bar, FlowWriter, RowId};
 use super::model::load;
 use crate::cli::EmbedArgs;
-use crate::dataset::reader::{DatasetReader, FlowExample};
 use crate::runtime::encoder::Encoder;
 use crate::runtime::{host, session_from_bytes, RuntimeOptions};
 use crate::train::collate::{inference_batch, score_batch, Layout};
@@ -45,6 +44,9 @@ pub struct EmbedSummary {
     pub malformed_rows: u64,
     pub hidden: usize,
     pub elapsed_s: f64,
+    /// Loading the model and building its sessions.
+    pub setup_s: f64,
+    /// Flows per second of the reading, batching, model runs and writing (after setup).
     pub flows_per_s: f64,
     pub mean_anomaly_score: f64,
     /// What the model computed, over both passes (for FLOP counts: benches/train_layout.py).
@@ -176,6 +178,7 @@ pub fn run(args: &EmbedArgs, opts: &RuntimeOptions) -> anyhow::Result<EmbedSumma
         Some(session_from_bytes(opts, &bytes)?)
     };
     let catalog = Catalog::open(&args.data)?;
+    let setup_s = started.elapsed().as_secs_f64();
     let mut emb = Embedder {
         cost: Cost::default(),
         encoder,
@@ -225,32 +228,14 @@ pub fn run(args: &EmbedArgs, opts: &RuntimeOptions) -> anyhow::Result<EmbedSumma
         ),
     ];
     let mut writer = FlowWriter::create(&args.out, extra, footer)?;
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(catalog.rows());
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} flows  {per_sec}  ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    };
+    let bar = flows_bar(catalog.rows(), args.quiet);
     let mut summary = EmbedSummary {
         out: args.out.clone(),
         hidden: h,
         ..EmbedSummary::default()
     };
     let (mut score_sum, mut score_n) = (0.0f64, 0u64);
-    let mut pending: Vec<FlowExample> = Vec::with_capacity(args.batch_size);
-    let mut flush = |pending: &mut Vec<FlowExample>,
-                     file: &str,
-                     writer: &mut FlowWriter|
-     -> anyhow::Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
+    let skipped = batches_of(&catalog.paths(), args.batch_size, &bar, |pending, file| {
         let refs: Vec<&TokenizedFlow> = pending.iter().map(|e| &e.flow).collect();
         let s = emb.run(&refs)?;
         let rows: Vec<RowId> = pending
@@ -274,41 +259,24 @@ pub fn run(args: &EmbedArgs, opts: &RuntimeOptions) -> anyhow::Result<EmbedSumma
             Arc::new(Float32Array::from(s.swap)),
             Arc::new(UInt32Array::from(s.scored)),
         ];
-        writer.write(&rows, cols)?;
-        pending.clear();
-        Ok(())
-    };
-    for path in catalog.paths() {
-        let file = path.display().to_string();
-        let mut reader = DatasetReader::open(&path)?;
-        for ex in reader.by_ref() {
-            let ex =
-                ex.with_context(|| format!("{file} is damaged (remove it or tokenize it again)"))?;
-            bar.inc(1);
-            if ex.flow.bursts.is_empty() {
-                summary.flows_without_bursts += 1;
-                continue;
-            }
-            pending.push(ex);
-            if pending.len() == args.batch_size {
-                flush(&mut pending, &file, &mut writer)?;
-            }
-        }
-        flush(&mut pending, &file, &mut writer)?;
-        summary.malformed_rows += reader.skipped();
-    }
+        writer.write(&rows, cols)
+    })?;
+    summary.flows_without_bursts = skipped.flows_without_bursts;
+    summary.malformed_rows = skipped.malformed_rows;
     bar.finish_and_clear();
     if writer.rows() == 0 {
         bail!("the data holds no flows with bursts; nothing written");
     }
     summary.flows = writer.finish()?;
     summary.elapsed_s = started.elapsed().as_secs_f64();
-    summary.flows_per_s = summary.flows as f64 / summary.elapsed_s.max(1e-9);
+    summary.setup_s = setup_s;
+    summary.flows_per_s = summary.flows as f64 / (summary.elapsed_s - setup_s).max(1e-9);
     summary.mean_anomaly_score = if score_n > 0 {
         score_sum / score_n as f64
     } else {
         f64::NAN
     };
+    summary.cost = emb.cost.clone();
     Ok(summary)
 }
 
@@ -316,10 +284,11 @@ impl std::fmt::Display for EmbedSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "embed      {} flows in {:.1} s ({:.0} flows/s), {} dimensions",
+            "embed      {} flows in {:.1} s ({:.0} flows/s after {:.1} s of setup), {} dimensions",
             super::thousands(self.flows),
             self.elapsed_s,
             self.flows_per_s,
+            self.setup_s,
             self.hidden
         )?;
         if self.flows_without_bursts + self.malformed_rows > 0 {

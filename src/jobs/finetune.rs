@@ -421,13 +421,7 @@ pub fn run(args: &FinetuneArgs, opts: &RuntimeOptions) -> anyhow::Result<Finetun
                     "step {:>6}  held-out accuracy {:.4}  macro-F1 {:.4}",
                     r.step, rep.accuracy, rep.macro_f1
                 );
-                if bar.is_hidden() {
-                    if !args.quiet {
-                        eprintln!("{line}");
-                    }
-                } else {
-                    bar.println(line);
-                }
+                super::say(&bar, args.quiet, line);
                 summary.report = Some(rep);
             }
         }

@@ -3,7 +3,7 @@
 //! final one and renamed when complete, so a reader never sees a partial file; its footer
 //! says what made it (`netfm.*` keys: version, command, model, inputs, settings).
 
-use crate::dataset::reader::FlowIdentity;
+use crate::dataset::reader::{DatasetReader, FlowExample, FlowIdentity};
 use anyhow::{bail, Context};
 use arrow::array::{
     ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array, UInt64Array,
@@ -81,6 +81,65 @@ fn identity_columns(rows: &[RowId]) -> Vec<ArrayRef> {
                 .collect::<StringArray>(),
         ),
     ]
+}
+
+/// What [`batches_of`] skipped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Skipped {
+    pub flows_without_bursts: u64,
+    pub malformed_rows: u64,
+}
+
+/// Reads every flow of `files` in order and hands them to `f` in batches of `batch_size`
+/// (never across dataset files), with the batch's dataset file; flows without bursts are
+/// skipped and counted, as are malformed rows. A damaged file is an error naming it.
+pub fn batches_of(
+    files: &[PathBuf],
+    batch_size: usize,
+    bar: &indicatif::ProgressBar,
+    mut f: impl FnMut(&[FlowExample], &str) -> anyhow::Result<()>,
+) -> anyhow::Result<Skipped> {
+    let mut skipped = Skipped::default();
+    let mut pending: Vec<FlowExample> = Vec::with_capacity(batch_size);
+    for path in files {
+        let file = path.display().to_string();
+        let mut reader = DatasetReader::open(path)?;
+        for ex in reader.by_ref() {
+            let ex =
+                ex.with_context(|| format!("{file} is damaged (remove it or tokenize it again)"))?;
+            bar.inc(1);
+            if ex.flow.bursts.is_empty() {
+                skipped.flows_without_bursts += 1;
+                continue;
+            }
+            pending.push(ex);
+            if pending.len() == batch_size {
+                f(&pending, &file)?;
+                pending.clear();
+            }
+        }
+        if !pending.is_empty() {
+            f(&pending, &file)?;
+            pending.clear();
+        }
+        skipped.malformed_rows += reader.skipped();
+    }
+    Ok(skipped)
+}
+
+/// A flows progress bar on stderr (hidden with `quiet`).
+pub fn flows_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} flows  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
 }
 
 /// Checks that `out` may be written: refused if it exists, unless `overwrite` (and it is a

@@ -29,6 +29,19 @@ pub(crate) fn step_bar(total: u64, done: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// A line above the progress bar, or on stderr where the bar is hidden (not a terminal);
+/// nothing with `quiet`.
+pub(crate) fn say(bar: &ProgressBar, quiet: bool, text: String) {
+    if quiet {
+        return;
+    }
+    if bar.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        bar.println(text);
+    }
+}
+
 /// `x` with thousands separators.
 pub(crate) fn thousands(x: u64) -> String {
     let s = x.to_string();

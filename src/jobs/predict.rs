@@ -10,10 +10,9 @@
 //! netfm's version, the model's config, vocabulary and (for a classifier) `netfm.classes`,
 //! so the file alone says how to feed it and what its outputs mean.
 
-use super::flow_output::{check_out, FlowWriter, RowId};
+use super::flow_output::{batches_of, check_out, flows_bar, FlowWriter, RowId};
 use super::model::{load, LoadedModel};
 use crate::cli::{ExportArgs, PredictArgs};
-use crate::dataset::reader::{DatasetReader, FlowExample};
 use crate::runtime::encoder::Encoder;
 use crate::runtime::RuntimeOptions;
 use crate::train::collate::{inference_batch, Layout};
@@ -128,23 +127,13 @@ pub fn predict(args: &PredictArgs, opts: &RuntimeOptions) -> anyhow::Result<Pred
         ),
     ];
     let mut writer = FlowWriter::create(&args.out, extra, footer)?;
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(catalog.rows())
-    };
+    let bar = flows_bar(catalog.rows(), args.quiet);
     let mut summary = PredictSummary {
         out: args.out.clone(),
         ..PredictSummary::default()
     };
     let mut per_class = vec![0u64; c];
-    let mut flush = |pending: &mut Vec<FlowExample>,
-                     file: &str,
-                     writer: &mut FlowWriter|
-     -> anyhow::Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
+    let skipped = batches_of(&catalog.paths(), args.batch_size, &bar, |pending, file| {
         let refs: Vec<&TokenizedFlow> = pending.iter().map(|e| &e.flow).collect();
         let out = encoder.run_batch(&inference_batch(&refs, &layout).feeds())?;
         let Some(Data::F32(logits)) = out.get("class_logits").map(|t| &t.data) else {
@@ -182,30 +171,10 @@ pub fn predict(args: &PredictArgs, opts: &RuntimeOptions) -> anyhow::Result<Pred
             cols.into_iter()
                 .map(|v| Arc::new(Float32Array::from(v)) as ArrayRef),
         );
-        writer.write(&rows, arrays)?;
-        pending.clear();
-        Ok(())
-    };
-    let mut pending = Vec::with_capacity(args.batch_size);
-    for path in catalog.paths() {
-        let file = path.display().to_string();
-        let mut reader = DatasetReader::open(&path)?;
-        for ex in reader.by_ref() {
-            let ex =
-                ex.with_context(|| format!("{file} is damaged (remove it or tokenize it again)"))?;
-            bar.inc(1);
-            if ex.flow.bursts.is_empty() {
-                summary.flows_without_bursts += 1;
-                continue;
-            }
-            pending.push(ex);
-            if pending.len() == args.batch_size {
-                flush(&mut pending, &file, &mut writer)?;
-            }
-        }
-        flush(&mut pending, &file, &mut writer)?;
-        summary.malformed_rows += reader.skipped();
-    }
+        writer.write(&rows, arrays)
+    })?;
+    summary.flows_without_bursts = skipped.flows_without_bursts;
+    summary.malformed_rows = skipped.malformed_rows;
     bar.finish_and_clear();
     if writer.rows() == 0 {
         bail!("the data holds no flows with bursts; nothing written");

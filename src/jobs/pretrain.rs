@@ -501,13 +501,7 @@ pub fn run(args: &PretrainArgs, opts: &RuntimeOptions) -> anyhow::Result<Pretrai
             let (m, b) = run_eval(&trainer, session)?;
             metrics.write(&json!({"event": "val", "step": report.step, "model": metrics_json(&m), "baseline": metrics_json(&b)}))?;
             let text = format!("step {:>6}  {}", report.step, val_line(&m, &b));
-            if bar.is_hidden() {
-                if !args.quiet {
-                    eprintln!("{text}");
-                }
-            } else {
-                bar.println(text);
-            }
+            super::say(&bar, args.quiet, text);
             last_eval = Some((m, b));
         }
         if report.step % settings.checkpoint_every == 0 || last || interrupted.is_some() {
