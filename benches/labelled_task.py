@@ -2,8 +2,8 @@
 """The labelled application-classification task (issue 16, item 3), netfm's side:
 
 (a) pretrained + fine-tuned netfm; (b) the same model fine-tuned from scratch; (c) the
-pretrained encoder's frozen embeddings + logistic regression. The non-neural baselines (d)
-and (e) are benches/labelled_baselines.py.
+pretrained encoder's frozen embeddings + logistic regression. The random-forest baselines
+(d) and (e) are benches/labelled_baselines.py, on the same flows and labels.
 
 Data: ../shared/datasets/labelled (342 real captures, 13 application classes labelled by
 nDPI; split by capture file: split_train.txt / split_test.txt; Other, Unknown and Guessed
@@ -11,7 +11,7 @@ dropped). Pretraining reads unlabelled traffic only: the train split's captures,
 bundled captures and netFound's conformance captures (never the test split's). Fine-tuning
 reads the labels of the train split's flows; every figure is on the test split's flows.
 
-Needs: `cargo build --release`, numpy, pandas, pyarrow, scikit-learn. Run from the
+Needs: `cargo build --release`, numpy, pyarrow, scikit-learn (`pip install scikit-learn`). Run from the
 repository root:
 
     python3 benches/labelled_task.py [--size small] [--pretrain-epochs 3] [--finetune-epochs 8] [--json out.json]
@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from labelled_common import join_labels  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 NETFM = ROOT / "target/release/netfm"
 LABELLED = ROOT.parent / "shared/datasets/labelled"
 DROP = ["Other", "Unknown", "Guessed"]
-PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "igmp": 2, "esp": 50, "ah": 51}
 
 
 def run(cmd):
@@ -43,46 +45,20 @@ def run(cmd):
     return r.stdout
 
 
-def labels_by_key():
-    """(capture name, protocol, unordered endpoints) -> label, as `netfm finetune` matches
-    them (keys whose rows disagree are left out)."""
-    import csv
-
-    seen = {}
-    for row in csv.DictReader(open(LABELLED / "labels.csv")):
-        label = row["coarse_class"].strip()
-        if not label or label in DROP:
-            continue
-        p = PROTO.get(row["l4_proto"].strip().lower())
-        if p is None:
-            continue
-        a = (row["src_ip"], int(row["src_port"] or 0))
-        b = (row["dst_ip"], int(row["dst_port"] or 0))
-        key = (row["pcap"], p, tuple(sorted([a, b])))
-        seen.setdefault(key, set()).add(label)
-    return {k: next(iter(v)) for k, v in seen.items() if len(v) == 1}
-
-
-def frozen_logistic(emb_path, test_files, seed=1):
-    """(c): logistic regression on netfm embed's embeddings of the labelled flows."""
+def frozen_logistic(emb_path, seed=1):
+    """(c): logistic regression on netfm embed's embeddings of the labelled flows, joined
+    to their labels by benches/labelled_common.py (the rule the forests of
+    labelled_baselines.py use)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.preprocessing import StandardScaler
 
-    t = pq.read_table(emb_path).to_pydict()
-    labels = labels_by_key()
-    xs, ys, test = [], [], []
-    for i in range(len(t["flow_id"])):
-        ends = [(t["src_ip"][i], t["src_port"][i] or 0), (t["dst_ip"][i], t["dst_port"][i] or 0)]
-        name = Path(t["source"][i]).name
-        key = (name, t["protocol"][i], tuple(sorted(ends)))
-        if key in labels:
-            xs.append(t["embedding"][i])
-            ys.append(labels[key])
-            test.append(name in test_files)
-    x, y, test = np.array(xs, dtype=np.float32), np.array(ys), np.array(test)
-    train_classes = set(y[~test])
-    keep = ~test | np.isin(y, list(train_classes))
+    flows = pq.read_table(emb_path).to_pandas()
+    joined = join_labels(flows, LABELLED / "labels.csv")
+    x = np.stack(joined["embedding"].to_numpy()).astype(np.float32)
+    y = joined["label"].to_numpy()
+    test = (joined["split"] == "test").to_numpy()
+    keep = ~test | np.isin(y, list(set(y[~test])))
     x, y, test = x[keep], y[keep], test[keep]
     sc = StandardScaler().fit(x[~test])
     clf = LogisticRegression(max_iter=3000, class_weight="balanced", random_state=seed)
@@ -111,7 +87,6 @@ def main():
         sys.exit(f"{NETFM} missing: cargo build --release")
     work = Path(a.work or tempfile.mkdtemp(prefix="netfm-labelled-"))
     work.mkdir(parents=True, exist_ok=True)
-    test_files = set((LABELLED / "split_test.txt").read_text().split())
     caps = work / "train-captures"
     if not caps.exists():
         caps.mkdir()
@@ -141,7 +116,7 @@ def main():
                     "eval_flows": s["eval_flows"], "per_class_f1": {m["class"]: m["f1"] for m in r["per_class"]}}
     emb = work / "emb.parquet"
     run([NETFM, "embed", "-q", "--overwrite", "--no-score", "--model", pre, "--data", ds["all"], "--out", emb])
-    out["c_frozen_logistic"] = frozen_logistic(emb, test_files)
+    out["c_frozen_logistic"] = frozen_logistic(emb)
     text = json.dumps(out, indent=1)
     print(text)
     if a.json:

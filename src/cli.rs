@@ -47,6 +47,21 @@ pub enum Command {
     Predict(PredictArgs),
     /// A model as one ONNX file: the inference graph with its weights, config and class names.
     Export(ExportArgs),
+    /// A run's loss and validation curves (and confusion matrix) as PNG and SVG.
+    Plot(PlotArgs),
+}
+
+/// `netfm plot`.
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// A `pretrain` or `finetune` run folder.
+    pub run_dir: PathBuf,
+    /// Where the charts go [default: RUN_DIR/plots].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `netfm predict`.

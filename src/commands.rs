@@ -2,7 +2,7 @@
 //! code. Everything a user sees printed comes from here.
 
 use crate::cli::{
-    DTypeArg, DemoArgs, DoctorArgs, EmbedArgs, ExportArgs, FinetuneArgs, ModelExportArgs,
+    DTypeArg, DemoArgs, DoctorArgs, EmbedArgs, ExportArgs, FinetuneArgs, ModelExportArgs, PlotArgs,
     PredictArgs, PretrainArgs, TokenizeArgs,
 };
 use crate::dataset::parquet::DEFAULT_ZSTD_LEVEL;
@@ -488,6 +488,13 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<ExitCode> {
 /// `netfm export`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let summary = crate::jobs::predict::export(args)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netfm plot`.
+pub fn plot(args: &PlotArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::plot::run(args)?;
     print_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

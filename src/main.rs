@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Finetune(args) => netfm::commands::finetune(&args),
         Command::Predict(args) => netfm::commands::predict(&args),
         Command::Export(args) => netfm::commands::export(&args),
+        Command::Plot(args) => netfm::commands::plot(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,7 @@
 //! The model jobs end to end through the binary, on the bundled captures at `tiny` size:
 //! pretraining learns more than its baselines, embed writes a finite embedding for every
-//! flow, fine-tuning, prediction and export work on its encoder and Python's onnxruntime
-//! reproduces embed's embeddings from the exported file, a resumed run repeats an
+//! flow, fine-tuning, prediction, plots and export work on its encoder and Python's
+//! onnxruntime reproduces embed's embeddings from the exported file, a resumed run repeats an
 //! uninterrupted one step for step, SIGINT leaves a checkpoint, and bad inputs are clear
 //! errors that leave nothing under a final name.
 
@@ -229,6 +229,23 @@ fn tokenize_pretrain_embed_finetune_predict_export() {
          assert set(t['predicted_class'].to_pylist()) <= {'icmp', 'tcp', 'udp'}",
         &[&preds],
     );
+
+    // plot: PNG and SVG charts of both runs.
+    for (dir, charts) in [
+        (&run, &["loss", "validation"][..]),
+        (&ft, &["loss", "validation", "confusion"][..]),
+    ] {
+        ok(netfm().arg("plot").arg(dir));
+        for c in charts {
+            let png = std::fs::read(dir.join("plots").join(format!("{c}.png"))).unwrap();
+            assert!(
+                png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5000,
+                "{c}.png"
+            );
+            let svg = dir.join("plots").join(format!("{c}.svg"));
+            python("import sys, xml.etree.ElementTree as E; assert E.parse(sys.argv[1]).getroot().tag.endswith('svg')", &[&svg]);
+        }
+    }
 
     // export: Python's onnxruntime runs the exported file and reproduces embed.
     let onnx = tmp.path().join("model.onnx");

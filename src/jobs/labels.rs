@@ -6,7 +6,9 @@
 //! the last path component counts), the IP protocol (`l4_proto` or `protocol`: a number or
 //! a name such as `tcp`) and the unordered endpoint pair (`src_ip`, `src_port`, `dst_ip`,
 //! `dst_port`; a port of 0 or empty matches a flow without ports). Addresses are compared
-//! as parsed addresses, so `::1` and `0:0::1` are one. Every flow of a key gets the key's
+//! as parsed addresses, so `::1` and `0:0::1` are one; an IPv6 address as ndpiReader
+//! prints it (RFC 5952, then each `:0:` replaced by `::`, which can leave two `::` and no
+//! valid address) also matches. Every flow of a key gets the key's
 //! label (netfm may split what a labeller saw as one flow, by timeouts); a key whose rows
 //! disagree labels none of its flows (counted as ambiguous). Rows whose label is in
 //! `--drop-labels` are dropped (counted); a row with an empty label is dropped too.
@@ -76,6 +78,16 @@ fn endpoint(ip: &str, port: Option<u16>) -> Endpoint {
         .parse::<IpAddr>()
         .map_or_else(|_| ip.to_string(), |a| a.to_string());
     (ip, port.unwrap_or(0))
+}
+
+/// An IPv6 address (RFC 5952 text) as ndpiReader prints it: each `:0:` (left to right, not
+/// overlapping) replaced by `::`.
+fn ndpi_form(ip: &str) -> String {
+    if ip.contains(':') {
+        ip.replace(":0:", "::")
+    } else {
+        ip.to_string()
+    }
 }
 
 /// (capture file name, protocol, the endpoint pair in order).
@@ -242,12 +254,13 @@ impl Labels {
             return Vec::new();
         };
         let file = id.source.as_deref().unwrap_or(dataset_file);
-        let key = flow_key(
-            file,
-            ex.flow.protocol,
-            endpoint(sip, id.src_port),
-            endpoint(dip, id.dst_port),
-        );
+        let (a, b) = (endpoint(sip, id.src_port), endpoint(dip, id.dst_port));
+        let key = flow_key(file, ex.flow.protocol, a.clone(), b.clone());
+        if let Some(rows) = self.by_key.get(&key) {
+            return rows.clone();
+        }
+        let ndpi = |e: Endpoint| (ndpi_form(&e.0), e.1);
+        let key = flow_key(file, ex.flow.protocol, ndpi(a), ndpi(b));
         self.by_key.get(&key).cloned().unwrap_or_default()
     }
 

@@ -8,6 +8,7 @@ pub mod finetune;
 pub mod flow_output;
 pub mod labels;
 pub mod model;
+pub mod plot;
 pub mod predict;
 pub mod pretrain;
 
