@@ -141,6 +141,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json")
     ap.add_argument("--embed-only", action="store_true", help="only the embed measurements")
+    ap.add_argument("--embed-set", choices=["labelled", "bundled"], default="labelled",
+                    help="embed's flows: the labelled set's 5,625, or the bundled and conformance captures' 239")
     a = ap.parse_args()
     for p in [NETFM, STATS]:
         if not p.exists():
@@ -154,8 +156,11 @@ def main():
         (train_caps / name).symlink_to(LABELLED / "pcaps" / name)
     ds = work / "train-ds"
     run([NETFM, "tokenize", "-q", "--out", ds, train_caps])
-    real = work / "real-ds"  # every labelled capture (5,625 flows), for embed
-    run([NETFM, "tokenize", "-q", "--out", real, LABELLED / "pcaps"])
+    real = work / "real-ds"  # for embed: every labelled capture (5,625 flows), or the bundled ones
+    if a.embed_set == "labelled":
+        run([NETFM, "tokenize", "-q", "--out", real, LABELLED / "pcaps"])
+    else:  # the bundled and netFound's conformance captures (239 flows)
+        run([NETFM, "tokenize", "-q", "--out", real, ROOT / "datasets/pcaps", ROOT.parent / "shared/conformance/netfound/pcaps"])
 
     result = {"threads": a.threads}
     if a.embed_only:
