@@ -442,6 +442,39 @@ fn bad_inputs_are_clear_errors_and_leave_nothing_partial() {
     let e = fails(&mut embed(&size));
     assert!(e.contains("do not fit"), "{e}");
     assert!(!emb.exists(), "no partial output");
+    // A labels CSV holding a single class, and one naming no flow of the data.
+    let ids: Vec<u64> = read_all(&ds, None)
+        .unwrap()
+        .iter()
+        .map(|f| f.id.flow_id.unwrap())
+        .collect();
+    let one: String = std::iter::once("flow_id,label".to_string())
+        .chain(ids.iter().map(|id| format!("{id},web")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let none = "flow_id,label\n1,web\n2,mail\n";
+    for (name, csv, want) in [
+        ("one.csv", one.as_str(), "at least two"),
+        ("none.csv", none, "0 class(es)"),
+    ] {
+        let labels = write(&t.join(name), csv.as_bytes());
+        let e = fails(
+            netfm()
+                .args(["finetune", "-q", "--steps", "3", "--model"])
+                .arg(&run)
+                .arg("--data")
+                .arg(&ds)
+                .arg("--labels")
+                .arg(&labels)
+                .arg("--out")
+                .arg(t.join(format!("ft-{name}"))),
+        );
+        assert!(e.contains(want), "{name}: {e}");
+        assert!(!t
+            .join(format!("ft-{name}"))
+            .join("checkpoint.safetensors")
+            .exists());
+    }
     // An existing output file.
     write(&emb, b"keep me");
     let e = fails(&mut embed(&run));
