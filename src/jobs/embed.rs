@@ -17,7 +17,7 @@
 //! clean flows, the score graph on the masked ones. Flows without bursts are skipped and
 //! counted.
 
-use super::flow_output::{batches_of, check_out, flows_bar, FlowWriter, RowId};
+use super::flow_output::{batches_of, check_out, flows_bar, provenance, FlowWriter, RowId};
 use super::model::load;
 use crate::cli::EmbedArgs;
 use crate::runtime::encoder::Encoder;
@@ -199,34 +199,15 @@ pub fn run(args: &EmbedArgs, opts: &RuntimeOptions) -> anyhow::Result<EmbedSumma
         Field::new("swap_score", DataType::Float32, false),
         Field::new("scored_tokens", DataType::UInt32, false),
     ];
-    let footer = vec![
-        (
-            "netfm.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        (
-            "netfm.command".into(),
-            serde_json::to_string(&std::env::args().collect::<Vec<_>>())?,
-        ),
-        (
-            "netfm.model".into(),
-            json!({"checkpoint": model.path, "step": ck.step, "config": cfg}).to_string(),
-        ),
-        (
-            "netfm.inputs".into(),
-            json!(catalog
-                .files
-                .iter()
-                .map(|f| json!({"path": f.path, "bytes": f.bytes, "rows": f.rows()}))
-                .collect::<Vec<_>>())
-            .to_string(),
-        ),
-        (
+    let footer = provenance(
+        json!({"checkpoint": model.path, "step": ck.step, "config": cfg}),
+        &catalog,
+        vec![(
             "netfm.anomaly_score".into(),
             "mean masked-token loss (nats); burst k, field slot j masked when (j + k) % 3 == 0"
                 .into(),
-        ),
-    ];
+        )],
+    )?;
     let mut writer = FlowWriter::create(&args.out, extra, footer)?;
     let bar = flows_bar(catalog.rows(), args.quiet);
     let mut summary = EmbedSummary {

@@ -83,6 +83,37 @@ fn identity_columns(rows: &[RowId]) -> Vec<ArrayRef> {
     ]
 }
 
+/// The footer keys of a per-flow output: netfm's version, the command, the model, the input
+/// files (path, bytes, rows), then the job's own `extra` keys.
+pub fn provenance(
+    model: serde_json::Value,
+    catalog: &crate::train::data::Catalog,
+    extra: Vec<(String, String)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let inputs: Vec<serde_json::Value> = catalog
+        .files
+        .iter()
+        .map(|f| serde_json::json!({"path": f.path, "bytes": f.bytes, "rows": f.rows()}))
+        .collect();
+    let mut keys = vec![
+        (
+            "netfm.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            "netfm.command".into(),
+            serde_json::to_string(&std::env::args().collect::<Vec<_>>())?,
+        ),
+        ("netfm.model".into(), model.to_string()),
+        (
+            "netfm.inputs".into(),
+            serde_json::Value::from(inputs).to_string(),
+        ),
+    ];
+    keys.extend(extra);
+    Ok(keys)
+}
+
 /// What [`batches_of`] skipped.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Skipped {

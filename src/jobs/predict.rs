@@ -10,7 +10,7 @@
 //! netfm's version, the model's config, vocabulary and (for a classifier) `netfm.classes`,
 //! so the file alone says how to feed it and what its outputs mean.
 
-use super::flow_output::{batches_of, check_out, flows_bar, FlowWriter, RowId};
+use super::flow_output::{batches_of, check_out, flows_bar, provenance, FlowWriter, RowId};
 use super::model::{load, LoadedModel};
 use crate::cli::{ExportArgs, PredictArgs};
 use crate::runtime::encoder::Encoder;
@@ -102,30 +102,11 @@ pub fn predict(args: &PredictArgs, opts: &RuntimeOptions) -> anyhow::Result<Pred
             .iter()
             .map(|n| Field::new(format!("prob_{n}"), DataType::Float32, false)),
     );
-    let footer = vec![
-        (
-            "netfm.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        (
-            "netfm.command".into(),
-            serde_json::to_string(&std::env::args().collect::<Vec<_>>())?,
-        ),
-        (
-            "netfm.model".into(),
-            json!({"checkpoint": model.path, "step": model.checkpoint.step}).to_string(),
-        ),
-        ("netfm.classes".into(), serde_json::to_string(&classes)?),
-        (
-            "netfm.inputs".into(),
-            json!(catalog
-                .files
-                .iter()
-                .map(|f| json!({"path": f.path, "bytes": f.bytes, "rows": f.rows()}))
-                .collect::<Vec<_>>())
-            .to_string(),
-        ),
-    ];
+    let footer = provenance(
+        json!({"checkpoint": model.path, "step": model.checkpoint.step}),
+        &catalog,
+        vec![("netfm.classes".into(), serde_json::to_string(&classes)?)],
+    )?;
     let mut writer = FlowWriter::create(&args.out, extra, footer)?;
     let bar = flows_bar(catalog.rows(), args.quiet);
     let mut summary = PredictSummary {
