@@ -197,11 +197,7 @@ pub fn inference_graph(
     cfg.validate()?;
     let mut g = Graph::new(dtype);
     let inp = BatchInputs::declare(&mut g, cfg);
-    let mut store = InitializerParams {
-        values: params,
-        missing: Vec::new(),
-        wrong_shape: Vec::new(),
-    };
+    let mut store = InitializerParams::new(params);
     let mut model = Model {
         cfg,
         store: &mut store,
@@ -231,11 +227,7 @@ pub fn score_graph(
     let inp = BatchInputs::declare(&mut g, cfg);
     let index = g.input("mlm_index", DType::I64, vec![Dim::sym("masked")]);
     let labels = g.input("mlm_labels", DType::I64, vec![Dim::sym("masked")]);
-    let mut store = InitializerParams {
-        values: params,
-        missing: Vec::new(),
-        wrong_shape: Vec::new(),
-    };
+    let mut store = InitializerParams::new(params);
     let mut model = Model {
         cfg,
         store: &mut store,

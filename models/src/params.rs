@@ -92,6 +92,16 @@ pub struct InitializerParams<'a> {
     pub wrong_shape: Vec<(String, Vec<i64>, Vec<i64>)>,
 }
 
+impl<'a> InitializerParams<'a> {
+    pub fn new(values: &'a HashMap<String, Tensor>) -> InitializerParams<'a> {
+        InitializerParams {
+            values,
+            missing: Vec::new(),
+            wrong_shape: Vec::new(),
+        }
+    }
+}
+
 impl ParamStore for InitializerParams<'_> {
     fn param(&mut self, g: &mut Graph, spec: ParamSpec) -> V {
         match self.values.get(&spec.name) {

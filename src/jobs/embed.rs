@@ -245,9 +245,6 @@ pub fn run(args: &EmbedArgs, opts: &RuntimeOptions) -> anyhow::Result<EmbedSumma
     summary.flows_without_bursts = skipped.flows_without_bursts;
     summary.malformed_rows = skipped.malformed_rows;
     bar.finish_and_clear();
-    if writer.rows() == 0 {
-        bail!("the data holds no flows with bursts; nothing written");
-    }
     summary.flows = writer.finish()?;
     summary.elapsed_s = started.elapsed().as_secs_f64();
     summary.setup_s = setup_s;

@@ -26,7 +26,7 @@ use crate::runtime::trainer::{LrSchedule, Trainer};
 use crate::runtime::{host, session_from_bytes, RuntimeOptions};
 use crate::train::collate::{classify_batch, Layout};
 use crate::train::data::{
-    unit_of, BatchKind, Catalog, EpochStream, Labeler, Producer, ProducerConfig, Split,
+    file_name, unit_of, BatchKind, Catalog, EpochStream, Labeler, Producer, ProducerConfig, Split,
     StreamConfig, Take,
 };
 use crate::train::metrics::ClassReport;
@@ -72,7 +72,7 @@ fn read_names(path: &Path) -> anyhow::Result<HashSet<String>> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.rsplit('/').next().unwrap_or(l).to_string())
+        .map(|l| file_name(l).to_string())
         .collect())
 }
 

@@ -250,13 +250,12 @@ impl FlowWriter {
         Ok(())
     }
 
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    /// Closes the file and moves it to its final name; returns the rows written.
+    /// Closes the file and moves it to its final name; returns the rows written. An output
+    /// without rows is refused and its temporary file removed: outputs are complete or absent.
     pub fn finish(mut self) -> anyhow::Result<u64> {
+        if self.rows == 0 {
+            bail!("the data holds no flows with bursts; nothing written");
+        }
         let w = self.writer.take().context("writer already finished")?;
         w.close()
             .with_context(|| format!("closing {}", self.tmp.display()))?;

@@ -17,6 +17,7 @@
 //! label, ambiguous keys; nothing is dropped silently.
 
 use crate::dataset::reader::FlowExample;
+use crate::train::data::file_name;
 use anyhow::{bail, Context};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -94,7 +95,7 @@ fn ndpi_form(ip: &str) -> String {
 type FlowKey = (String, u8, Endpoint, Endpoint);
 
 fn flow_key(file: &str, protocol: u8, a: Endpoint, b: Endpoint) -> FlowKey {
-    let name = file.rsplit('/').next().unwrap_or(file).to_string();
+    let name = file_name(file).to_string();
     if a <= b {
         (name, protocol, a, b)
     } else {

@@ -253,13 +253,13 @@ pub fn run(args: &PretrainArgs, opts: &RuntimeOptions) -> anyhow::Result<Pretrai
     } else {
         Some(Catalog::open(&settings.val_data)?)
     };
+    let unit_rows = catalog.unit_rows();
     let split = Arc::new(Split::by_unit(
-        &catalog.unit_rows(),
+        &unit_rows,
         settings.val_fraction,
         settings.stream.seed,
     )?);
-    let held_rows: u64 = catalog
-        .unit_rows()
+    let held_rows: u64 = unit_rows
         .iter()
         .filter(|(u, _)| split.contains(u))
         .map(|(_, n)| n)
