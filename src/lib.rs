@@ -6,6 +6,7 @@ pub mod commands;
 pub mod dataset;
 pub mod decode;
 pub mod flow;
+pub mod forecast;
 pub mod jobs;
 pub mod pipeline;
 pub mod process;
