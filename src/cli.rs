@@ -49,6 +49,119 @@ pub enum Command {
     Export(ExportArgs),
     /// A run's loss and validation curves (and confusion matrix) as PNG and SVG.
     Plot(PlotArgs),
+    /// Link-load forecasting: series, backtests, training and forecasts.
+    #[command(subcommand)]
+    Forecast(ForecastCommand),
+}
+
+/// `netfm forecast ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ForecastCommand {
+    /// Read link-load series (tables, counters, Prometheus, or the bundled Abilene data) onto
+    /// a time grid and write them as long-format CSV or Parquet.
+    Series(ForecastSeriesArgs),
+    /// Rolling-origin backtest of netfm's forecaster and the baselines: MAE, RMSE, sMAPE,
+    /// MASE and 80% interval coverage per model and horizon (`--dataset abilene`: the whole
+    /// Abilene benchmark, failure scenario included).
+    Backtest(Box<ForecastBacktestArgs>),
+}
+
+/// Where series come from; every `forecast` subcommand flattens this.
+#[derive(Args, Debug, Clone)]
+pub struct SeriesInputArgs {
+    /// A bundled dataset instead of --input: `abilene` (two measured weeks of 5-minute
+    /// traffic matrices routed into the loads of its 30 links).
+    #[arg(long, conflicts_with = "input")]
+    pub dataset: Option<String>,
+    /// Abilene: the week (1 = AbileneTM, 2 = AbileneTM2) [default: both where a command
+    /// takes several, else 1].
+    #[arg(long)]
+    pub week: Option<usize>,
+    /// Abilene: the folder holding its files [default: the bundled datasets/abilene].
+    #[arg(long, value_name = "DIR")]
+    pub abilene_dir: Option<PathBuf>,
+    /// Long-format tables `timestamp,link,value` (.csv or .parquet) or Prometheus
+    /// `/api/v1/query_range` results (.json).
+    #[arg(long, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// The values are raw interface counters of this many bits (32 or 64), e.g. SNMP
+    /// ifHCInOctets or node_exporter's *_bytes_total: rates come from their differences,
+    /// wraps and resets are detected and counted.
+    #[arg(long, value_name = "BITS")]
+    pub counters: Option<u32>,
+    /// The series' interval (e.g. 5m, 300s, 1h).
+    #[arg(long, default_value = "5m")]
+    pub interval: String,
+    /// Multiply every rate (e.g. 8 for octet counters in bit/s).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Counters: a gap between samples longer than this is missing data [default: 1.5x the
+    /// median sample spacing].
+    #[arg(long, value_name = "DURATION")]
+    pub max_gap: Option<String>,
+}
+
+/// `netfm forecast series`.
+#[derive(Args, Debug, Clone)]
+pub struct ForecastSeriesArgs {
+    #[command(flatten)]
+    pub input: SeriesInputArgs,
+    /// Abilene: the busiest link and its reverse fail at the start of the last day.
+    #[arg(long)]
+    pub failure: bool,
+    /// The file to write: .csv or .parquet.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `netfm forecast backtest`.
+#[derive(Args, Debug, Clone)]
+pub struct ForecastBacktestArgs {
+    #[command(flatten)]
+    pub input: SeriesInputArgs,
+    /// Training span at the start of each series [default: 5 days for Abilene, else 70% of
+    /// the span].
+    #[arg(long, value_name = "DURATION")]
+    pub train: Option<String>,
+    /// A forecast origin every this long through the test part.
+    #[arg(long, default_value = "1h")]
+    pub origin_every: String,
+    /// The horizons scored (comma-separated); the longest is the forecast length.
+    #[arg(long, default_value = "5m,1h", value_delimiter = ',')]
+    pub horizons: Vec<String>,
+    /// The models (comma-separated) [default: every baseline and netfm].
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Abilene: also run the failure scenario (the busiest link and its reverse fail at the
+    /// start of the last day) [default: on with --dataset abilene and no --models].
+    #[arg(long)]
+    pub failure: Option<bool>,
+    /// Write one JSON record per model, horizon and week (and the failure scenario's) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw history, forecasts and intervals of one series (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Seed of netfm's model.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// netfm's model: train steps [default: from the forecaster's preset].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Threads for the baselines.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// `netfm plot`.

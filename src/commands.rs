@@ -498,3 +498,17 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<ExitCode> {
     print_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `netfm forecast series`.
+pub fn forecast_series(args: &crate::cli::ForecastSeriesArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::forecast::series(args)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netfm forecast backtest`.
+pub fn forecast_backtest(args: &crate::cli::ForecastBacktestArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::forecast::backtest(args)?;
+    print!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}

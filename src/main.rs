@@ -1,7 +1,7 @@
 //! The `netfm` binary: parses the command line and hands off to the library.
 
 use clap::Parser;
-use netfm::cli::{Cli, Command, ModelCommand};
+use netfm::cli::{Cli, Command, ForecastCommand, ModelCommand};
 use std::process::ExitCode;
 
 // The flow table allocates and frees small token buffers per flow; mimalloc is several
@@ -23,6 +23,10 @@ fn main() -> ExitCode {
         Command::Predict(args) => netfm::commands::predict(&args),
         Command::Export(args) => netfm::commands::export(&args),
         Command::Plot(args) => netfm::commands::plot(&args),
+        Command::Forecast(ForecastCommand::Series(args)) => netfm::commands::forecast_series(&args),
+        Command::Forecast(ForecastCommand::Backtest(args)) => {
+            netfm::commands::forecast_backtest(&args)
+        }
     };
     match result {
         Ok(code) => code,

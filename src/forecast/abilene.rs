@@ -58,7 +58,10 @@ impl Topology {
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("link line {}: {l:?}", i + 1))?;
             if f.len() != 5 || f[0] as usize != i {
-                bail!("link line {}: expected `{i} source destination weight capacity`", i + 1);
+                bail!(
+                    "link line {}: expected `{i} source destination weight capacity`",
+                    i + 1
+                );
             }
             let (from, to) = (f[1] as usize, f[2] as usize);
             if from >= nodes || to >= nodes || from == to || f[3] <= 0.0 {
@@ -321,7 +324,12 @@ impl Abilene {
 
     /// The link with the highest mean load in `week`'s first `train` intervals.
     pub fn busiest_link(&self, week: usize, train: usize) -> usize {
-        let loads = link_loads(&self.topology, &self.weeks[week].1[..train], WEEK_START, None);
+        let loads = link_loads(
+            &self.topology,
+            &self.weeks[week].1[..train],
+            WEEK_START,
+            None,
+        );
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         (0..loads.panel.values.len())
             .max_by(|&a, &b| mean(&loads.panel.values[a]).total_cmp(&mean(&loads.panel.values[b])))

@@ -141,7 +141,9 @@ pub fn mase_scales(train: &Panel) -> Vec<f64> {
 
 /// The forecast origins of a spec over `len` intervals.
 pub fn origins(spec: &Spec, len: usize) -> Vec<usize> {
-    (spec.train..len).step_by(spec.origin_every.max(1)).collect()
+    (spec.train..len)
+        .step_by(spec.origin_every.max(1))
+        .collect()
 }
 
 /// Every series' forecasts at one origin, `[series][step][quantile]`, spread over threads

@@ -38,6 +38,9 @@ pub trait Forecaster: Send + Sync {
         horizon: usize,
         quantiles: &[f64],
     ) -> anyhow::Result<Vec<Vec<f64>>>;
+    /// Tells the model where a known event (a failure, a reroute) happened: an interval
+    /// index of the panel it forecasts. Models that adapt to drift use it.
+    fn set_event(&mut self, _event: Option<usize>) {}
     /// Whether series may be forecast on several threads at once (a model that batches
     /// them itself says no).
     fn parallel(&self) -> bool {
@@ -355,7 +358,11 @@ impl Forecaster for Mstl {
             .as_ref()
             .with_context(|| format!("mstl: series {series} had too few training points"))?;
         if history.len() < 2 * self.period {
-            anyhow::bail!("mstl: {} intervals of history, it needs {}", history.len(), 2 * self.period);
+            anyhow::bail!(
+                "mstl: {} intervals of history, it needs {}",
+                history.len(),
+                2 * self.period
+            );
         }
         let (adjusted, season) = self.decompose(history)?;
         let (state, _, _) = m.filter(&adjusted);
@@ -403,7 +410,11 @@ impl Incremental {
         for k in 1..=AR_LAGS {
             f.push(y[t - k] / scale);
         }
-        let hour: Vec<f64> = y[t - 12..t].iter().copied().filter(|x| !x.is_nan()).collect();
+        let hour: Vec<f64> = y[t - 12..t]
+            .iter()
+            .copied()
+            .filter(|x| !x.is_nan())
+            .collect();
         if hour.is_empty() {
             return None;
         }
@@ -521,7 +532,10 @@ impl Forecaster for Incremental {
                 })
                 .collect();
             let fallback = || gaussian(last, 0.0, quantiles);
-            let Some(w) = (rows.len() > 20).then(|| ridge(&rows, self.ridge)).flatten() else {
+            let Some(w) = (rows.len() > 20)
+                .then(|| ridge(&rows, self.ridge))
+                .flatten()
+            else {
                 out.push(fallback());
                 continue;
             };
@@ -565,7 +579,13 @@ mod tests {
 
     #[test]
     fn probit_matches_known_quantiles() {
-        for (p, z) in [(0.5, 0.0), (0.9, 1.2815515655446004), (0.1, -1.2815515655446004), (0.975, 1.959963984540054), (0.001, -3.090232306167813)] {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.9, 1.2815515655446004),
+            (0.1, -1.2815515655446004),
+            (0.975, 1.959963984540054),
+            (0.001, -3.090232306167813),
+        ] {
             assert!((probit(p) - z).abs() < 1e-8, "{p}: {} vs {z}", probit(p));
         }
     }
@@ -592,7 +612,10 @@ mod tests {
         s.fit(&p).unwrap();
         let f = s.forecast(0, &y, 0, 12, &[0.5]).unwrap();
         let pts: Vec<f64> = f.iter().map(|q| q[0]).collect();
-        assert_eq!(pts, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 0.0, 1.0]);
+        assert_eq!(
+            pts,
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 0.0, 1.0]
+        );
     }
 
     #[test]
@@ -600,7 +623,8 @@ mod tests {
         let m = 48;
         let y: Vec<f64> = (0..m * 6)
             .map(|i| {
-                100.0 + 40.0 * (i as f64 * 2.0 * std::f64::consts::PI / m as f64).sin()
+                100.0
+                    + 40.0 * (i as f64 * 2.0 * std::f64::consts::PI / m as f64).sin()
                     + ((i * 7919) % 7) as f64
                     - 3.0
             })
@@ -619,13 +643,20 @@ mod tests {
         ] {
             f.fit(&p).unwrap();
             let fc = f.forecast(0, train, 0, 12, &[0.1, 0.5, 0.9]).unwrap();
-            let mae: f64 =
-                fc.iter().zip(test).map(|(q, y)| (q[1] - y).abs()).sum::<f64>() / 12.0;
+            let mae: f64 = fc
+                .iter()
+                .zip(test)
+                .map(|(q, y)| (q[1] - y).abs())
+                .sum::<f64>()
+                / 12.0;
             assert!(fc.iter().all(|q| q[0] <= q[1] && q[1] <= q[2]));
             errs.push(mae);
         }
         // Both seasonal methods beat the last value by far on a strong daily cycle.
-        assert!(errs[1] < 0.3 * errs[0] && errs[2] < 0.3 * errs[0], "{errs:?}");
+        assert!(
+            errs[1] < 0.3 * errs[0] && errs[2] < 0.3 * errs[0],
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -55,7 +55,13 @@ impl Ets {
     /// Runs the filter over `y` from the initial state; returns the final state and the sum
     /// of squared one-step errors and their count.
     pub fn filter(&self, y: &[f64]) -> (State, f64, usize) {
-        self.filter_from(State { level: self.l0, trend: self.b0 }, y)
+        self.filter_from(
+            State {
+                level: self.l0,
+                trend: self.b0,
+            },
+            y,
+        )
     }
 
     pub fn filter_from(&self, s: State, y: &[f64]) -> (State, f64, usize) {
@@ -105,7 +111,11 @@ fn decode(trend: Trend, p: &[f64], scale: f64, l0: f64) -> Ets {
     let alpha = 1e-4 + (1.0 - 2e-4) * sigmoid(p[0]);
     let (beta, phi, b0) = match trend {
         Trend::None => (0.0, 0.0, 0.0),
-        Trend::Additive => (1e-4 + (alpha - 2e-4).max(0.0) * sigmoid(p[1]), 1.0, p[3] * scale * 1e-2),
+        Trend::Additive => (
+            1e-4 + (alpha - 2e-4).max(0.0) * sigmoid(p[1]),
+            1.0,
+            p[3] * scale * 1e-2,
+        ),
         Trend::Damped => (
             1e-4 + (alpha - 2e-4).max(0.0) * sigmoid(p[1]),
             0.8 + 0.18 * sigmoid(p[2]),
@@ -149,11 +159,12 @@ pub fn fit_trend(y: &[f64], trend: Trend) -> Option<Ets> {
     let best = nelder_mead(&cost, &start, 0.5, 2000);
     let mut m = decode(trend, &best, scale, l0);
     let (_, sse, n) = m.filter(y);
-    let k = 2 + match trend {
-        Trend::None => 0,
-        Trend::Additive => 2,
-        Trend::Damped => 3,
-    } + 1;
+    let k =
+        2 + match trend {
+            Trend::None => 0,
+            Trend::Additive => 2,
+            Trend::Damped => 3,
+        } + 1;
     let n = n as f64;
     m.sigma2 = sse / n;
     let loglik = -0.5 * n * ((2.0 * std::f64::consts::PI * m.sigma2).ln() + 1.0);
@@ -239,7 +250,9 @@ pub fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], step: f64, max_evals: 
             }
         }
     }
-    let best = (0..=n).min_by(|&a, &b| vals[a].total_cmp(&vals[b])).unwrap_or(0);
+    let best = (0..=n)
+        .min_by(|&a, &b| vals[a].total_cmp(&vals[b]))
+        .unwrap_or(0);
     pts[best].clone()
 }
 
@@ -251,7 +264,10 @@ mod tests {
     fn nelder_mead_finds_a_quadratic_minimum() {
         let f = |p: &[f64]| (p[0] - 3.0).powi(2) + 2.0 * (p[1] + 1.0).powi(2);
         let x = nelder_mead(&f, &[0.0, 0.0], 1.0, 1000);
-        assert!((x[0] - 3.0).abs() < 1e-4 && (x[1] + 1.0).abs() < 1e-4, "{x:?}");
+        assert!(
+            (x[0] - 3.0).abs() < 1e-4 && (x[1] + 1.0).abs() < 1e-4,
+            "{x:?}"
+        );
     }
 
     #[test]
@@ -272,7 +288,9 @@ mod tests {
     #[test]
     fn a_level_series_gets_simple_smoothing_and_missing_points_are_skipped() {
         let mut rng = netfm_models::params::SplitMix64(7);
-        let mut y: Vec<f64> = (0..300).map(|_| 50.0 + 10.0 * rng.uniform() - 5.0).collect();
+        let mut y: Vec<f64> = (0..300)
+            .map(|_| 50.0 + 10.0 * rng.uniform() - 5.0)
+            .collect();
         y[100] = f64::NAN;
         y[101] = f64::NAN;
         let m = auto_fit(&y).unwrap();
@@ -280,6 +298,10 @@ mod tests {
         assert_eq!(n, 298);
         assert!((s.level - 50.0).abs() < 3.0, "{s:?}");
         // One-step sd about the noise's (uniform on -5..5: 3.2).
-        assert!(m.sigma2.sqrt() > 2.0 && m.sigma2.sqrt() < 5.0, "{}", m.sigma2);
+        assert!(
+            m.sigma2.sqrt() > 2.0 && m.sigma2.sqrt() < 5.0,
+            "{}",
+            m.sigma2
+        );
     }
 }

@@ -6,6 +6,7 @@
 pub mod abilene;
 pub mod backtest;
 pub mod baselines;
+pub mod drift;
 pub mod ets;
 pub mod prometheus;
 pub mod series;

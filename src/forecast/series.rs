@@ -149,7 +149,12 @@ pub fn to_panel(points: Vec<Point>, spec: &GridSpec) -> anyhow::Result<(Panel, C
     let mut by: BTreeMap<String, Vec<(f64, f64, usize)>> = BTreeMap::new();
     for (i, p) in points.into_iter().enumerate() {
         if !p.t.is_finite() {
-            bail!("point {} of series {:?}: time {} is not finite", i + 1, p.series, p.t);
+            bail!(
+                "point {} of series {:?}: time {} is not finite",
+                i + 1,
+                p.series,
+                p.t
+            );
         }
         by.entry(p.series).or_default().push((p.t, p.value, i));
     }
@@ -181,7 +186,10 @@ pub fn to_panel(points: Vec<Point>, spec: &GridSpec) -> anyhow::Result<(Panel, C
     let start = (t0 / step).floor() as i64 * spec.step;
     let n = (((t1 - start as f64) / step).floor() as usize) + 1;
     if n > 50_000_000 {
-        bail!("{n} intervals of {} s: the interval is too short for the time span", spec.step);
+        bail!(
+            "{n} intervals of {} s: the interval is too short for the time span",
+            spec.step
+        );
     }
     let mut names = Vec::new();
     let mut values = Vec::new();
@@ -317,7 +325,11 @@ pub fn parse_time(s: &str) -> Option<f64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp() as f64 + t.timestamp_subsec_nanos() as f64 * 1e-9);
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
             let t = t.and_utc();
             return Some(t.timestamp() as f64 + t.timestamp_subsec_nanos() as f64 * 1e-9);
@@ -362,7 +374,10 @@ pub fn read_csv(path: &Path) -> anyhow::Result<Vec<Point>> {
 }
 
 pub fn parse_csv(text: &str) -> anyhow::Result<Vec<Point>> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, head) = lines.next().context("the file is empty")?;
     let header: Vec<String> = head.split(',').map(|s| s.trim().to_string()).collect();
     let (ti, si, vi) = (
@@ -449,9 +464,8 @@ pub fn read_parquet(path: &Path) -> anyhow::Result<Vec<Point>> {
         let vals = cast(vi, &DataType::Float64)?;
         let vals = vals.as_primitive::<Float64Type>();
         for r in 0..batch.num_rows() {
-            let t = times[r].with_context(|| {
-                format!("{}: row {}: no time", path.display(), out.len() + 1)
-            })?;
+            let t = times[r]
+                .with_context(|| format!("{}: row {}: no time", path.display(), out.len() + 1))?;
             if series.is_null(r) {
                 bail!("{}: row {}: no series name", path.display(), out.len() + 1);
             }
@@ -533,10 +547,7 @@ mod tests {
     fn counter_wrap_at_32_bits() {
         let top = 2f64.powi(32);
         // 600 units per 60 s, across the wrap.
-        let p = pts(
-            "a",
-            &[(0.0, top - 300.0), (60.0, 300.0), (120.0, 900.0)],
-        );
+        let p = pts("a", &[(0.0, top - 300.0), (60.0, 300.0), (120.0, 900.0)]);
         let (panel, c) = to_panel(p, &spec(ValueKind::Counter(32))).unwrap();
         assert_eq!(c.wraps, 1);
         assert_eq!(c.resets, 0);
@@ -563,7 +574,13 @@ mod tests {
         // Samples every 60 s, then one 600 s apart.
         let p = pts(
             "a",
-            &[(0.0, 0.0), (60.0, 600.0), (120.0, 1200.0), (720.0, 7200.0), (780.0, 7800.0)],
+            &[
+                (0.0, 0.0),
+                (60.0, 600.0),
+                (120.0, 1200.0),
+                (720.0, 7200.0),
+                (780.0, 7800.0),
+            ],
         );
         let (panel, c) = to_panel(p, &spec(ValueKind::Counter(64))).unwrap();
         assert_eq!(c.gaps, 1);

@@ -6,6 +6,7 @@
 pub mod embed;
 pub mod finetune;
 pub mod flow_output;
+pub mod forecast;
 pub mod labels;
 pub mod model;
 pub mod plot;
