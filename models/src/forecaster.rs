@@ -15,16 +15,20 @@
 //!   calendar features (at the patch's last interval) and its exogenous features, projected
 //!   to `D`, plus a learned position per patch.
 //! - **Query tokens**, one per forecast step: a learned vector per step plus the projection of
-//!   that step's calendar features. The calendar features are what let the model place each
-//!   step on the daily and weekly cycle, which dominates smooth link loads; a flatten head
-//!   (PatchTST) would have to infer the phase of each step from the history alone.
+//!   that step's calendar features, so each step is placed on the daily and weekly cycle that
+//!   dominates smooth link loads (weekday or weekend, time of day) directly, where a flatten
+//!   head (PatchTST) would have to infer it from the history. On the synthetic diurnal series
+//!   of tests/forecaster.rs, zeroing the calendar features raises the held-out loss from
+//!   0.035 to 0.050 after 300 steps.
 //! - **Encoder**: `layers` pre-LayerNorm blocks (full multi-head self-attention over the
 //!   `P + H` tokens, GELU feed-forward), then a final LayerNorm and a linear head from each
 //!   query token to `Q` raw outputs.
 //! - **Linear path**: a `[C, H]` matrix from the normalized history to the central quantile
 //!   of every step (DLinear-style, zero at start): short-horizon load forecasts are mostly
-//!   a weighted recent level, which a linear map learns in a few hundred steps, and the
-//!   transformer learns the corrections (calendar, exogenous features, spread).
+//!   a weighted recent level, which a linear map learns fast, and the transformer learns
+//!   the corrections (calendar, exogenous features, spread). Without it the same test's
+//!   held-out loss is 0.078 instead of 0.037 after 150 steps, 0.055 instead of 0.035 after
+//!   300, and about the same (0.036 and 0.033) after 1000.
 //! - **Quantiles that cannot cross**: the raw output of the quantile nearest 0.5 (plus the
 //!   linear path) is that quantile; each quantile above it is the one below plus
 //!   `softplus(raw)`, each below it the one above minus `softplus(raw)`, with
