@@ -556,6 +556,31 @@ fn normalization_is_scale_free_and_ignores_missing_points() {
     assert!(q[..9].iter().zip(&q0).any(|(a, b)| a != b));
 }
 
+/// Any quantile set gives ordered quantiles, even from random parameters and without 0.5
+/// (then there is no `p50` output).
+#[test]
+fn quantiles_never_cross() {
+    for quantiles in [vec![0.05, 0.3, 0.6, 0.95], vec![0.25, 0.75], vec![0.9]] {
+        let cfg = ForecastConfig {
+            quantiles: quantiles.clone(),
+            ..tiny()
+        };
+        let params = perturbed_params(&cfg, 2);
+        let inf = forecast_inference_graph(&cfg, &params, DType::F64).unwrap();
+        let mut s = session(&inf, OptimizationLevel::Disabled);
+        let out = host::run(&mut s, &random_windows(&cfg, 4, 9).inputs()).unwrap();
+        assert!(!out.contains_key("p50"), "{quantiles:?}");
+        let q = values(&out["quantiles"]);
+        assert_eq!(q.len(), 4 * cfg.horizon * quantiles.len());
+        for row in q.chunks(quantiles.len()) {
+            assert!(
+                row.windows(2).all(|p| p[0] < p[1]),
+                "{quantiles:?}: {row:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn config_errors_are_clear() {
     let ok = ForecastConfig::default();
@@ -617,8 +642,10 @@ fn config_errors_are_clear() {
         ForecastConfigError::Zero("time_features")
     );
     // The graph builders refuse a bad config, and a non-float dtype.
-    let mut c = ForecastConfig::default();
-    c.patch = 7;
+    let c = ForecastConfig {
+        patch: 7,
+        ..ForecastConfig::default()
+    };
     assert!(matches!(
         forecast_train_step_graph(&c, &AdamWConfig::default(), DType::F32),
         Err(ForecastError::Config(
@@ -687,7 +714,8 @@ fn graphs_carry_their_metadata() {
 }
 
 /// Train-step time at the default (Abilene) config with batch 64: run with
-/// `cargo nextest run --test forecaster --run-ignored only --no-capture speed`.
+/// `cargo nextest run --test forecaster --run-ignored only --no-capture speed`
+/// (`FORECAST_BENCH_THREADS=N` sets the intra-op threads, default 2).
 #[test]
 #[ignore = "a timing, not a check"]
 fn default_config_train_step_speed() {
@@ -696,7 +724,7 @@ fn default_config_train_step_speed() {
     let series = synthetic_series(&[1.0, 50.0, 3e4], 60 * PERIOD, 0.04, 3);
     let mut rng = SplitMix64(5);
     let span = cfg.context + cfg.horizon;
-    let threads = std::env::var("NETFM_THREADS")
+    let threads = std::env::var("FORECAST_BENCH_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
