@@ -101,6 +101,11 @@ pub mod meta_keys {
     pub const OBJECTIVE: &str = "netfm.objective";
     pub const PARAMS: &str = "netfm.params";
     pub const DTYPE: &str = "netfm.dtype";
+    /// Which model definition built the graph: absent for the hierarchical encoder,
+    /// `forecaster` for [`crate::forecaster`].
+    pub const ARCHITECTURE: &str = "netfm.architecture";
+    /// The forecaster's [`crate::forecaster::ForecastConfig`] JSON.
+    pub const FORECAST_CONFIG: &str = "netfm.forecast_config";
 }
 
 /// The parameters of `cfg` in graph order (built into a scratch graph).
@@ -153,19 +158,21 @@ fn metadata(
         ));
     }
     if let Some(ps) = params {
-        let entries: Vec<ParamEntry> = ps
-            .iter()
-            .map(|p| ParamEntry {
-                name: p.name.clone(),
-                dims: p.dims.clone(),
-            })
-            .collect();
-        m.push((
-            meta_keys::PARAMS.to_string(),
-            serde_json::to_string(&entries).expect("params"),
-        ));
+        m.push((meta_keys::PARAMS.to_string(), param_entries_json(ps)));
     }
     m
+}
+
+/// The value of `netfm.params`: the ordered [`ParamEntry`] list of `params`.
+pub fn param_entries_json(params: &[ParamSpec]) -> String {
+    let entries: Vec<ParamEntry> = params
+        .iter()
+        .map(|p| ParamEntry {
+            name: p.name.clone(),
+            dims: p.dims.clone(),
+        })
+        .collect();
+    serde_json::to_string(&entries).expect("params")
 }
 
 fn output_heads(g: &mut Graph, heads: &HeadOutputs) {
@@ -459,8 +466,32 @@ fn build_train_step_frozen(
     let mut mixed = PartlyFrozen::new(frozen);
     let terms = forward_with_losses(&mut g, cfg, &spec.objective, &mut mixed)?.terms;
     let store = checked(mixed)?;
-    let loss = terms[0].0;
-    let grads = gradients(&mut g, loss, &store.values);
+    append_train_step(&mut g, &spec.adamw, &store, &terms);
+    let meta = metadata(
+        "train_step",
+        cfg,
+        Some(&spec.objective),
+        Some(&store.specs),
+        spec.dtype,
+    );
+    Ok(TrainStepGraph {
+        graph: g,
+        params: store.specs,
+        meta,
+    })
+}
+
+/// Appends a train step to a graph whose parameters are the inputs of `store`: the
+/// gradients of the total loss `terms[0]`, the inputs `m.P`, `v.P` and the step scalars, one
+/// AdamW update, and the outputs `terms` (loss names), `grad_norm`, `lr_used`, `new.P`,
+/// `new.m.P`, `new.v.P` (the contract netfm's `Trainer` runs).
+pub fn append_train_step(
+    g: &mut Graph,
+    cfg: &AdamWConfig,
+    store: &InputParams,
+    terms: &[(V, &str)],
+) {
+    let grads = gradients(g, terms[0].0, &store.values);
     let f = g.float;
     let slots: Vec<ParamSlot> = store
         .specs
@@ -476,9 +507,9 @@ fn build_train_step_frozen(
             }
         })
         .collect();
-    let io = StepInputs::declare(&mut g);
-    let upd = adamw(&mut g, &spec.adamw, &slots, &grads, &io);
-    for (v, name) in terms {
+    let io = StepInputs::declare(g);
+    let upd = adamw(g, cfg, &slots, &grads, &io);
+    for &(v, name) in terms {
         g.output(v, name);
     }
     g.output(upd.grad_norm, "grad_norm");
@@ -488,16 +519,4 @@ fn build_train_step_frozen(
         g.output(upd.m[i], &format!("new.m.{}", s.name));
         g.output(upd.v[i], &format!("new.v.{}", s.name));
     }
-    let meta = metadata(
-        "train_step",
-        cfg,
-        Some(&spec.objective),
-        Some(&store.specs),
-        spec.dtype,
-    );
-    Ok(TrainStepGraph {
-        graph: g,
-        params: store.specs,
-        meta,
-    })
 }
