@@ -41,6 +41,11 @@ pub trait Forecaster: Send + Sync {
     /// Tells the model where a known event (a failure, a reroute) happened: an interval
     /// index of the panel it forecasts. Models that adapt to drift use it.
     fn set_event(&mut self, _event: Option<usize>) {}
+    /// Whether [`Forecaster::set_event`] changes its forecasts (the failure scenario then
+    /// reports it with and without).
+    fn adaptive(&self) -> bool {
+        false
+    }
     /// Whether series may be forecast on several threads at once (a model that batches
     /// them itself says no).
     fn parallel(&self) -> bool {

@@ -10,3 +10,4 @@ pub mod drift;
 pub mod ets;
 pub mod prometheus;
 pub mod series;
+pub mod model;

@@ -8,6 +8,8 @@ use crate::forecast::abilene::{self, Abilene, Failure};
 use crate::forecast::backtest::{self, parse_duration, Row, Spec};
 use crate::forecast::baselines::{self, Forecaster};
 use crate::forecast::drift::{self, DriftRow};
+use crate::forecast::model::{NetfmForecaster, TrainSettings};
+use netfm_models::forecaster::ForecastConfig;
 use crate::forecast::series::{self, Corrections, GridSpec, Panel, ValueKind};
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -310,16 +312,37 @@ impl fmt::Display for BacktestSummary {
     }
 }
 
+/// Every model by name, in report order: netfm's, then the baselines.
+fn all_models(args: &ForecastBacktestArgs, season: usize) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
+    let mut settings = TrainSettings {
+        seed: args.seed,
+        ..Default::default()
+    };
+    if let Some(s) = args.steps {
+        if s == 0 {
+            bail!("--steps must be at least 1");
+        }
+        settings.steps = s;
+    }
+    let mut out: Vec<Box<dyn Forecaster>> = vec![Box::new(NetfmForecaster::new(
+        ForecastConfig::default(),
+        settings,
+        args.runtime.to_options()?,
+    ))];
+    out.extend(baselines::all(season));
+    Ok(out)
+}
+
 /// The models to run, by name.
-fn models_named(names: &[String], season: usize) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
-    let all = baselines::all(season);
-    let known: Vec<String> = all.iter().map(|m| m.name().to_string()).collect();
-    if names.is_empty() {
+fn models_named(args: &ForecastBacktestArgs, season: usize) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
+    let all = all_models(args, season)?;
+    if args.models.is_empty() {
         return Ok(all);
     }
+    let known: Vec<String> = all.iter().map(|m| m.name().to_string()).collect();
     let mut out = Vec::new();
-    for n in names {
-        let mut fresh = baselines::all(season);
+    for n in &args.models {
+        let mut fresh = all_models(args, season)?;
         let Some(i) = fresh.iter().position(|m| m.name() == n) else {
             bail!("unknown model {n:?}: the models are {}", known.join(", "));
         };
@@ -386,7 +409,7 @@ pub fn backtest(args: &ForecastBacktestArgs) -> anyhow::Result<BacktestSummary> 
             quantiles: vec![0.1, 0.5, 0.9],
             threads: args.jobs.max(1),
         };
-        let mut models = models_named(&args.models, season)?;
+        let mut models = models_named(args, season)?;
         let bar = step_bar(0, 0, quiet);
         bar.set_message(format!("week {}: backtest", l.label));
         let mut progress = |done: u64, total: u64| {
@@ -418,18 +441,27 @@ pub fn backtest(args: &ForecastBacktestArgs) -> anyhow::Result<BacktestSummary> 
             if !links.is_empty() {
                 bar.set_message(format!("week {}: failure", l.label));
                 for m in models.iter_mut() {
-                    m.set_event(Some(f.at));
-                    let mut got = drift::run(
-                        m.as_ref(),
-                        failed,
-                        &links,
-                        f.at,
-                        12 * season / 24,
-                        &spec,
-                        &l.label,
-                        &mut progress,
-                    )?;
-                    failure_rows.append(&mut got);
+                    let variants: &[bool] = if m.adaptive() { &[false, true] } else { &[true] };
+                    for &adapt in variants {
+                        m.set_event(adapt.then_some(f.at));
+                        let mut got = drift::run(
+                            m.as_ref(),
+                            failed,
+                            &links,
+                            f.at,
+                            12 * season / 24,
+                            &spec,
+                            &l.label,
+                            &mut progress,
+                        )?;
+                        if adapt && m.adaptive() {
+                            for r in &mut got {
+                                r.model = format!("{} (adapted)", r.model);
+                            }
+                        }
+                        failure_rows.append(&mut got);
+                    }
+                    m.set_event(None);
                 }
             }
         }
