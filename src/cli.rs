@@ -64,6 +64,76 @@ pub enum ForecastCommand {
     /// MASE and 80% interval coverage per model and horizon (`--dataset abilene`: the whole
     /// Abilene benchmark, failure scenario included).
     Backtest(Box<ForecastBacktestArgs>),
+    /// Train netfm's forecaster on series and save it (an ONNX model and its settings).
+    Train(Box<ForecastTrainArgs>),
+    /// Forecast the next intervals of every series, with quantiles, from a trained model (or
+    /// a baseline fitted on the spot).
+    Predict(Box<ForecastPredictArgs>),
+}
+
+/// `netfm forecast train`.
+#[derive(Args, Debug, Clone)]
+pub struct ForecastTrainArgs {
+    #[command(flatten)]
+    pub input: SeriesInputArgs,
+    /// Train on this much of each series' start only [default: all of it].
+    #[arg(long, value_name = "DURATION")]
+    pub train: Option<String>,
+    #[command(flatten)]
+    pub model: ForecasterArgs,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The model folder to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace what --out holds.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `netfm forecast predict`.
+#[derive(Args, Debug, Clone)]
+pub struct ForecastPredictArgs {
+    #[command(flatten)]
+    pub input: SeriesInputArgs,
+    /// A `forecast train` model folder.
+    #[arg(long, required_unless_present = "baseline")]
+    pub model: Option<PathBuf>,
+    /// Instead of a model: a baseline fitted on each series' history (naive,
+    /// seasonal_naive, ets, mstl, incremental).
+    #[arg(long, conflicts_with = "model")]
+    pub baseline: Option<String>,
+    /// How far ahead (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h")]
+    pub horizon: String,
+    /// The quantiles (comma-separated, each in (0, 1)).
+    #[arg(long, default_value = "0.1,0.5,0.9", value_delimiter = ',')]
+    pub quantiles: Vec<f64>,
+    /// The file to write: .csv, .parquet or .json.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Draw the history, forecast and intervals of one series (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// The series --plot draws [default: the first].
+    #[arg(long)]
+    pub plot_series: Option<String>,
+    /// Replace --out (and --plot) if they exist.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Where series come from; every `forecast` subcommand flattens this.
@@ -120,6 +190,39 @@ pub struct ForecastSeriesArgs {
     pub json: bool,
 }
 
+/// netfm's forecaster: its shape and training (`forecast train` and `forecast backtest`).
+#[derive(Args, Debug, Clone)]
+pub struct ForecasterArgs {
+    /// History intervals the model reads.
+    #[arg(long, default_value_t = 576)]
+    pub context: usize,
+    /// Intervals per patch (the context must be a multiple).
+    #[arg(long, default_value_t = 24)]
+    pub patch: usize,
+    /// Steps the model forecasts (the longest horizon it supports).
+    #[arg(long, default_value_t = 12)]
+    pub model_horizon: usize,
+    #[arg(long, default_value_t = 64)]
+    pub d_model: usize,
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Train steps.
+    #[arg(long, default_value_t = 600)]
+    pub steps: u64,
+    /// Windows per step.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Peak learning rate (warmup, then cosine decay).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Calendar features: `auto` (time of day; day of week too when the training data spans
+    /// two weeks), `day`, `week` or `none`.
+    #[arg(long, default_value = "auto")]
+    pub calendar: String,
+}
+
 /// `netfm forecast backtest`.
 #[derive(Args, Debug, Clone)]
 pub struct ForecastBacktestArgs {
@@ -145,15 +248,11 @@ pub struct ForecastBacktestArgs {
     /// Write one JSON record per model, horizon and week (and the failure scenario's) to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Draw history, forecasts and intervals of one series (.png or .svg).
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<PathBuf>,
     /// Seed of netfm's model.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// netfm's model: train steps [default: from the forecaster's preset].
-    #[arg(long)]
-    pub steps: Option<u64>,
+    #[command(flatten)]
+    pub model: ForecasterArgs,
     /// Threads for the baselines.
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,

@@ -512,3 +512,17 @@ pub fn forecast_backtest(args: &crate::cli::ForecastBacktestArgs) -> anyhow::Res
     print!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `netfm forecast train`.
+pub fn forecast_train(args: &crate::cli::ForecastTrainArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::forecast::train(args)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netfm forecast predict`.
+pub fn forecast_predict(args: &crate::cli::ForecastPredictArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::forecast::predict(args)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}

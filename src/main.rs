@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         Command::Forecast(ForecastCommand::Backtest(args)) => {
             netfm::commands::forecast_backtest(&args)
         }
+        Command::Forecast(ForecastCommand::Train(args)) => netfm::commands::forecast_train(&args),
+        Command::Forecast(ForecastCommand::Predict(args)) => {
+            netfm::commands::forecast_predict(&args)
+        }
     };
     match result {
         Ok(code) => code,

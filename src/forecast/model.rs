@@ -8,7 +8,8 @@
 //!   and of the loss (`target_mask`). Batches are drawn with a seeded generator, so a run is
 //!   deterministic for a seed.
 //! - Calendar features: sine and cosine of the time of day and of the day of the week, at
-//!   each patch's last interval and at each forecast step.
+//!   each patch's last interval and at each forecast step (the weekly pair only when the
+//!   training data spans two weeks: see [`TrainSettings::calendar`]).
 //! - Drift: once told of an event ([`Forecaster::set_event`]), the model renormalizes each
 //!   history that runs past it: the points before the event are rescaled by the ratio of the
 //!   load since the event to the load at the same times one day earlier, so the window looks
@@ -42,6 +43,10 @@ pub struct TrainSettings {
     /// A window every this many intervals.
     pub stride: usize,
     pub seed: u64,
+    /// The calendar features. `Auto` becomes `Week` when the training data spans two weeks
+    /// or more, else `Day` (with less, some days of the week are never seen in training and
+    /// the features cannot generalize to them).
+    pub calendar: Calendar,
 }
 
 impl Default for TrainSettings {
@@ -53,21 +58,50 @@ impl Default for TrainSettings {
             warmup: 50,
             stride: 1,
             seed: 1,
+            calendar: Calendar::Auto,
         }
     }
 }
 
-/// The calendar features of the interval starting at `t` (unix seconds, UTC).
-pub fn calendar(t: i64) -> [f32; 4] {
+/// Which calendar features the model gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Calendar {
+    /// Time of day, and day of week when the training data spans two weeks.
+    Auto,
+    Day,
+    Week,
+    None,
+}
+
+impl std::str::FromStr for Calendar {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Calendar> {
+        Ok(match s {
+            "auto" => Calendar::Auto,
+            "day" => Calendar::Day,
+            "week" => Calendar::Week,
+            "none" => Calendar::None,
+            _ => bail!("--calendar is auto, day, week or none, not {s:?}"),
+        })
+    }
+}
+
+/// The calendar features of the interval starting at `t` (unix seconds, UTC): sine and
+/// cosine of the time of day (zero with `Calendar::None`) and of the day of the week (zero
+/// unless `Calendar::Week`).
+pub fn calendar(t: i64, which: Calendar) -> [f32; 4] {
     use std::f64::consts::TAU;
     let day = t.rem_euclid(86_400) as f64 / 86_400.0;
     // 1970-01-01 was a Thursday: Monday is day 0 of the week.
     let week = ((t.div_euclid(86_400) + 3).rem_euclid(7) as f64 + day) / 7.0;
+    let w = if which == Calendar::Week { 1.0 } else { 0.0 };
+    let d = if which == Calendar::None { 0.0 } else { 1.0 };
     [
-        (TAU * day).sin() as f32,
-        (TAU * day).cos() as f32,
-        (TAU * week).sin() as f32,
-        (TAU * week).cos() as f32,
+        d * (TAU * day).sin() as f32,
+        d * (TAU * day).cos() as f32,
+        w * (TAU * week).sin() as f32,
+        w * (TAU * week).cos() as f32,
     ]
 }
 
@@ -97,7 +131,7 @@ impl Batch {
 
     /// Adds the window of `y` ending before `origin` (interval `origin` starts at time
     /// `t_origin`); the target part only where `y` reaches that far.
-    fn push(&mut self, cfg: &ForecastConfig, y: &[f64], origin: usize, t_origin: i64, step: i64) {
+    fn push(&mut self, cfg: &ForecastConfig, y: &[f64], origin: usize, t_origin: i64, step: i64, weekly: Calendar) {
         let (c, h, p) = (cfg.context, cfg.horizon, cfg.patch);
         for i in 0..c {
             let x = (origin + i).checked_sub(c).and_then(|j| y.get(j)).copied();
@@ -115,10 +149,10 @@ impl Batch {
         for k in 0..cfg.patches() {
             // The patch's last interval.
             let t = t_origin - (c as i64 - ((k + 1) * p) as i64 + 1) * step;
-            self.hist_time.extend(calendar(t));
+            self.hist_time.extend(calendar(t, weekly));
         }
         for s in 0..h {
-            self.future_time.extend(calendar(t_origin + s as i64 * step));
+            self.future_time.extend(calendar(t_origin + s as i64 * step, weekly));
             match y.get(origin + s).copied().filter(|x| !x.is_nan()) {
                 Some(x) => {
                     self.target.push(x as f32);
@@ -162,12 +196,15 @@ pub struct NetfmForecaster {
     opts: RuntimeOptions,
     params: Option<HashMap<String, Tensor>>,
     session: Option<Mutex<Session>>,
+    onnx: Option<Vec<u8>>,
     event: Option<usize>,
     /// The series' interval in seconds (from the training panel).
     step: i64,
     name: String,
     /// Mean training loss over the last tenth of the steps, and the seconds training took.
     pub final_loss: f64,
+    /// Shows the training steps, when set.
+    pub progress: Option<indicatif::ProgressBar>,
     pub train_s: f64,
 }
 
@@ -179,25 +216,44 @@ impl NetfmForecaster {
             opts,
             params: None,
             session: None,
+            onnx: None,
             event: None,
             step: 300,
             name: "netfm".into(),
             final_loss: f64::NAN,
+            progress: None,
             train_s: 0.0,
         }
     }
 
-    /// From trained parameters (a saved model).
-    pub fn from_params(
-        cfg: ForecastConfig,
-        params: HashMap<String, Tensor>,
+    /// A saved model: its inference graph (`model.onnx`, which carries the config), the
+    /// settings it was trained with and its series' interval.
+    pub fn from_onnx(
+        bytes: &[u8],
+        settings: TrainSettings,
         step: i64,
         opts: RuntimeOptions,
     ) -> anyhow::Result<NetfmForecaster> {
-        let mut m = NetfmForecaster::new(cfg, TrainSettings::default(), opts);
+        let proto = netfm_models::proto::ModelProto::from_bytes(bytes)
+            .context("the model file is not an ONNX model")?;
+        let cfg = ForecastConfig::of_model(&proto)
+            .context("not a netfm forecaster (no forecast config in its metadata)")?
+            .map_err(|e| anyhow::anyhow!("its forecast config: {e}"))?;
+        let mut m = NetfmForecaster::new(cfg, settings, opts);
         m.step = step;
-        m.install(params)?;
+        m.session = Some(Mutex::new(session_from_bytes(&m.opts, bytes)?));
+        m.onnx = Some(bytes.to_vec());
         Ok(m)
+    }
+
+    /// The inference graph with the trained weights (after `fit` or `from_onnx`).
+    pub fn onnx(&self) -> Option<&[u8]> {
+        self.onnx.as_deref()
+    }
+
+    /// The series' interval it was trained on (seconds).
+    pub fn step(&self) -> i64 {
+        self.step
     }
 
     pub fn params(&self) -> Option<&HashMap<String, Tensor>> {
@@ -212,9 +268,11 @@ impl NetfmForecaster {
     fn install(&mut self, params: HashMap<String, Tensor>) -> anyhow::Result<()> {
         let graph = forecast_inference_graph(&self.cfg, &params, DType::F32)
             .map_err(|e| anyhow::anyhow!("building the forecaster's inference graph: {e}"))?;
-        let session = session_from_bytes(&self.opts, &graph.to_bytes())?;
+        let bytes = graph.to_bytes();
+        let session = session_from_bytes(&self.opts, &bytes)?;
         self.session = Some(Mutex::new(session));
         self.params = Some(params);
+        self.onnx = Some(bytes);
         Ok(())
     }
 
@@ -283,6 +341,13 @@ impl Forecaster for NetfmForecaster {
     fn fit(&mut self, train: &Panel) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         self.step = train.step;
+        if self.settings.calendar == Calendar::Auto {
+            self.settings.calendar = if train.len() as i64 * train.step >= 14 * 86_400 {
+                Calendar::Week
+            } else {
+                Calendar::Day
+            };
+        }
         let cfg = self.cfg.clone();
         let s = self.settings.clone();
         if s.steps == 0 {
@@ -323,11 +388,17 @@ impl Forecaster for NetfmForecaster {
             let mut b = Batch::new(s.batch * cfg.context);
             for _ in 0..s.batch.min(windows.len().max(1)) {
                 let (si, o) = windows[(rng.next_u64() % windows.len() as u64) as usize];
-                b.push(&cfg, &train.values[si], o, train.time(o), train.step);
+                b.push(&cfg, &train.values[si], o, train.time(o), train.step, self.settings.calendar);
             }
             let t = b.tensors(&cfg);
             let feeds: Vec<(&str, &Tensor)> = t.iter().map(|(n, t)| (*n, t)).collect();
             let r = trainer.step(&feeds, &lr)?;
+            if let Some(bar) = &self.progress {
+                bar.set_position(step + 1);
+                if step % 10 == 0 {
+                    bar.set_message(format!("loss {:.4}", r.loss()));
+                }
+            }
             if step >= s.steps - (s.steps / 10).max(1) {
                 tail.push(r.loss());
             }
@@ -372,7 +443,7 @@ impl Forecaster for NetfmForecaster {
         let mut b = Batch::new(requests.len() * self.cfg.context);
         for &(_, h, t) in requests {
             let h = self.adapted(h);
-            b.push(&self.cfg, &h, h.len(), t, self.step);
+            b.push(&self.cfg, &h, h.len(), t, self.step, self.settings.calendar);
         }
         let t = b.tensors(&self.cfg);
         let feeds: Vec<(&str, &Tensor)> = t

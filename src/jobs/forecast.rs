@@ -3,7 +3,7 @@
 //! scenario included.
 
 use super::{say, step_bar};
-use crate::cli::{ForecastBacktestArgs, ForecastSeriesArgs, SeriesInputArgs};
+use crate::cli::{ForecastBacktestArgs, ForecastPredictArgs, ForecastSeriesArgs, ForecastTrainArgs, SeriesInputArgs};
 use crate::forecast::abilene::{self, Abilene, Failure};
 use crate::forecast::backtest::{self, parse_duration, Row, Spec};
 use crate::forecast::baselines::{self, Forecaster};
@@ -312,23 +312,43 @@ impl fmt::Display for BacktestSummary {
     }
 }
 
-/// Every model by name, in report order: netfm's, then the baselines.
-fn all_models(args: &ForecastBacktestArgs, season: usize) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
-    let mut settings = TrainSettings {
-        seed: args.seed,
+/// netfm's forecaster as the flags describe it.
+pub fn forecaster(a: &crate::cli::ForecasterArgs, seed: u64, opts: crate::runtime::RuntimeOptions) -> anyhow::Result<NetfmForecaster> {
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        bail!("--lr must be a positive number");
+    }
+    let cfg = ForecastConfig {
+        context: a.context,
+        patch: a.patch,
+        horizon: a.model_horizon,
+        d_model: a.d_model,
+        layers: a.layers,
+        heads: a.heads,
+        ff: 2 * a.d_model,
+        ..ForecastConfig::default()
+    };
+    cfg.validate().map_err(|e| anyhow::anyhow!("the forecaster's shape: {e}"))?;
+    let settings = TrainSettings {
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        warmup: (a.steps / 10).min(100),
+        seed,
+        calendar: a.calendar.parse()?,
         ..Default::default()
     };
-    if let Some(s) = args.steps {
-        if s == 0 {
-            bail!("--steps must be at least 1");
-        }
-        settings.steps = s;
-    }
-    let mut out: Vec<Box<dyn Forecaster>> = vec![Box::new(NetfmForecaster::new(
-        ForecastConfig::default(),
-        settings,
-        args.runtime.to_options()?,
-    ))];
+    Ok(NetfmForecaster::new(cfg, settings, opts))
+}
+
+/// Every model by name, in report order: netfm's, then the baselines.
+fn all_models(args: &ForecastBacktestArgs, season: usize) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
+    let mut out: Vec<Box<dyn Forecaster>> = vec![Box::new(forecaster(&args.model, args.seed, args.runtime.to_options()?)?)];
     out.extend(baselines::all(season));
     Ok(out)
 }
@@ -489,4 +509,368 @@ pub fn backtest(args: &ForecastBacktestArgs) -> anyhow::Result<BacktestSummary> 
         std::fs::rename(&tmp, p)?;
     }
     Ok(summary)
+}
+
+/// The file beside `model.onnx` saying what made the model.
+pub const FORECASTER_FILE: &str = "forecaster.json";
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// What `forecast train` did.
+#[derive(Serialize)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub series: usize,
+    pub intervals: usize,
+    pub steps: u64,
+    pub final_loss: f64,
+    pub train_s: f64,
+    pub corrections: Option<Corrections>,
+}
+
+impl fmt::Display for TrainSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "trained on {} series × {} intervals: {} steps in {:.1} s, final loss {:.4}; model in {}",
+            self.series,
+            self.intervals,
+            self.steps,
+            self.train_s,
+            self.final_loss,
+            self.out.display()
+        )?;
+        if let Some(c) = &self.corrections {
+            writeln!(f, "  {}", c.describe())?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a folder that holds something other than a forecaster, unless `overwrite`.
+fn check_model_dir(out: &Path, overwrite: bool) -> anyhow::Result<()> {
+    if out.is_file() {
+        bail!("{} is a file; --out names the model folder", out.display());
+    }
+    if out.is_dir() && std::fs::read_dir(out)?.next().is_some() && !overwrite {
+        bail!("{} is not empty; --overwrite replaces it", out.display());
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!("{}: no such folder", parent.display());
+        }
+    }
+    Ok(())
+}
+
+/// `netfm forecast train`.
+pub fn train(args: &ForecastTrainArgs) -> anyhow::Result<TrainSummary> {
+    check_model_dir(&args.out, args.overwrite)?;
+    let mut loaded = load(&args.input, false, &[1])?;
+    let l = loaded.remove(0);
+    let n = match &args.train {
+        Some(t) => (parse_duration(t).context("--train")? / l.panel.step) as usize,
+        None => l.panel.len(),
+    };
+    if n == 0 || n > l.panel.len() {
+        bail!("--train covers {n} intervals; the series have {}", l.panel.len());
+    }
+    let panel = l.panel.slice(0, n);
+    let mut m = forecaster(&args.model, args.seed, args.runtime.to_options()?)?;
+    let bar = step_bar(args.model.steps, 0, args.quiet);
+    m.progress = Some(bar.clone());
+    m.fit(&panel)?;
+    bar.finish_and_clear();
+    let onnx = m.onnx().context("no trained model")?;
+    // Written beside, then renamed: a model folder is whole or absent.
+    let tmp = temp_beside(&args.out);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::fs::write(tmp.join(MODEL_FILE), onnx)?;
+    let info = serde_json::json!({
+        "job": "forecast train",
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": m.cfg,
+        "settings": m.settings,
+        "interval_s": panel.step,
+        "series": panel.names,
+        "intervals": n,
+        "start": panel.start,
+        "inputs": l.inputs,
+        "final_loss": m.final_loss,
+        "train_s": m.train_s,
+        "corrections": l.corrections,
+    });
+    std::fs::write(tmp.join(FORECASTER_FILE), serde_json::to_string_pretty(&info)?)?;
+    if args.out.exists() {
+        std::fs::remove_dir_all(&args.out)
+            .with_context(|| format!("replacing {}", args.out.display()))?;
+    }
+    std::fs::rename(&tmp, &args.out)
+        .with_context(|| format!("renaming to {}", args.out.display()))?;
+    Ok(TrainSummary {
+        out: args.out.clone(),
+        series: panel.values.len(),
+        intervals: n,
+        steps: m.settings.steps,
+        final_loss: m.final_loss,
+        train_s: m.train_s,
+        corrections: l.corrections,
+    })
+}
+
+/// A saved forecaster.
+pub fn load_model(dir: &Path, opts: crate::runtime::RuntimeOptions) -> anyhow::Result<NetfmForecaster> {
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(FORECASTER_FILE))
+            .with_context(|| format!("{}: not a forecaster folder (no {FORECASTER_FILE})", dir.display()))?,
+    )
+    .with_context(|| format!("{}/{FORECASTER_FILE}", dir.display()))?;
+    if info["job"] != "forecast train" {
+        bail!("{}: not a `forecast train` model", dir.display());
+    }
+    let settings: TrainSettings = serde_json::from_value(info["settings"].clone())
+        .with_context(|| format!("{}/{FORECASTER_FILE}: its settings", dir.display()))?;
+    let step = info["interval_s"]
+        .as_i64()
+        .with_context(|| format!("{}/{FORECASTER_FILE}: no interval_s", dir.display()))?;
+    let bytes = std::fs::read(dir.join(MODEL_FILE))
+        .with_context(|| format!("reading {}/{MODEL_FILE}", dir.display()))?;
+    NetfmForecaster::from_onnx(&bytes, settings, step, opts)
+        .with_context(|| format!("{}/{MODEL_FILE}", dir.display()))
+}
+
+/// What `forecast predict` did.
+#[derive(Serialize)]
+pub struct PredictSummary {
+    pub out: PathBuf,
+    pub model: String,
+    pub series: usize,
+    pub horizon_steps: usize,
+    pub quantiles: Vec<f64>,
+    /// Reading the model and the series, then forecasting every series.
+    pub load_s: f64,
+    pub predict_s: f64,
+    pub plot: Option<PathBuf>,
+}
+
+impl fmt::Display for PredictSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} series × {} steps at quantiles {:?} in {:.1} ms (after {:.1} ms loading); wrote {}",
+            self.model,
+            self.series,
+            self.horizon_steps,
+            self.quantiles,
+            self.predict_s * 1e3,
+            self.load_s * 1e3,
+            self.out.display()
+        )?;
+        if let Some(p) = &self.plot {
+            writeln!(f, "  plot: {}", p.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// `netfm forecast predict`.
+pub fn predict(args: &ForecastPredictArgs) -> anyhow::Result<PredictSummary> {
+    let t0 = Instant::now();
+    super::flow_output::check_out(&args.out, args.overwrite)?;
+    if let Some(p) = &args.plot {
+        super::flow_output::check_out(p, args.overwrite)?;
+    }
+    let ext = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !["csv", "parquet", "json"].contains(&ext) {
+        bail!("{}: write .csv, .parquet or .json", args.out.display());
+    }
+    let mut qs = args.quantiles.clone();
+    if qs.is_empty() || qs.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+        bail!("--quantiles must lie strictly between 0 and 1");
+    }
+    if qs.windows(2).any(|w| w[1] <= w[0]) {
+        bail!("--quantiles must be increasing");
+    }
+    qs.dedup();
+    let mut loaded = load(&args.input, false, &[1])?;
+    let l = loaded.remove(0);
+    let panel = &l.panel;
+    let horizon_s = parse_duration(&args.horizon).context("--horizon")?;
+    if horizon_s % panel.step != 0 {
+        bail!("--horizon {} is not a whole number of the series' {} s intervals", args.horizon, panel.step);
+    }
+    let horizon = (horizon_s / panel.step) as usize;
+    let season = (86_400 / panel.step).max(1) as usize;
+    let model: Box<dyn Forecaster> = match (&args.model, &args.baseline) {
+        (Some(dir), _) => {
+            let m = load_model(dir, args.runtime.to_options()?)?;
+            if m.step() != panel.step {
+                bail!(
+                    "the model was trained on {} s intervals; these series are on {} s",
+                    m.step(),
+                    panel.step
+                );
+            }
+            if panel.len() < m.cfg.context {
+                bail!(
+                    "too little history: the model reads {} intervals, the series have {}",
+                    m.cfg.context,
+                    panel.len()
+                );
+            }
+            Box::new(m)
+        }
+        (None, Some(name)) => {
+            let mut all = baselines::all(season);
+            let known: Vec<String> = all.iter().map(|m| m.name().to_string()).collect();
+            let i = all
+                .iter()
+                .position(|m| m.name() == name)
+                .with_context(|| format!("unknown baseline {name:?}: {}", known.join(", ")))?;
+            let mut m = all.swap_remove(i);
+            m.fit(panel)?;
+            m
+        }
+        (None, None) => bail!("give --model DIR or --baseline NAME"),
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let reqs: Vec<(usize, &[f64], i64)> = (0..panel.values.len())
+        .map(|s| (s, &panel.values[s][..], panel.time(panel.len())))
+        .collect();
+    let fc = model.forecast_many(&reqs, horizon, &qs)?;
+    let predict_s = t1.elapsed().as_secs_f64();
+    write_forecasts(&args.out, panel, &fc, &qs)?;
+    let plot = match &args.plot {
+        Some(p) => {
+            let s = match &args.plot_series {
+                Some(name) => panel
+                    .names
+                    .iter()
+                    .position(|n| n == name)
+                    .with_context(|| format!("--plot-series {name:?}: no such series"))?,
+                None => 0,
+            };
+            super::plot::forecast_chart(p, panel, s, &fc[s], &qs)?;
+            Some(p.clone())
+        }
+        None => None,
+    };
+    Ok(PredictSummary {
+        out: args.out.clone(),
+        model: model.name().to_string(),
+        series: panel.values.len(),
+        horizon_steps: horizon,
+        quantiles: qs,
+        load_s,
+        predict_s,
+        plot,
+    })
+}
+
+fn q_name(q: f64) -> String {
+    format!("q{}", q)
+}
+
+/// Forecasts as rows `link, origin, timestamp, step, q…` (CSV, Parquet) or one object per
+/// series (JSON), whole or not at all.
+fn write_forecasts(out: &Path, panel: &Panel, fc: &[Vec<Vec<f64>>], qs: &[f64]) -> anyhow::Result<()> {
+    let origin = panel.time(panel.len());
+    let tmp = temp_beside(out);
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let result: anyhow::Result<()> = (|| {
+        match ext {
+            "json" => {
+                let v: Vec<serde_json::Value> = fc
+                    .iter()
+                    .enumerate()
+                    .map(|(s, f)| {
+                        serde_json::json!({
+                            "link": panel.names[s],
+                            "origin": origin,
+                            "forecasts": f.iter().enumerate().map(|(k, q)| {
+                                let mut o = serde_json::Map::new();
+                                o.insert("timestamp".into(), (origin + k as i64 * panel.step).into());
+                                o.insert("step".into(), (k + 1).into());
+                                for (qi, &x) in q.iter().enumerate() {
+                                    o.insert(q_name(qs[qi]), x.into());
+                                }
+                                serde_json::Value::Object(o)
+                            }).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                std::fs::write(&tmp, serde_json::to_string_pretty(&v)?)?;
+            }
+            "csv" => {
+                use std::io::Write;
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                let qn: Vec<String> = qs.iter().map(|&q| q_name(q)).collect();
+                writeln!(w, "link,origin,timestamp,step,{}", qn.join(","))?;
+                for (s, f) in fc.iter().enumerate() {
+                    for (k, q) in f.iter().enumerate() {
+                        let vals: Vec<String> = q.iter().map(|x| x.to_string()).collect();
+                        writeln!(
+                            w,
+                            "{},{origin},{},{},{}",
+                            panel.names[s],
+                            origin + k as i64 * panel.step,
+                            k + 1,
+                            vals.join(",")
+                        )?;
+                    }
+                }
+                w.flush()?;
+            }
+            _ => {
+                use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+                use arrow::datatypes::{DataType, Field, Schema};
+                use std::sync::Arc;
+                let mut fields = vec![
+                    Field::new("link", DataType::Utf8, false),
+                    Field::new("origin", DataType::Int64, false),
+                    Field::new("timestamp", DataType::Int64, false),
+                    Field::new("step", DataType::Int64, false),
+                ];
+                for &q in qs {
+                    fields.push(Field::new(q_name(q), DataType::Float64, false));
+                }
+                let schema = Arc::new(Schema::new(fields));
+                let (mut link, mut org, mut ts, mut st) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut cols: Vec<Vec<f64>> = vec![Vec::new(); qs.len()];
+                for (s, f) in fc.iter().enumerate() {
+                    for (k, q) in f.iter().enumerate() {
+                        link.push(panel.names[s].as_str());
+                        org.push(origin);
+                        ts.push(origin + k as i64 * panel.step);
+                        st.push(k as i64 + 1);
+                        for (qi, &x) in q.iter().enumerate() {
+                            cols[qi].push(x);
+                        }
+                    }
+                }
+                let mut arrays: Vec<ArrayRef> = vec![
+                    Arc::new(StringArray::from(link)),
+                    Arc::new(Int64Array::from(org)),
+                    Arc::new(Int64Array::from(ts)),
+                    Arc::new(Int64Array::from(st)),
+                ];
+                for c in cols {
+                    arrays.push(Arc::new(Float64Array::from(c)));
+                }
+                let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), arrays)?;
+                let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema, None)?;
+                w.write(&batch)?;
+                w.close()?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("writing {}", out.display())));
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))
 }

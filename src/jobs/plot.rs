@@ -353,3 +353,130 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<PlotSummary> {
     }
     Ok(PlotSummary { files })
 }
+
+/// `netfm forecast predict --plot`: series `s`'s recent history, the forecast's central
+/// quantile and the band between its lowest and highest quantile, against hours from the
+/// forecast origin; PNG or SVG by `out`'s extension.
+pub fn forecast_chart(
+    out: &std::path::Path,
+    panel: &crate::forecast::series::Panel,
+    s: usize,
+    forecast: &[Vec<f64>],
+    quantiles: &[f64],
+) -> anyhow::Result<()> {
+    register_font()?;
+    let n = panel.len();
+    let shown = n.min(2 * 86_400 / panel.step.max(1) as usize).max(1);
+    let hours = |i: f64| i * panel.step as f64 / 3600.0;
+    let history: Vec<(f64, f64)> = (n - shown..n)
+        .map(|i| (hours(i as f64 - n as f64), panel.values[s][i]))
+        .collect();
+    let mid = quantiles.len() / 2;
+    let at = |k: usize| hours(k as f64);
+    let central: Vec<(f64, f64)> = forecast.iter().enumerate().map(|(k, q)| (at(k), q[mid])).collect();
+    let lo: Vec<(f64, f64)> = forecast.iter().enumerate().map(|(k, q)| (at(k), q[0])).collect();
+    let hi: Vec<(f64, f64)> = forecast
+        .iter()
+        .enumerate()
+        .map(|(k, q)| (at(k), q[q.len() - 1]))
+        .collect();
+    let title = format!("{}: forecast", panel.names[s]);
+    let band = format!(
+        "p{:.0}-p{:.0}",
+        quantiles[0] * 100.0,
+        quantiles[quantiles.len() - 1] * 100.0
+    );
+    let tmp = out.with_extension(format!(
+        "partial.{}",
+        out.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let result = match out.extension().and_then(|e| e.to_str()) {
+        Some("png") => draw_forecast(
+            BitMapBackend::new(&tmp, (1000, 500)).into_drawing_area(),
+            &title,
+            &band,
+            &history,
+            &central,
+            &lo,
+            &hi,
+        ),
+        Some("svg") => draw_forecast(
+            SVGBackend::new(&tmp, (1000, 500)).into_drawing_area(),
+            &title,
+            &band,
+            &history,
+            &central,
+            &lo,
+            &hi,
+        ),
+        _ => bail!("--plot {}: draw a .png or .svg", out.display()),
+    };
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))
+}
+
+/// The lines and band of [`forecast_chart`], drawn on `root`.
+#[allow(clippy::too_many_arguments)]
+fn draw_forecast<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    band: &str,
+    history: &[(f64, f64)],
+    central: &[(f64, f64)],
+    lo: &[(f64, f64)],
+    hi: &[(f64, f64)],
+) -> anyhow::Result<()> {
+        root.fill(&WHITE).map_err(err)?;
+        let all = history.iter().chain(lo).chain(hi).filter(|p| p.1.is_finite());
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y) in all {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-6);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1.max(x0 + 1e-3), (y0 - pad)..(y1 + pad))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("hours from the forecast origin")
+            .y_desc("load")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        let polygon: Vec<(f64, f64)> = lo.iter().copied().chain(hi.iter().rev().copied()).collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(polygon, LIGHT_ORANGE.filled())))
+            .map_err(err)?
+            .label(band.to_string())
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], LIGHT_ORANGE.filled()));
+        for (name, pts, color) in [("history", history, BLUE), ("forecast", central, ORANGE)] {
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter().copied().filter(|p| p.1.is_finite()),
+                    color.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+        Ok(())
+    }
