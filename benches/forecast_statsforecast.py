@@ -32,8 +32,8 @@ width (residual sigma) is re-estimated on all data up to each origin; AutoETS ke
 smoothing parameters and initial states, re-filters the whole series to the origin and
 re-estimates sigma there; MSTL re-runs the STL decomposition on all data up to each origin
 (only the trend ETS's parameters stay fixed). "ZZN" lets AutoETS pick multiplicative
-errors or a damped trend, netfm's ETS is additive-error (--ets-model AAN or ANN narrows
-it); the components AutoETS chose on the training days are printed and kept in the JSON.
+errors, netfm's ETS is additive-error only (ANN, AAN, AAdN: --ets-model AZN matches that
+class); the components AutoETS chose on the training days are printed and kept in the JSON.
 Missing values (none in the Abilene matrices) are filled by linear interpolation for
 statsforecast's input only, since it needs complete series; they are never scored.
 

@@ -49,9 +49,54 @@ pub enum Command {
     Export(ExportArgs),
     /// A run's loss and validation curves (and confusion matrix) as PNG and SVG.
     Plot(PlotArgs),
+    /// Link loads from captures: bits and packets per second per interval, by direction,
+    /// subnet pair or file, as a long-format table `forecast` reads.
+    Loads(LoadsArgs),
     /// Link-load forecasting: series, backtests, training and forecasts.
     #[command(subcommand)]
     Forecast(ForecastCommand),
+}
+
+/// `netfm loads`.
+#[derive(Args, Debug, Clone)]
+pub struct LoadsArgs {
+    /// Capture files or folders (pcap, pcapng, .gz).
+    #[arg(required = true)]
+    pub captures: Vec<PathBuf>,
+    /// The interval (e.g. 1m, 5m).
+    #[arg(long, default_value = "5m")]
+    pub interval: String,
+    /// How packets group into series: direction (in/out/internal/external, relative to
+    /// --local), subnet-pair or file.
+    #[arg(long, default_value = "direction")]
+    pub by: String,
+    /// The local networks for --by direction (comma-separated) [default: the private
+    /// ranges 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, fe80::/10].
+    #[arg(long, value_delimiter = ',')]
+    pub local: Vec<String>,
+    /// --by subnet-pair: the IPv4 prefix length of a subnet.
+    #[arg(long, default_value_t = 24)]
+    pub prefix4: u8,
+    /// --by subnet-pair: the IPv6 prefix length of a subnet.
+    #[arg(long, default_value_t = 64)]
+    pub prefix6: u8,
+    /// At most this many series; further ones are summed into `other` (counted).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_series: usize,
+    /// At most this many intervals from the first packet to the last (a capture spanning
+    /// more is refused: a longer --interval fits it).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_intervals: usize,
+    /// The table to write: .csv or .parquet (`timestamp,link,value,packets`: bit/s and
+    /// packets/s).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `netfm forecast ...`.

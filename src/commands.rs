@@ -526,3 +526,10 @@ pub fn forecast_predict(args: &crate::cli::ForecastPredictArgs) -> anyhow::Resul
     print_summary(&summary, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `netfm loads`.
+pub fn loads(args: &crate::cli::LoadsArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::forecast::loads(args)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}

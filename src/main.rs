@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => netfm::commands::predict(&args),
         Command::Export(args) => netfm::commands::export(&args),
         Command::Plot(args) => netfm::commands::plot(&args),
+        Command::Loads(args) => netfm::commands::loads(&args),
         Command::Forecast(ForecastCommand::Series(args)) => netfm::commands::forecast_series(&args),
         Command::Forecast(ForecastCommand::Backtest(args)) => {
             netfm::commands::forecast_backtest(&args)

@@ -11,3 +11,4 @@ pub mod ets;
 pub mod prometheus;
 pub mod series;
 pub mod model;
+pub mod loads;

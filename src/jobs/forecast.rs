@@ -227,15 +227,31 @@ pub fn series(args: &ForecastSeriesArgs) -> anyhow::Result<SeriesSummary> {
 
 /// Writes a panel as long-format CSV or Parquet (by the extension), whole or not at all.
 pub fn write_panel(panel: &Panel, out: &Path) -> anyhow::Result<()> {
+    write_panel_with(panel, None, out)
+}
+
+/// [`write_panel`] with a second value column from `extra` (same grid and series).
+pub fn write_panel_with(panel: &Panel, extra: Option<(&str, &Panel)>, out: &Path) -> anyhow::Result<()> {
     let tmp = temp_beside(out);
     let result = match out.extension().and_then(|e| e.to_str()) {
-        Some("csv") => {
+        Some("csv") => (|| -> anyhow::Result<()> {
+            use std::io::Write;
             let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            series::write_csv(panel, &mut w)
-                .and_then(|_| std::io::Write::flush(&mut w))
-                .map_err(anyhow::Error::from)
-        }
-        Some("parquet") => write_parquet(panel, &tmp),
+            match extra {
+                None => series::write_csv(panel, &mut w)?,
+                Some((name, x)) => {
+                    writeln!(w, "timestamp,link,value,{name}")?;
+                    for i in 0..panel.len() {
+                        for (s, link) in panel.names.iter().enumerate() {
+                            writeln!(w, "{},{link},{},{}", panel.time(i), panel.values[s][i], x.values[s][i])?;
+                        }
+                    }
+                }
+            }
+            w.flush()?;
+            Ok(())
+        })(),
+        Some("parquet") => write_parquet(panel, extra, &tmp),
         _ => bail!("{}: write .csv or .parquet", out.display()),
     };
     if let Err(e) = result {
@@ -252,35 +268,44 @@ fn temp_beside(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.partial"))
 }
 
-fn write_parquet(panel: &Panel, path: &Path) -> anyhow::Result<()> {
-    use arrow::array::{Float64Array, Int64Array, StringArray};
+fn write_parquet(panel: &Panel, extra: Option<(&str, &Panel)>, path: &Path) -> anyhow::Result<()> {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::record_batch::RecordBatch;
     use std::sync::Arc;
-    let schema = Arc::new(Schema::new(vec![
+    let mut fields = vec![
         Field::new("timestamp", DataType::Int64, false),
         Field::new("link", DataType::Utf8, false),
         Field::new("value", DataType::Float64, true),
-    ]));
+    ];
+    if let Some((name, _)) = extra {
+        fields.push(Field::new(name, DataType::Float64, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
     let file = std::fs::File::create(path)?;
     let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)?;
-    let (mut ts, mut names, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ts, mut names, mut vals, mut more) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..panel.len() {
         for (s, name) in panel.names.iter().enumerate() {
             ts.push(panel.time(i));
             names.push(name.as_str());
             let v = panel.values[s][i];
             vals.push((!v.is_nan()).then_some(v));
+            if let Some((_, x)) = extra {
+                let v = x.values[s][i];
+                more.push((!v.is_nan()).then_some(v));
+            }
         }
     }
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(ts)),
-            Arc::new(StringArray::from(names)),
-            Arc::new(Float64Array::from(vals)),
-        ],
-    )?;
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ts)),
+        Arc::new(StringArray::from(names)),
+        Arc::new(Float64Array::from(vals)),
+    ];
+    if extra.is_some() {
+        cols.push(Arc::new(Float64Array::from(more)));
+    }
+    let batch = RecordBatch::try_new(schema, cols)?;
     w.write(&batch)?;
     w.close()?;
     Ok(())
@@ -873,4 +898,94 @@ fn write_forecasts(out: &Path, panel: &Panel, fc: &[Vec<Vec<f64>>], qs: &[f64]) 
         return Err(e.context(format!("writing {}", out.display())));
     }
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))
+}
+
+/// What `netfm loads` did.
+#[derive(Serialize)]
+pub struct LoadsSummary {
+    pub out: PathBuf,
+    pub captures: usize,
+    pub series: Vec<String>,
+    pub intervals: usize,
+    pub interval_s: i64,
+    pub frames: u64,
+    pub not_ip: u64,
+    pub folded_into_other: u64,
+    pub warnings: Vec<String>,
+    pub elapsed_s: f64,
+}
+
+impl fmt::Display for LoadsSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} captures, {} frames ({} not IP, left out): {} series × {} intervals of {} s in {:.2} s; wrote {}",
+            self.captures,
+            self.frames,
+            self.not_ip,
+            self.series.len(),
+            self.intervals,
+            self.interval_s,
+            self.elapsed_s,
+            self.out.display()
+        )?;
+        if self.folded_into_other > 0 {
+            writeln!(f, "  {} packets summed into `other` (--max-series reached)", self.folded_into_other)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `netfm loads`.
+pub fn loads(args: &crate::cli::LoadsArgs) -> anyhow::Result<LoadsSummary> {
+    use crate::forecast::loads::{from_captures, private_ranges, LoadSpec, Prefix};
+    let t = Instant::now();
+    super::flow_output::check_out(&args.out, args.overwrite)?;
+    let ext = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext != "csv" && ext != "parquet" {
+        bail!("{}: write .csv or .parquet", args.out.display());
+    }
+    let local: Vec<Prefix> = if args.local.is_empty() {
+        private_ranges()
+    } else {
+        args.local
+            .iter()
+            .map(|s| s.parse().with_context(|| format!("--local {s}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if args.prefix4 > 32 || args.prefix6 > 128 {
+        bail!("--prefix4 is at most 32 and --prefix6 at most 128");
+    }
+    let expanded = crate::capture::expand_inputs(&args.captures)?;
+    if expanded.inputs.is_empty() {
+        bail!("no capture files in {:?}", args.captures);
+    }
+    let spec = LoadSpec {
+        step: parse_duration(&args.interval).context("--interval")?,
+        by: args.by.parse()?,
+        local,
+        prefix4: args.prefix4,
+        prefix6: args.prefix6,
+        max_series: args.max_series.max(1),
+        max_intervals: args.max_intervals.max(1),
+    };
+    let l = from_captures(&expanded.inputs, &spec)?;
+    write_panel_with(&l.bits, Some(("packets", &l.packets)), &args.out)?;
+    let mut warnings = l.warnings;
+    warnings.extend(expanded.skipped.iter().map(|w| w.to_string()));
+    Ok(LoadsSummary {
+        out: args.out.clone(),
+        captures: expanded.inputs.len(),
+        series: l.bits.names.clone(),
+        intervals: l.bits.len(),
+        interval_s: l.bits.step,
+        frames: l.frames,
+        not_ip: l.not_ip,
+        folded_into_other: l.folded,
+        warnings,
+        elapsed_s: t.elapsed().as_secs_f64(),
+    })
 }
