@@ -239,10 +239,10 @@ pub struct ForecastSeriesArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ForecasterArgs {
     /// History intervals the model reads.
-    #[arg(long, default_value_t = 576)]
+    #[arg(long, default_value_t = 144)]
     pub context: usize,
     /// Intervals per patch (the context must be a multiple).
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 12)]
     pub patch: usize,
     /// Steps the model forecasts (the longest horizon it supports).
     #[arg(long, default_value_t = 12)]
@@ -262,9 +262,10 @@ pub struct ForecasterArgs {
     /// Peak learning rate (warmup, then cosine decay).
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
-    /// Calendar features: `auto` (time of day; day of week too when the training data spans
-    /// two weeks), `day`, `week` or `none`.
-    #[arg(long, default_value = "auto")]
+    /// Calendar features: `none`, `day` (time of day), `week` (and day of week) or `auto`
+    /// (`week` when the training data spans two weeks, else `day`). On Abilene's five
+    /// training days, `none` forecasts best (benches/README.md).
+    #[arg(long, default_value = "none")]
     pub calendar: String,
 }
 

@@ -50,9 +50,15 @@ pub struct Prefix {
 impl std::str::FromStr for Prefix {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Prefix> {
-        let (a, l) = s.split_once('/').with_context(|| format!("{s:?} is not ADDRESS/LENGTH"))?;
-        let addr: IpAddr = a.parse().with_context(|| format!("{a:?} is not an address"))?;
-        let len: u8 = l.parse().with_context(|| format!("{l:?} is not a prefix length"))?;
+        let (a, l) = s
+            .split_once('/')
+            .with_context(|| format!("{s:?} is not ADDRESS/LENGTH"))?;
+        let addr: IpAddr = a
+            .parse()
+            .with_context(|| format!("{a:?} is not an address"))?;
+        let len: u8 = l
+            .parse()
+            .with_context(|| format!("{l:?} is not a prefix length"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if len > max {
             bail!("{s}: a prefix is at most /{max}");
@@ -84,10 +90,17 @@ impl Prefix {
 
 /// The default local networks.
 pub fn private_ranges() -> Vec<Prefix> {
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10"]
-        .iter()
-        .map(|s| s.parse().expect("a valid prefix"))
-        .collect()
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .map(|s| s.parse().expect("a valid prefix"))
+    .collect()
 }
 
 /// `a` cut to its first `len` bits, as text (`10.1.2.0/24`).
@@ -95,12 +108,20 @@ fn network(a: IpAddr, len4: u8, len6: u8) -> String {
     match a {
         IpAddr::V4(v) => {
             let x = u32::from(v);
-            let m = if len4 == 0 { 0 } else { u32::MAX << (32 - len4) };
+            let m = if len4 == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len4)
+            };
             format!("{}/{len4}", std::net::Ipv4Addr::from(x & m))
         }
         IpAddr::V6(v) => {
             let x = u128::from(v);
-            let m = if len6 == 0 { 0 } else { u128::MAX << (128 - len6) };
+            let m = if len6 == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len6)
+            };
             format!("{}/{len6}", std::net::Ipv6Addr::from(x & m))
         }
     }
@@ -258,6 +279,9 @@ mod tests {
         assert!(p.contains("fe80::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Prefix>().is_err());
         assert_eq!(network("10.1.2.3".parse().unwrap(), 24, 64), "10.1.2.0/24");
-        assert_eq!(network("2001:db8::1".parse().unwrap(), 24, 32), "2001:db8::/32");
+        assert_eq!(
+            network("2001:db8::1".parse().unwrap(), 24, 32),
+            "2001:db8::/32"
+        );
     }
 }

@@ -131,7 +131,15 @@ impl Batch {
 
     /// Adds the window of `y` ending before `origin` (interval `origin` starts at time
     /// `t_origin`); the target part only where `y` reaches that far.
-    fn push(&mut self, cfg: &ForecastConfig, y: &[f64], origin: usize, t_origin: i64, step: i64, weekly: Calendar) {
+    fn push(
+        &mut self,
+        cfg: &ForecastConfig,
+        y: &[f64],
+        origin: usize,
+        t_origin: i64,
+        step: i64,
+        weekly: Calendar,
+    ) {
         let (c, h, p) = (cfg.context, cfg.horizon, cfg.patch);
         for i in 0..c {
             let x = (origin + i).checked_sub(c).and_then(|j| y.get(j)).copied();
@@ -152,7 +160,8 @@ impl Batch {
             self.hist_time.extend(calendar(t, weekly));
         }
         for s in 0..h {
-            self.future_time.extend(calendar(t_origin + s as i64 * step, weekly));
+            self.future_time
+                .extend(calendar(t_origin + s as i64 * step, weekly));
             match y.get(origin + s).copied().filter(|x| !x.is_nan()) {
                 Some(x) => {
                     self.target.push(x as f32);
@@ -209,7 +218,11 @@ pub struct NetfmForecaster {
 }
 
 impl NetfmForecaster {
-    pub fn new(cfg: ForecastConfig, settings: TrainSettings, opts: RuntimeOptions) -> NetfmForecaster {
+    pub fn new(
+        cfg: ForecastConfig,
+        settings: TrainSettings,
+        opts: RuntimeOptions,
+    ) -> NetfmForecaster {
         NetfmForecaster {
             cfg,
             settings,
@@ -306,7 +319,8 @@ impl NetfmForecaster {
             let v: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
-        let (Some(post), Some(pre)) = (mean(&history[e..n]), mean(&history[e - day..n - day])) else {
+        let (Some(post), Some(pre)) = (mean(&history[e..n]), mean(&history[e - day..n - day]))
+        else {
             return history.into();
         };
         if pre <= 0.0 || post <= 0.0 {
@@ -372,8 +386,8 @@ impl Forecaster for NetfmForecaster {
                 train.len()
             );
         }
-        let params = forecast_init_params(&cfg, s.seed, DType::F32)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let params =
+            forecast_init_params(&cfg, s.seed, DType::F32).map_err(|e| anyhow::anyhow!("{e}"))?;
         let graph = forecast_train_step_graph(&cfg, &AdamWConfig::default(), DType::F32)
             .map_err(|e| anyhow::anyhow!("building the forecaster's train step: {e}"))?;
         let mut trainer = Trainer::new(&self.opts, &graph.to_bytes(), &params, None)?;
@@ -388,7 +402,14 @@ impl Forecaster for NetfmForecaster {
             let mut b = Batch::new(s.batch * cfg.context);
             for _ in 0..s.batch.min(windows.len().max(1)) {
                 let (si, o) = windows[(rng.next_u64() % windows.len() as u64) as usize];
-                b.push(&cfg, &train.values[si], o, train.time(o), train.step, self.settings.calendar);
+                b.push(
+                    &cfg,
+                    &train.values[si],
+                    o,
+                    train.time(o),
+                    train.step,
+                    self.settings.calendar,
+                );
             }
             let t = b.tensors(&cfg);
             let feeds: Vec<(&str, &Tensor)> = t.iter().map(|(n, t)| (*n, t)).collect();
@@ -465,7 +486,11 @@ impl Forecaster for NetfmForecaster {
         Ok((0..requests.len())
             .map(|r| {
                 (0..horizon)
-                    .map(|s| qi.iter().map(|&k| v[(r * hq + s) * nq + k] as f64).collect())
+                    .map(|s| {
+                        qi.iter()
+                            .map(|&k| v[(r * hq + s) * nq + k] as f64)
+                            .collect()
+                    })
                     .collect()
             })
             .collect())

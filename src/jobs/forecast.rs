@@ -3,15 +3,18 @@
 //! scenario included.
 
 use super::{say, step_bar};
-use crate::cli::{ForecastBacktestArgs, ForecastPredictArgs, ForecastSeriesArgs, ForecastTrainArgs, SeriesInputArgs};
+use crate::cli::{
+    ForecastBacktestArgs, ForecastPredictArgs, ForecastSeriesArgs, ForecastTrainArgs,
+    SeriesInputArgs,
+};
 use crate::forecast::abilene::{self, Abilene, Failure};
 use crate::forecast::backtest::{self, parse_duration, Row, Spec};
 use crate::forecast::baselines::{self, Forecaster};
 use crate::forecast::drift::{self, DriftRow};
 use crate::forecast::model::{NetfmForecaster, TrainSettings};
-use netfm_models::forecaster::ForecastConfig;
 use crate::forecast::series::{self, Corrections, GridSpec, Panel, ValueKind};
 use anyhow::{bail, Context};
+use netfm_models::forecaster::ForecastConfig;
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -231,7 +234,11 @@ pub fn write_panel(panel: &Panel, out: &Path) -> anyhow::Result<()> {
 }
 
 /// [`write_panel`] with a second value column from `extra` (same grid and series).
-pub fn write_panel_with(panel: &Panel, extra: Option<(&str, &Panel)>, out: &Path) -> anyhow::Result<()> {
+pub fn write_panel_with(
+    panel: &Panel,
+    extra: Option<(&str, &Panel)>,
+    out: &Path,
+) -> anyhow::Result<()> {
     let tmp = temp_beside(out);
     let result = match out.extension().and_then(|e| e.to_str()) {
         Some("csv") => (|| -> anyhow::Result<()> {
@@ -243,7 +250,13 @@ pub fn write_panel_with(panel: &Panel, extra: Option<(&str, &Panel)>, out: &Path
                     writeln!(w, "timestamp,link,value,{name}")?;
                     for i in 0..panel.len() {
                         for (s, link) in panel.names.iter().enumerate() {
-                            writeln!(w, "{},{link},{},{}", panel.time(i), panel.values[s][i], x.values[s][i])?;
+                            writeln!(
+                                w,
+                                "{},{link},{},{}",
+                                panel.time(i),
+                                panel.values[s][i],
+                                x.values[s][i]
+                            )?;
                         }
                     }
                 }
@@ -338,7 +351,11 @@ impl fmt::Display for BacktestSummary {
 }
 
 /// netfm's forecaster as the flags describe it.
-pub fn forecaster(a: &crate::cli::ForecasterArgs, seed: u64, opts: crate::runtime::RuntimeOptions) -> anyhow::Result<NetfmForecaster> {
+pub fn forecaster(
+    a: &crate::cli::ForecasterArgs,
+    seed: u64,
+    opts: crate::runtime::RuntimeOptions,
+) -> anyhow::Result<NetfmForecaster> {
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -358,7 +375,8 @@ pub fn forecaster(a: &crate::cli::ForecasterArgs, seed: u64, opts: crate::runtim
         ff: 2 * a.d_model,
         ..ForecastConfig::default()
     };
-    cfg.validate().map_err(|e| anyhow::anyhow!("the forecaster's shape: {e}"))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("the forecaster's shape: {e}"))?;
     let settings = TrainSettings {
         steps: a.steps,
         batch: a.batch,
@@ -372,14 +390,24 @@ pub fn forecaster(a: &crate::cli::ForecasterArgs, seed: u64, opts: crate::runtim
 }
 
 /// Every model by name, in report order: netfm's, then the baselines.
-fn all_models(args: &ForecastBacktestArgs, season: usize) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
-    let mut out: Vec<Box<dyn Forecaster>> = vec![Box::new(forecaster(&args.model, args.seed, args.runtime.to_options()?)?)];
+fn all_models(
+    args: &ForecastBacktestArgs,
+    season: usize,
+) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
+    let mut out: Vec<Box<dyn Forecaster>> = vec![Box::new(forecaster(
+        &args.model,
+        args.seed,
+        args.runtime.to_options()?,
+    )?)];
     out.extend(baselines::all(season));
     Ok(out)
 }
 
 /// The models to run, by name.
-fn models_named(args: &ForecastBacktestArgs, season: usize) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
+fn models_named(
+    args: &ForecastBacktestArgs,
+    season: usize,
+) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
     let all = all_models(args, season)?;
     if args.models.is_empty() {
         return Ok(all);
@@ -486,7 +514,11 @@ pub fn backtest(args: &ForecastBacktestArgs) -> anyhow::Result<BacktestSummary> 
             if !links.is_empty() {
                 bar.set_message(format!("week {}: failure", l.label));
                 for m in models.iter_mut() {
-                    let variants: &[bool] = if m.adaptive() { &[false, true] } else { &[true] };
+                    let variants: &[bool] = if m.adaptive() {
+                        &[false, true]
+                    } else {
+                        &[true]
+                    };
                     for &adapt in variants {
                         m.set_event(adapt.then_some(f.at));
                         let mut got = drift::run(
@@ -597,7 +629,10 @@ pub fn train(args: &ForecastTrainArgs) -> anyhow::Result<TrainSummary> {
         None => l.panel.len(),
     };
     if n == 0 || n > l.panel.len() {
-        bail!("--train covers {n} intervals; the series have {}", l.panel.len());
+        bail!(
+            "--train covers {n} intervals; the series have {}",
+            l.panel.len()
+        );
     }
     let panel = l.panel.slice(0, n);
     let mut m = forecaster(&args.model, args.seed, args.runtime.to_options()?)?;
@@ -627,7 +662,10 @@ pub fn train(args: &ForecastTrainArgs) -> anyhow::Result<TrainSummary> {
         "train_s": m.train_s,
         "corrections": l.corrections,
     });
-    std::fs::write(tmp.join(FORECASTER_FILE), serde_json::to_string_pretty(&info)?)?;
+    std::fs::write(
+        tmp.join(FORECASTER_FILE),
+        serde_json::to_string_pretty(&info)?,
+    )?;
     if args.out.exists() {
         std::fs::remove_dir_all(&args.out)
             .with_context(|| format!("replacing {}", args.out.display()))?;
@@ -646,10 +684,17 @@ pub fn train(args: &ForecastTrainArgs) -> anyhow::Result<TrainSummary> {
 }
 
 /// A saved forecaster.
-pub fn load_model(dir: &Path, opts: crate::runtime::RuntimeOptions) -> anyhow::Result<NetfmForecaster> {
+pub fn load_model(
+    dir: &Path,
+    opts: crate::runtime::RuntimeOptions,
+) -> anyhow::Result<NetfmForecaster> {
     let info: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join(FORECASTER_FILE))
-            .with_context(|| format!("{}: not a forecaster folder (no {FORECASTER_FILE})", dir.display()))?,
+        &std::fs::read_to_string(dir.join(FORECASTER_FILE)).with_context(|| {
+            format!(
+                "{}: not a forecaster folder (no {FORECASTER_FILE})",
+                dir.display()
+            )
+        })?,
     )
     .with_context(|| format!("{}/{FORECASTER_FILE}", dir.display()))?;
     if info["job"] != "forecast train" {
@@ -724,7 +769,11 @@ pub fn predict(args: &ForecastPredictArgs) -> anyhow::Result<PredictSummary> {
     let panel = &l.panel;
     let horizon_s = parse_duration(&args.horizon).context("--horizon")?;
     if horizon_s % panel.step != 0 {
-        bail!("--horizon {} is not a whole number of the series' {} s intervals", args.horizon, panel.step);
+        bail!(
+            "--horizon {} is not a whole number of the series' {} s intervals",
+            args.horizon,
+            panel.step
+        );
     }
     let horizon = (horizon_s / panel.step) as usize;
     let season = (86_400 / panel.step).max(1) as usize;
@@ -801,7 +850,12 @@ fn q_name(q: f64) -> String {
 
 /// Forecasts as rows `link, origin, timestamp, step, q…` (CSV, Parquet) or one object per
 /// series (JSON), whole or not at all.
-fn write_forecasts(out: &Path, panel: &Panel, fc: &[Vec<Vec<f64>>], qs: &[f64]) -> anyhow::Result<()> {
+fn write_forecasts(
+    out: &Path,
+    panel: &Panel,
+    fc: &[Vec<Vec<f64>>],
+    qs: &[f64],
+) -> anyhow::Result<()> {
     let origin = panel.time(panel.len());
     let tmp = temp_beside(out);
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -863,7 +917,8 @@ fn write_forecasts(out: &Path, panel: &Panel, fc: &[Vec<Vec<f64>>], qs: &[f64]) 
                     fields.push(Field::new(q_name(q), DataType::Float64, false));
                 }
                 let schema = Arc::new(Schema::new(fields));
-                let (mut link, mut org, mut ts, mut st) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let (mut link, mut org, mut ts, mut st) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 let mut cols: Vec<Vec<f64>> = vec![Vec::new(); qs.len()];
                 for (s, f) in fc.iter().enumerate() {
                     for (k, q) in f.iter().enumerate() {
@@ -886,7 +941,11 @@ fn write_forecasts(out: &Path, panel: &Panel, fc: &[Vec<Vec<f64>>], qs: &[f64]) 
                     arrays.push(Arc::new(Float64Array::from(c)));
                 }
                 let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), arrays)?;
-                let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema, None)?;
+                let mut w = parquet::arrow::ArrowWriter::try_new(
+                    std::fs::File::create(&tmp)?,
+                    schema,
+                    None,
+                )?;
                 w.write(&batch)?;
                 w.close()?;
             }
@@ -930,7 +989,11 @@ impl fmt::Display for LoadsSummary {
             self.out.display()
         )?;
         if self.folded_into_other > 0 {
-            writeln!(f, "  {} packets summed into `other` (--max-series reached)", self.folded_into_other)?;
+            writeln!(
+                f,
+                "  {} packets summed into `other` (--max-series reached)",
+                self.folded_into_other
+            )?;
         }
         for w in &self.warnings {
             writeln!(f, "  warning: {w}")?;

@@ -373,8 +373,16 @@ pub fn forecast_chart(
         .collect();
     let mid = quantiles.len() / 2;
     let at = |k: usize| hours(k as f64);
-    let central: Vec<(f64, f64)> = forecast.iter().enumerate().map(|(k, q)| (at(k), q[mid])).collect();
-    let lo: Vec<(f64, f64)> = forecast.iter().enumerate().map(|(k, q)| (at(k), q[0])).collect();
+    let central: Vec<(f64, f64)> = forecast
+        .iter()
+        .enumerate()
+        .map(|(k, q)| (at(k), q[mid]))
+        .collect();
+    let lo: Vec<(f64, f64)> = forecast
+        .iter()
+        .enumerate()
+        .map(|(k, q)| (at(k), q[0]))
+        .collect();
     let hi: Vec<(f64, f64)> = forecast
         .iter()
         .enumerate()
@@ -429,54 +437,63 @@ fn draw_forecast<DB: DrawingBackend>(
     lo: &[(f64, f64)],
     hi: &[(f64, f64)],
 ) -> anyhow::Result<()> {
-        root.fill(&WHITE).map_err(err)?;
-        let all = history.iter().chain(lo).chain(hi).filter(|p| p.1.is_finite());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in all {
-            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-        }
-        if x0 > x1 {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        let pad = ((y1 - y0) * 0.05).max(1e-6);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1.max(x0 + 1e-3), (y0 - pad)..(y1 + pad))
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("hours from the forecast origin")
-            .y_desc("load")
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(err)?;
-        let polygon: Vec<(f64, f64)> = lo.iter().copied().chain(hi.iter().rev().copied()).collect();
-        chart
-            .draw_series(std::iter::once(Polygon::new(polygon, LIGHT_ORANGE.filled())))
-            .map_err(err)?
-            .label(band.to_string())
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], LIGHT_ORANGE.filled()));
-        for (name, pts, color) in [("history", history, BLUE), ("forecast", central, ORANGE)] {
-            chart
-                .draw_series(LineSeries::new(
-                    pts.iter().copied().filter(|p| p.1.is_finite()),
-                    color.stroke_width(2),
-                ))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-        }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-        Ok(())
+    root.fill(&WHITE).map_err(err)?;
+    let all = history
+        .iter()
+        .chain(lo)
+        .chain(hi)
+        .filter(|p| p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in all {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1.max(x0 + 1e-3), (y0 - pad)..(y1 + pad))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("hours from the forecast origin")
+        .y_desc("load")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
+    let polygon: Vec<(f64, f64)> = lo.iter().copied().chain(hi.iter().rev().copied()).collect();
+    chart
+        .draw_series(std::iter::once(Polygon::new(
+            polygon,
+            LIGHT_ORANGE.filled(),
+        )))
+        .map_err(err)?
+        .label(band.to_string())
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], LIGHT_ORANGE.filled()));
+    for (name, pts, color) in [("history", history, BLUE), ("forecast", central, ORANGE)] {
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().copied().filter(|p| p.1.is_finite()),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
