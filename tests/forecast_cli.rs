@@ -69,6 +69,21 @@ fn series_count_their_corrections_and_refuse_bad_values() {
     assert!(grid.contains("300,a,5\n"), "{grid}");
     assert!(grid.contains("300,b,\n"), "{grid}");
 
+    // Parquet out and back in gives the same grid.
+    let pq = dir.path().join("grid.parquet");
+    ok(netfm()
+        .args(["forecast", "series", "--input"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&pq));
+    let again = dir.path().join("again.csv");
+    ok(netfm()
+        .args(["forecast", "series", "--input"])
+        .arg(&pq)
+        .arg("--out")
+        .arg(&again));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), grid);
+
     // The same file again is refused without --overwrite.
     let t = fails(
         netfm()

@@ -450,7 +450,7 @@ mod tests {
         let a = Abilene::load(&Abilene::bundled_dir().unwrap()).unwrap();
         assert_eq!(a.topology.links.len(), 30);
         assert_eq!(a.weeks[0].1.len(), 2016);
-        let r = route(&a.topology, &vec![true; 30]);
+        let r = route(&a.topology, &[true; 30]);
         assert!(r.unroutable.is_empty());
         // Every pair's demand leaves its origin whole.
         for src in 0..12 {

@@ -72,7 +72,7 @@ pub fn probit(p: f64) -> f64 {
         -3.969683028665376e1,
         2.209460984245205e2,
         -2.759285104469687e2,
-        1.383577518672690e2,
+        1.383_577_518_672_69e2,
         -3.066479806614716e1,
         2.506628277459239,
     ];
@@ -319,9 +319,9 @@ pub fn interpolate(y: &[f64]) -> Option<Vec<f64>> {
     }
     for w in obs.windows(2) {
         let (a, b) = (w[0], w[1]);
-        for i in a + 1..b {
+        for (i, x) in out.iter_mut().enumerate().take(b).skip(a + 1) {
             let f = (i - a) as f64 / (b - a) as f64;
-            out[i] = y[a] + f * (y[b] - y[a]);
+            *x = y[a] + f * (y[b] - y[a]);
         }
     }
     Some(out)

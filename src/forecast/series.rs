@@ -463,9 +463,9 @@ pub fn read_parquet(path: &Path) -> anyhow::Result<Vec<Point>> {
         let series = series.as_string::<i32>();
         let vals = cast(vi, &DataType::Float64)?;
         let vals = vals.as_primitive::<Float64Type>();
-        for r in 0..batch.num_rows() {
-            let t = times[r]
-                .with_context(|| format!("{}: row {}: no time", path.display(), out.len() + 1))?;
+        for (r, t) in times.iter().enumerate() {
+            let t =
+                t.with_context(|| format!("{}: row {}: no time", path.display(), out.len() + 1))?;
             if series.is_null(r) {
                 bail!("{}: row {}: no series name", path.display(), out.len() + 1);
             }
