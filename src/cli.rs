@@ -171,6 +171,10 @@ pub struct ForecastPredictArgs {
     /// The series --plot draws [default: the first].
     #[arg(long)]
     pub plot_series: Option<String>,
+    /// A known level shift (a failure, a reroute) at this time (unix seconds or RFC 3339):
+    /// netfm's model renormalizes the history before it to the level since.
+    #[arg(long, value_name = "TIME")]
+    pub event: Option<String>,
     /// Replace --out (and --plot) if they exist.
     #[arg(long)]
     pub overwrite: bool,

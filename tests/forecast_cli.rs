@@ -350,6 +350,71 @@ fn train_save_and_predict_with_netfm_and_a_baseline() {
     );
     assert_eq!(t.trim(), "360 30 0 1 12");
 
+    // With a known event the model renormalizes: on the failure scenario's series, from
+    // the hour after the failure, the forecasts of the links whose load moved differ.
+    let failed = dir.path().join("failed.csv");
+    ok(netfm()
+        .args([
+            "forecast",
+            "series",
+            "--dataset",
+            "abilene",
+            "--failure",
+            "--out",
+        ])
+        .arg(&failed));
+    let cut = dir.path().join("cut.csv");
+    // Up to one hour after the failure (interval 1,728 + 12 of week 1).
+    let keep = 1_078_099_200 + (1728 + 12) * 300;
+    let rows: String = std::fs::read_to_string(&failed)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.starts_with("timestamp")
+                || l.split(',').next().unwrap().parse::<i64>().unwrap() < keep
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write(&cut, &rows);
+    let plain = dir.path().join("plain.csv");
+    let adapted = dir.path().join("adapted.csv");
+    for (out, event) in [
+        (&plain, None),
+        (&adapted, Some((1_078_099_200 + 1728 * 300).to_string())),
+    ] {
+        let mut c = netfm();
+        c.args(["forecast", "predict", "--horizon", "1h", "--input"])
+            .arg(&cut)
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(out);
+        if let Some(e) = event {
+            c.args(["--event", &e]);
+        }
+        ok(&mut c);
+    }
+    assert_ne!(
+        std::fs::read_to_string(&plain).unwrap(),
+        std::fs::read_to_string(&adapted).unwrap()
+    );
+    let t = fails(
+        netfm()
+            .args([
+                "forecast",
+                "predict",
+                "--baseline",
+                "naive",
+                "--event",
+                "1078099800",
+                "--input",
+            ])
+            .arg(&cut)
+            .arg("--out")
+            .arg(dir.path().join("x.csv")),
+    );
+    assert!(t.contains("does not adapt"), "{t}");
+
     // Longer than the model's horizon; quantiles it was not trained for.
     let t = fails(
         netfm()

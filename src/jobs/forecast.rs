@@ -777,7 +777,19 @@ pub fn predict(args: &ForecastPredictArgs) -> anyhow::Result<PredictSummary> {
     }
     let horizon = (horizon_s / panel.step) as usize;
     let season = (86_400 / panel.step).max(1) as usize;
-    let model: Box<dyn Forecaster> = match (&args.model, &args.baseline) {
+    let event = match &args.event {
+        Some(e) => {
+            let t =
+                series::parse_time(e).with_context(|| format!("--event {e:?} is not a time"))?;
+            let i = ((t - panel.start as f64) / panel.step as f64).ceil();
+            if i <= 0.0 || i >= panel.len() as f64 {
+                bail!("--event {e}: not inside the series' span");
+            }
+            Some(i as usize)
+        }
+        None => None,
+    };
+    let mut model: Box<dyn Forecaster> = match (&args.model, &args.baseline) {
         (Some(dir), _) => {
             let m = load_model(dir, args.runtime.to_options()?)?;
             if m.step() != panel.step {
@@ -809,6 +821,15 @@ pub fn predict(args: &ForecastPredictArgs) -> anyhow::Result<PredictSummary> {
         }
         (None, None) => bail!("give --model DIR or --baseline NAME"),
     };
+    if event.is_some() {
+        if !model.adaptive() {
+            bail!(
+                "--event: the {} baseline does not adapt to events",
+                model.name()
+            );
+        }
+        model.set_event(event);
+    }
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let reqs: Vec<(usize, &[f64], i64)> = (0..panel.values.len())
