@@ -152,6 +152,15 @@ fn sigma_of(sigmas: &[f64], series: usize, name: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("{name}: series {series} was not in the training panel"))
 }
 
+/// Series `series`'s fitted ETS of `models`.
+fn fitted<'a>(models: &'a [Option<Ets>], series: usize, name: &str) -> anyhow::Result<&'a Ets> {
+    models
+        .get(series)
+        .with_context(|| format!("{name}: series {series} was not in the training panel"))?
+        .as_ref()
+        .with_context(|| format!("{name}: series {series} had too few training points"))
+}
+
 /// The last observed value.
 #[derive(Default)]
 pub struct Naive {
@@ -258,12 +267,7 @@ impl Forecaster for EtsBaseline {
         horizon: usize,
         quantiles: &[f64],
     ) -> anyhow::Result<Vec<Vec<f64>>> {
-        let m = self
-            .models
-            .get(series)
-            .with_context(|| format!("ets: series {series} was not in the training panel"))?
-            .as_ref()
-            .with_context(|| format!("ets: series {series} had too few training points"))?;
+        let m = fitted(&self.models, series, self.name())?;
         let (state, _, _) = m.filter(history);
         Ok(m.forecast(state, horizon)
             .into_iter()
@@ -356,12 +360,7 @@ impl Forecaster for Mstl {
         horizon: usize,
         quantiles: &[f64],
     ) -> anyhow::Result<Vec<Vec<f64>>> {
-        let m = self
-            .trend
-            .get(series)
-            .with_context(|| format!("mstl: series {series} was not in the training panel"))?
-            .as_ref()
-            .with_context(|| format!("mstl: series {series} had too few training points"))?;
+        let m = fitted(&self.trend, series, self.name())?;
         if history.len() < 2 * self.period {
             anyhow::bail!(
                 "mstl: {} intervals of history, it needs {}",
