@@ -5,41 +5,9 @@
 
 mod common;
 
-use common::python;
+use common::{fails, json_of, netfm, ok, python};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn netfm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_netfm"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("run netfm");
-    assert!(o.status.success(), "netfm failed:\n{}", text(&o));
-    o
-}
-
-/// A clean error (exit 2, one `netfm: error:` line, no panic); returns the output.
-fn fails(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("run netfm");
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "expected a clean error:\n{t}");
-    assert!(t.contains("netfm: error:"), "{t}");
-    assert!(!t.contains("panicked"), "{t}");
-    t
-}
-
-fn json_of(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
-}
+use std::process::Command;
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();

@@ -7,42 +7,14 @@
 
 mod common;
 
-use common::{pcaps, python};
+use common::{fails, json_of, netfm, ok, pcaps, python, text};
 use netfm::dataset::reader::{read_all, FlowExample};
 use netfm::train::collate::{inference_batch, Layout};
 use netfm_models::DType;
 use netfm_tokenizer::TokenizedFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn netfm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_netfm"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("run netfm");
-    assert!(o.status.success(), "netfm failed:\n{}", text(&o));
-    o
-}
-
-/// Fails with exit code 2 and a one-line `netfm: error:` message (no panic); returns it.
-fn fails(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("run netfm");
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "expected a clean error:\n{t}");
-    assert!(t.contains("netfm: error:"), "{t}");
-    assert!(!t.contains("panicked"), "{t}");
-    t
-}
 
 fn tokenize(out: &Path) {
     ok(netfm()
@@ -60,10 +32,6 @@ fn tokenize_more(out: &Path) {
         .arg(out)
         .arg(pcaps())
         .arg(common::conformance_dir().join("pcaps")));
-}
-
-fn json_of(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
 }
 
 fn pretrain(data: &Path, out: &Path, extra: &[&str]) -> Command {

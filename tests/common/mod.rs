@@ -52,3 +52,39 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     );
     out
 }
+
+/// The netfm binary of this build.
+pub fn netfm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netfm"))
+}
+
+/// A command's stdout and stderr together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs netfm and fails the test, showing its output, unless it succeeds.
+pub fn ok(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("run netfm");
+    assert!(o.status.success(), "netfm failed:\n{}", text(&o));
+    o
+}
+
+/// Fails with exit code 2 and a one-line `netfm: error:` message (no panic); returns it.
+pub fn fails(cmd: &mut Command) -> String {
+    let o = cmd.output().expect("run netfm");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "expected a clean error:\n{t}");
+    assert!(t.contains("netfm: error:"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    t
+}
+
+/// The summary a `--json` run printed on stdout.
+pub fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).expect("summary JSON on stdout")
+}
