@@ -119,8 +119,8 @@ def netfm_backtest(netfm, week, models, out_json):
     secs = time.perf_counter() - t0
     with open(out_json) as f:
         recs = json.load(f)
-    if isinstance(recs, dict):  # tolerate {"results": [...]} style wrappers
-        recs = next(v for v in recs.values() if isinstance(v, list))
+    if isinstance(recs, dict):  # {"records": [...], "failure": [...], "inputs": [...]}
+        recs = recs.get("records", [])
     return recs, secs
 
 
@@ -262,6 +262,8 @@ def table(week, sf_recs, nf_recs):
     nf = {(r.get("model"), r.get("horizon")): r for r in nf_recs}
     lines = [
         f"### Abilene week {week}",
+        "",
+        "MAE diff = (statsforecast - netfm) / netfm; intervals at 80%.",
         "",
         "| model | horizon | MAE netfm | MAE statsforecast | MAE diff | MASE netfm / sf "
         "| coverage80 netfm / sf | points netfm / sf |",
