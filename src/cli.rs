@@ -266,6 +266,9 @@ pub struct ForecasterArgs {
     /// Peak learning rate (warmup, then cosine decay).
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
+    /// Backtest: train this many models (seeds SEED, SEED+1, …) and average their quantiles.
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
     /// Calendar features: `none`, `day` (time of day), `week` (and day of week) or `auto`
     /// (`week` when the training data spans two weeks, else `day`). On Abilene's five
     /// training days, `none` forecasts best (benches/README.md).

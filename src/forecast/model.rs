@@ -496,3 +496,83 @@ impl Forecaster for NetfmForecaster {
             .collect())
     }
 }
+
+/// Several forecasters trained alike but for their seeds, their quantiles averaged
+/// (quantile averaging keeps them ordered).
+pub struct Ensemble {
+    pub members: Vec<NetfmForecaster>,
+}
+
+impl Forecaster for Ensemble {
+    fn name(&self) -> &str {
+        "netfm"
+    }
+
+    fn parallel(&self) -> bool {
+        false
+    }
+
+    fn set_event(&mut self, event: Option<usize>) {
+        for m in &mut self.members {
+            m.set_event(event);
+        }
+    }
+
+    fn adaptive(&self) -> bool {
+        true
+    }
+
+    fn fit(&mut self, train: &Panel) -> anyhow::Result<()> {
+        for m in &mut self.members {
+            m.fit(train)?;
+        }
+        Ok(())
+    }
+
+    fn forecast(
+        &self,
+        series: usize,
+        history: &[f64],
+        origin: i64,
+        horizon: usize,
+        quantiles: &[f64],
+    ) -> anyhow::Result<Vec<Vec<f64>>> {
+        Ok(self
+            .forecast_many(&[(series, history, origin)], horizon, quantiles)?
+            .remove(0))
+    }
+
+    fn forecast_many(
+        &self,
+        requests: &[(usize, &[f64], i64)],
+        horizon: usize,
+        quantiles: &[f64],
+    ) -> anyhow::Result<Vec<Vec<Vec<f64>>>> {
+        let mut sum: Option<Vec<Vec<Vec<f64>>>> = None;
+        for m in &self.members {
+            let f = m.forecast_many(requests, horizon, quantiles)?;
+            match &mut sum {
+                None => sum = Some(f),
+                Some(s) => {
+                    for (a, b) in s.iter_mut().zip(&f) {
+                        for (x, y) in a.iter_mut().zip(b) {
+                            for (u, v) in x.iter_mut().zip(y) {
+                                *u += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let k = self.members.len().max(1) as f64;
+        let mut s = sum.context("an empty ensemble")?;
+        for a in &mut s {
+            for x in a {
+                for u in x {
+                    *u /= k;
+                }
+            }
+        }
+        Ok(s)
+    }
+}

@@ -394,11 +394,16 @@ fn all_models(
     args: &ForecastBacktestArgs,
     season: usize,
 ) -> anyhow::Result<Vec<Box<dyn Forecaster>>> {
-    let mut out: Vec<Box<dyn Forecaster>> = vec![Box::new(forecaster(
-        &args.model,
-        args.seed,
-        args.runtime.to_options()?,
-    )?)];
+    let opts = args.runtime.to_options()?;
+    let netfm: Box<dyn Forecaster> = if args.model.ensemble > 1 {
+        let members = (0..args.model.ensemble as u64)
+            .map(|i| forecaster(&args.model, args.seed + i, opts.clone()))
+            .collect::<anyhow::Result<_>>()?;
+        Box::new(crate::forecast::model::Ensemble { members })
+    } else {
+        Box::new(forecaster(&args.model, args.seed, opts)?)
+    };
+    let mut out: Vec<Box<dyn Forecaster>> = vec![netfm];
     out.extend(baselines::all(season));
     Ok(out)
 }
