@@ -626,6 +626,9 @@ fn check_model_dir(out: &Path, overwrite: bool) -> anyhow::Result<()> {
 
 /// `netfm forecast train`.
 pub fn train(args: &ForecastTrainArgs) -> anyhow::Result<TrainSummary> {
+    if args.model.ensemble > 1 {
+        bail!("--ensemble applies to `forecast backtest`; a saved model is one forecaster");
+    }
     check_model_dir(&args.out, args.overwrite)?;
     let mut loaded = load(&args.input, false, &[1])?;
     let l = loaded.remove(0);
