@@ -239,11 +239,14 @@ pub fn write_panel_with(
     extra: Option<(&str, &Panel)>,
     out: &Path,
 ) -> anyhow::Result<()> {
-    let tmp = temp_beside(out);
-    let result = match out.extension().and_then(|e| e.to_str()) {
-        Some("csv") => (|| -> anyhow::Result<()> {
+    let ext = out.extension().and_then(|e| e.to_str());
+    if ext != Some("csv") && ext != Some("parquet") {
+        bail!("{}: write .csv or .parquet", out.display());
+    }
+    write_whole(out, |tmp| match ext {
+        Some("csv") => {
             use std::io::Write;
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
             match extra {
                 None => series::write_csv(panel, &mut w)?,
                 Some((name, x)) => {
@@ -263,22 +266,31 @@ pub fn write_panel_with(
             }
             w.flush()?;
             Ok(())
-        })(),
-        Some("parquet") => write_parquet(panel, extra, &tmp),
-        _ => bail!("{}: write .csv or .parquet", out.display()),
-    };
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("writing {}", out.display())));
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))
+        }
+        _ => write_parquet(panel, extra, tmp),
+    })
 }
 
+/// A hidden name beside `out` that keeps its extension (`.partial.NAME`).
 fn temp_beside(out: &Path) -> PathBuf {
     let name = out
         .file_name()
         .map_or("out".into(), |n| n.to_string_lossy().to_string());
-    out.with_file_name(format!(".{name}.partial"))
+    out.with_file_name(format!(".partial.{name}"))
+}
+
+/// Runs `write` on a temporary file beside `out`, then renames it to `out`: an output is
+/// whole or absent (the temporary file is removed if `write` fails).
+pub(crate) fn write_whole(
+    out: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tmp = temp_beside(out);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("writing {}", out.display())));
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))
 }
 
 fn write_parquet(panel: &Panel, extra: Option<(&str, &Panel)>, path: &Path) -> anyhow::Result<()> {
@@ -566,9 +578,7 @@ pub fn backtest(args: &ForecastBacktestArgs) -> anyhow::Result<BacktestSummary> 
             "inputs": summary.inputs,
             "version": summary.version,
         }))?;
-        let tmp = temp_beside(p);
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", p.display()))?;
-        std::fs::rename(&tmp, p)?;
+        write_whole(p, |tmp| Ok(std::fs::write(tmp, text)?))?;
     }
     Ok(summary)
 }
@@ -886,9 +896,8 @@ fn write_forecasts(
     qs: &[f64],
 ) -> anyhow::Result<()> {
     let origin = panel.time(panel.len());
-    let tmp = temp_beside(out);
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let result: anyhow::Result<()> = (|| {
+    write_whole(out, |tmp| {
         match ext {
             "json" => {
                 let v: Vec<serde_json::Value> = fc
@@ -910,11 +919,11 @@ fn write_forecasts(
                         })
                     })
                     .collect();
-                std::fs::write(&tmp, serde_json::to_string_pretty(&v)?)?;
+                std::fs::write(tmp, serde_json::to_string_pretty(&v)?)?;
             }
             "csv" => {
                 use std::io::Write;
-                let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+                let mut w = std::io::BufWriter::new(std::fs::File::create(tmp)?);
                 let qn: Vec<String> = qs.iter().map(|&q| q_name(q)).collect();
                 writeln!(w, "link,origin,timestamp,step,{}", qn.join(","))?;
                 for (s, f) in fc.iter().enumerate() {
@@ -971,7 +980,7 @@ fn write_forecasts(
                 }
                 let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), arrays)?;
                 let mut w = parquet::arrow::ArrowWriter::try_new(
-                    std::fs::File::create(&tmp)?,
+                    std::fs::File::create(tmp)?,
                     schema,
                     None,
                 )?;
@@ -980,12 +989,7 @@ fn write_forecasts(
             }
         }
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("writing {}", out.display())));
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))
+    })
 }
 
 /// What `netfm loads` did.

@@ -394,36 +394,33 @@ pub fn forecast_chart(
         quantiles[0] * 100.0,
         quantiles[quantiles.len() - 1] * 100.0
     );
-    let tmp = out.with_extension(format!(
-        "partial.{}",
-        out.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let result = match out.extension().and_then(|e| e.to_str()) {
-        Some("png") => draw_forecast(
-            BitMapBackend::new(&tmp, (1000, 500)).into_drawing_area(),
-            &title,
-            &band,
-            &history,
-            &central,
-            &lo,
-            &hi,
-        ),
-        Some("svg") => draw_forecast(
-            SVGBackend::new(&tmp, (1000, 500)).into_drawing_area(),
-            &title,
-            &band,
-            &history,
-            &central,
-            &lo,
-            &hi,
-        ),
-        _ => bail!("--plot {}: draw a .png or .svg", out.display()),
-    };
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    let ext = out.extension().and_then(|e| e.to_str());
+    if ext != Some("png") && ext != Some("svg") {
+        bail!("--plot {}: draw a .png or .svg", out.display());
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))
+    super::forecast::write_whole(out, |tmp| {
+        if ext == Some("png") {
+            draw_forecast(
+                BitMapBackend::new(tmp, (1000, 500)).into_drawing_area(),
+                &title,
+                &band,
+                &history,
+                &central,
+                &lo,
+                &hi,
+            )
+        } else {
+            draw_forecast(
+                SVGBackend::new(tmp, (1000, 500)).into_drawing_area(),
+                &title,
+                &band,
+                &history,
+                &central,
+                &lo,
+                &hi,
+            )
+        }
+    })
 }
 
 /// The lines and band of [`forecast_chart`], drawn on `root`.
