@@ -105,22 +105,10 @@ impl Checkpoint {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
-        let fmt = |m: &str| CheckpointError::Format(m.to_string());
-        let len = bytes.get(..8).ok_or_else(|| fmt("shorter than 8 bytes"))?;
-        let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-        let end = 8usize
-            .checked_add(len)
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| fmt("header runs past the end"))?;
-        let header: Map<String, Value> = serde_json::from_slice(&bytes[8..end])
-            .map_err(|e| fmt(&format!("header JSON: {e}")))?;
-        let data = &bytes[end..];
-        let meta = header.get("__metadata__").and_then(Value::as_object);
-        let get = |k: &str| {
-            meta.and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let st = crate::safetensors::parse(bytes).map_err(|e| {
+            CheckpointError::Format(e.to_string().replace("not a safetensors file: ", ""))
+        })?;
+        let get = |k: &str| st.metadata.get(k).cloned();
         if get("format").as_deref() != Some(FORMAT) {
             return Err(CheckpointError::NotNetfm(get("format")));
         }
@@ -143,67 +131,12 @@ impl Checkpoint {
             adam_m: HashMap::new(),
             adam_v: HashMap::new(),
         };
-        for (name, info) in &header {
-            if name == "__metadata__" {
-                continue;
+        for (name, t) in st.tensors {
+            if !matches!(t.data, Data::F32(_) | Data::F64(_)) {
+                return Err(CheckpointError::Format(format!(
+                    "tensor {name}: not a float tensor"
+                )));
             }
-            let bad = |m: &str| fmt(&format!("tensor {name}: {m}"));
-            let dt = info
-                .get("dtype")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("no dtype"))?;
-            let dims: Vec<i64> = info
-                .get("shape")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("no shape"))?
-                .iter()
-                .map(|d| {
-                    d.as_i64()
-                        .filter(|&d| d >= 0)
-                        .ok_or_else(|| bad("bad shape"))
-                })
-                .collect::<Result<_, _>>()?;
-            let off = info
-                .get("data_offsets")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("no offsets"))?;
-            let (s, e) = match off.as_slice() {
-                [s, e] => (
-                    s.as_u64().unwrap_or(u64::MAX) as usize,
-                    e.as_u64().unwrap_or(0) as usize,
-                ),
-                _ => return Err(bad("bad offsets")),
-            };
-            if s > e || e > data.len() {
-                return Err(bad("offsets outside the file"));
-            }
-            let raw = &data[s..e];
-            let n = dims
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
-                .ok_or_else(|| bad("too large"))?;
-            let tensor_data = match dt {
-                "F32" if raw.len() == 4 * n => Data::F32(
-                    raw.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                        .collect(),
-                ),
-                "F64" if raw.len() == 8 * n => Data::F64(
-                    raw.chunks_exact(8)
-                        .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
-                        .collect(),
-                ),
-                _ => {
-                    return Err(bad(&format!(
-                        "{dt} with {} bytes for {n} values",
-                        raw.len()
-                    )))
-                }
-            };
-            let t = Tensor {
-                dims,
-                data: tensor_data,
-            };
             if let Some(k) = name.strip_prefix("param.") {
                 ck.params.insert(k.to_string(), t);
             } else if let Some(k) = name.strip_prefix("adam_m.") {

@@ -73,6 +73,11 @@ pub struct ModelConfig {
     /// The graphs' batch layout (not a property of the weights).
     #[serde(default)]
     pub layout: InputLayout,
+    /// netFound's exact architecture ([`crate::netfound_config`]) when the model is one of
+    /// netFound's (imported from its checkpoints); `None` for netfm's own encoder
+    /// ([`crate::hier`]). The fields above then summarise its shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netfound: Option<Box<crate::netfound_config::NetfoundConfig>>,
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -123,6 +128,7 @@ impl ModelConfig {
             layer_norm_eps: 1e-5,
             vocab: VocabSpec::netfound(),
             layout: InputLayout::default(),
+            netfound: None,
         })
     }
 

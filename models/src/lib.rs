@@ -19,9 +19,11 @@ pub mod export;
 pub mod forecaster;
 pub mod graph;
 pub mod hier;
+pub mod netfound_config;
 pub mod optim;
 pub mod params;
 pub mod proto;
+pub mod safetensors;
 
 pub use config::{InputLayout, ModelConfig, VocabSpec};
 pub use export::{
