@@ -601,6 +601,27 @@ pub enum ModelCommand {
     /// Write inference.onnx, train_step.onnx, eval.onnx, config.json and (for a new model)
     /// checkpoint.safetensors; from a checkpoint, the inference graph carries its weights.
     Export(ModelExportArgs),
+    /// Import a netFound checkpoint (Hugging Face folder: config.json + model.safetensors,
+    /// pretrained or fine-tuned) into a netfm model folder that embed, finetune, predict
+    /// and export use.
+    Import(ModelImportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelImportArgs {
+    /// The netFound checkpoint folder (as `save_pretrained` writes it; downloaded from
+    /// Hugging Face outside netfm).
+    #[arg(long, value_name = "DIR")]
+    pub netfound: PathBuf,
+    /// The netfm model folder to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace what --out holds (a folder holding anything is refused otherwise).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -469,6 +469,13 @@ pub fn embed(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `netfm model import`.
+pub fn model_import(args: &crate::cli::ModelImportArgs) -> anyhow::Result<ExitCode> {
+    let summary = crate::jobs::import::run(args)?;
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `netfm finetune`.
 pub fn finetune(args: &FinetuneArgs) -> anyhow::Result<ExitCode> {
     let opts = args.runtime.to_options()?;

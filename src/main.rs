@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => netfm::commands::demo(&args),
         Command::Doctor(args) => netfm::commands::doctor(&args),
         Command::Model(ModelCommand::Export(args)) => netfm::commands::model_export(&args),
+        Command::Model(ModelCommand::Import(args)) => netfm::commands::model_import(&args),
         Command::Pretrain(args) => netfm::commands::pretrain(&args),
         Command::Embed(args) => netfm::commands::embed(&args),
         Command::Finetune(args) => netfm::commands::finetune(&args),

@@ -9,7 +9,6 @@
 
 use crate::config::ModelConfig;
 use crate::graph::{DType, Data, Tensor};
-use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
@@ -63,45 +62,26 @@ impl Checkpoint {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut tensors: BTreeMap<String, &Tensor> = BTreeMap::new();
+        let mut tensors: Vec<(String, &Tensor)> = Vec::new();
         for (prefix, map) in [
             ("param", &self.params),
             ("adam_m", &self.adam_m),
             ("adam_v", &self.adam_v),
         ] {
             for (k, t) in map {
-                tensors.insert(format!("{prefix}.{k}"), t);
+                tensors.push((format!("{prefix}.{k}"), t));
             }
         }
-        let mut header = Map::new();
-        header.insert(
-            "__metadata__".into(),
-            json!({
-                "format": FORMAT,
-                "config": self.config.to_json(),
-                "step": self.step.to_string(),
-                "dtype": dtype_name(self.dtype),
-            }),
-        );
-        let mut data = Vec::new();
-        for (name, t) in &tensors {
-            let bytes = t.data.raw_le();
-            let start = data.len();
-            data.extend_from_slice(&bytes);
-            header.insert(
-                name.clone(),
-                json!({"dtype": dtype_name(t.data.dtype()), "shape": t.dims, "data_offsets": [start, data.len()]}),
-            );
-        }
-        let mut h = serde_json::to_vec(&Value::Object(header)).expect("header serializes");
-        while !h.len().is_multiple_of(8) {
-            h.push(b' ');
-        }
-        let mut out = Vec::with_capacity(8 + h.len() + data.len());
-        out.extend_from_slice(&(h.len() as u64).to_le_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(&data);
-        out
+        let metadata: BTreeMap<String, String> = [
+            ("format", FORMAT.to_string()),
+            ("config", self.config.to_json()),
+            ("step", self.step.to_string()),
+            ("dtype", dtype_name(self.dtype).to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        crate::safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), *t)), &metadata)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {

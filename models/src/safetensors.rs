@@ -174,6 +174,56 @@ pub fn parse(bytes: &[u8]) -> Result<SafeTensors, SafetensorsError> {
     Ok(out)
 }
 
+fn dtype_name(d: &Data) -> &'static str {
+    match d {
+        Data::F32(_) => "F32",
+        Data::F64(_) => "F64",
+        Data::I64(_) => "I64",
+        Data::Bool(_) => "BOOL",
+    }
+}
+
+/// Writes `tensors` (in name order) with `metadata` as `__metadata__`; the header is padded
+/// with spaces to a multiple of 8 bytes, as the reference implementation does.
+pub fn serialize<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut sorted: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut header = Map::new();
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            Value::Object(
+                metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
+        );
+    }
+    let mut data = Vec::new();
+    for (name, t) in sorted {
+        let bytes = t.data.raw_le();
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype_name(&t.data), "shape": t.dims, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut h = serde_json::to_vec(&Value::Object(header)).expect("header serializes");
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + data.len());
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +276,13 @@ mod tests {
         assert_eq!(st.tensors["c"].data, Data::I64(vec![-7]));
         assert_eq!(st.source_dtypes["b"], "BF16");
         assert_eq!(st.metadata["format"], "pt");
+        let again = serialize(
+            st.tensors.iter().map(|(k, t)| (k.as_str(), t)),
+            &st.metadata,
+        );
+        let back = parse(&again).unwrap();
+        assert_eq!(back.tensors, st.tensors);
+        assert_eq!(back.metadata, st.metadata);
         // Damage: truncated, a byte range too short for the shape, unknown dtype.
         assert!(matches!(
             parse(&bytes[..bytes.len() - 1]),

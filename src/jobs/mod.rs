@@ -7,6 +7,7 @@ pub mod embed;
 pub mod finetune;
 pub mod flow_output;
 pub mod forecast;
+pub mod import;
 pub mod labels;
 pub mod model;
 pub mod plot;
