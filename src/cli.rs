@@ -463,6 +463,16 @@ pub struct EmbedArgs {
     /// Embeddings only: skip the masked pass that computes anomaly_score (left null).
     #[arg(long)]
     pub no_score: bool,
+    /// Which flow embedding to write [default: `netfound` for netFound models, `cls` for
+    /// netfm's own].
+    #[arg(long, value_enum)]
+    pub embedding: Option<EmbeddingArg>,
+    /// netFound models: pad every batch to netFound's canonical 12 bursts x 73 slots (a
+    /// flow's outputs then never depend on its batch), or to the batch's own longest flow
+    /// and burst, as netFound's collator does (its `netfound` embedding and swap logits then
+    /// change with the other flows of the batch).
+    #[arg(long, value_enum, default_value_t = PaddingArg::Canonical)]
+    pub padding: PaddingArg,
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
@@ -474,6 +484,26 @@ pub struct EmbedArgs {
     pub json: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingArg {
+    /// netFound's own (what its inference script writes): the mean of the last hidden state
+    /// over every slot of the padded grid, padding included (netFound models only).
+    Netfound,
+    /// The mean of the last hidden state over the flow's real tokens, CLS slots included
+    /// (netFound models only; independent of padding).
+    Tokens,
+    /// The mean of the final CLS states of the flow's bursts (independent of padding).
+    Cls,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaddingArg {
+    Canonical,
+    Batch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
