@@ -364,6 +364,15 @@ pub fn netfound_pretrain_batch(
     nf: &NetfoundLayout,
     rng: &mut SplitMix64,
 ) -> Batch {
+    pretrain(flows, nf, rng).0
+}
+
+/// [`netfound_pretrain_batch`], and the swaps it drew.
+fn pretrain(
+    flows: &[&TokenizedFlow],
+    nf: &NetfoundLayout,
+    rng: &mut SplitMix64,
+) -> (Batch, Vec<Option<Swap>>) {
     let mut w = work(flows, nf);
     let (b, n, l) = (w.flows.len(), w.n, w.l);
     // Targets and directions from the unmasked metadata.
@@ -435,5 +444,381 @@ pub fn netfound_pretrain_batch(
         }
     }
     extra.push(("direction_labels".into(), ints(vec![bi, ni], direction)));
-    finish(&w, placed, extra)
+    (finish(&w, placed, extra), c.swaps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::collate::SCORE_MASK_PERIOD;
+    use crate::train::collate::{classify_batch, inference_batch, score_batch, Layout};
+    use netfm_models::netfound_config::NetfoundConfig;
+
+    const CLS: i64 = 65537;
+    const MASK: i64 = 65538;
+
+    /// A flow of `protocol` whose bursts have `(packets, forward)`; every packet record is
+    /// `h + 6` tokens, all tokens of the batch distinct (`seed` tells flows apart).
+    fn flow(seed: u16, protocol: u8, bursts: &[(u32, bool)]) -> TokenizedFlow {
+        let per = header_tokens(protocol).unwrap_or(7) + PAYLOAD_TOKENS;
+        let mut f = TokenizedFlow {
+            flow_duration_us: 99,
+            protocol,
+            ..TokenizedFlow::default()
+        };
+        for (i, &(count, forward)) in bursts.iter().enumerate() {
+            let tokens: Vec<u16> = (0..count as usize * per)
+                .map(|t| seed * 4096 + i as u16 * 256 + t as u16)
+                .collect();
+            let burst = Burst {
+                token_len: 0,
+                forward,
+                bytes: 100 * count + i as u32,
+                count,
+                iat_us: 2_999 + 1000 * i as u64,
+                start_ns: 0,
+            };
+            f.push_burst(burst, &tokens);
+        }
+        f
+    }
+
+    fn layout(padding: NetfoundPadding) -> NetfoundLayout {
+        NetfoundLayout {
+            max_bursts: 5,
+            max_burst_length: 1 + 2 * 12,
+            vocab_size: 65600,
+            vocab: VocabSpec::netfound(),
+            dtype: DType::F32,
+            padding,
+            mlm_probability: 0.3,
+            swap_rate: 0.5,
+        }
+    }
+
+    fn ints_of<'a>(b: &'a Batch, name: &str) -> &'a [i64] {
+        match &b.get(name).unwrap_or_else(|| panic!("no {name}")).data {
+            Data::I64(v) => v,
+            _ => panic!("{name} is not int64"),
+        }
+    }
+
+    fn floats_of<'a>(b: &'a Batch, name: &str) -> &'a [f32] {
+        match &b.get(name).unwrap_or_else(|| panic!("no {name}")).data {
+            Data::F32(v) => v,
+            _ => panic!("{name} is not float32"),
+        }
+    }
+
+    fn netfound_config_json() -> String {
+        serde_json::json!({
+            "model_type": "netFound", "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 24, "vocab_size": 65600,
+            "max_bursts": 12, "max_burst_length": 73, "max_position_embeddings": 73,
+            "layer_norm_eps": 1e-12, "norm_eps": 1e-5, "strip_payload": true,
+            "swap_rate": 0.25, "mlm_probability": 0.2
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn strips_each_packet_record_to_its_header() {
+        let f = flow(0, PROTO_TCP, &[(2, true), (1, false)]);
+        let s = strip_payload(&f);
+        let b: Vec<Vec<u16>> = s.bursts_with_tokens().map(|(_, t)| t.to_vec()).collect();
+        let want0: Vec<u16> = (0..12).chain(18..30).collect();
+        assert_eq!(b, vec![want0, (256..268).collect()]);
+        assert_eq!(s.bursts[0].token_len, 24);
+        assert_eq!((s.bursts[0].bytes, s.bursts[1].forward), (200, false));
+        for (proto, h) in [(PROTO_UDP, 6), (PROTO_ICMP, 7)] {
+            let s = strip_payload(&flow(0, proto, &[(3, true)]));
+            assert_eq!(s.tokens.len(), 3 * h);
+            assert_eq!(s.tokens[h], (h + 6) as u16);
+        }
+        // A cut last record keeps what it has of its header.
+        let mut f = TokenizedFlow {
+            protocol: PROTO_UDP,
+            ..TokenizedFlow::default()
+        };
+        let tokens: Vec<u16> = (0..15).collect();
+        f.push_burst(flow(0, PROTO_UDP, &[(1, true)]).bursts[0].clone(), &tokens);
+        assert_eq!(strip_payload(&f).tokens, vec![0, 1, 2, 3, 4, 5, 12, 13, 14]);
+    }
+
+    #[test]
+    fn unsupported_flows_are_named() {
+        assert_eq!(
+            netfound_unsupported(&flow(0, PROTO_TCP, &[(6, true)])),
+            None
+        );
+        assert_eq!(
+            netfound_unsupported(&flow(0, PROTO_ICMP, &[(1, true)])),
+            None
+        );
+        assert!(netfound_unsupported(&flow(0, 58, &[(1, true)]))
+            .unwrap()
+            .contains("protocol"));
+        let mut f = flow(0, PROTO_UDP, &[(2, true)]);
+        f.bursts[0].count = 3;
+        assert!(netfound_unsupported(&f).unwrap().contains("records"));
+        // Fed anyway: a flow without bursts, counted.
+        let nf = layout(NetfoundPadding::Batch);
+        let ok = flow(1, PROTO_UDP, &[(1, true)]);
+        let b = netfound_inference_batch(&[&f, &ok], &nf);
+        assert_eq!((b.unsupported, b.bursts, b.tokens), (1, 1, 6));
+        assert_eq!(ints_of(&b, "protocol"), &[0, 17]);
+        assert_eq!(b.get("input_ids").unwrap().dims, vec![2, 1, 7]);
+        assert!(ints_of(&b, "attention_mask")[..7].iter().all(|&m| m == 0));
+        // Pretraining copes with it (no burst to swap, none to donate).
+        for seed in 0..20 {
+            let b = netfound_pretrain_batch(&[&f, &ok], &nf, &mut SplitMix64(seed));
+            assert_eq!(ints_of(&b, "swap_labels")[0], 0);
+        }
+    }
+
+    #[test]
+    fn layout_comes_from_a_netfound_config_only() {
+        let nfc = NetfoundConfig::from_hf_json(&netfound_config_json()).unwrap();
+        let cfg = nfc.model_config();
+        let nf = NetfoundLayout::of(&cfg, DType::F64).unwrap();
+        assert_eq!(
+            (nf.max_bursts, nf.max_burst_length, nf.vocab_size),
+            (12, 73, 65600)
+        );
+        assert_eq!((nf.swap_rate, nf.mlm_probability), (0.25, 0.2));
+        assert_eq!(
+            (nf.padding, nf.dtype),
+            (NetfoundPadding::Canonical, DType::F64)
+        );
+        assert_eq!(Layout::of(&cfg, DType::F64).netfound, Some(nf));
+        let own = ModelConfig::named("tiny").unwrap();
+        assert_eq!(NetfoundLayout::of(&own, DType::F32), None);
+        assert_eq!(Layout::of(&own, DType::F32).netfound, None);
+    }
+
+    #[test]
+    fn lays_out_cls_shifted_tokens_raw_metadata_and_padding() {
+        let a = flow(0, PROTO_TCP, &[(1, true), (2, false)]);
+        let mut b = flow(1, PROTO_UDP, &[(1, false)]);
+        // A burst without tokens (and packets) still has its CLS slot.
+        b.push_burst(
+            Burst {
+                count: 0,
+                ..a.bursts[0].clone()
+            },
+            &[],
+        );
+        let nf = layout(NetfoundPadding::Batch);
+        let batch = netfound_inference_batch(&[&a, &b], &nf);
+        let (n, l) = (2usize, 25usize);
+        assert_eq!(batch.get("input_ids").unwrap().dims, vec![2, 2, 25]);
+        assert_eq!(batch.get("burst_meta").unwrap().dims, vec![2, 2, 4]);
+        let ids = ints_of(&batch, "input_ids");
+        let mask = ints_of(&batch, "attention_mask");
+        let want: Vec<i64> = std::iter::once(CLS).chain(1..13).collect();
+        assert_eq!(&ids[..13], &want[..]);
+        assert!(ids[13..l].iter().all(|&i| i == 0));
+        assert_eq!(ids[l + 1], 257);
+        assert_eq!(ids[l + 13], 257 + 18);
+        let row = 2 * l;
+        let want: Vec<i64> = std::iter::once(CLS).chain(4097..4103).collect();
+        assert_eq!(&ids[row..row + 7], &want[..]);
+        assert_eq!(&ids[3 * l..3 * l + 2], &[CLS, 0]);
+        for (&id, &m) in ids.iter().zip(mask) {
+            assert_eq!(m, (id != 0) as i64);
+        }
+        let meta = floats_of(&batch, "burst_meta");
+        assert_eq!(&meta[..8], &[1.0, 100.0, 1.0, 2.0, -1.0, 201.0, 2.0, 3.0]);
+        assert_eq!(&meta[8..12], &[-1.0, 100.0, 1.0, 2.0]);
+        assert_eq!(&meta[12..16], &[1.0, 100.0, 0.0, 2.0]);
+        assert_eq!(ints_of(&batch, "protocol"), &[6, 17]);
+        assert_eq!(
+            (batch.bursts, batch.tokens, batch.slots),
+            (4, 36 + 6, 2 * n * l)
+        );
+        assert_eq!(batch.shape_stats(), (l, 2 * n));
+        // Canonical: the same values in the (max_bursts, max_burst_length) grid.
+        let c = netfound_inference_batch(&[&a, &b], &layout(NetfoundPadding::Canonical));
+        assert_eq!(c.get("input_ids").unwrap().dims, vec![2, 5, 25]);
+        let cids = ints_of(&c, "input_ids");
+        assert_eq!(&cids[5 * 25..5 * 25 + 7], &ids[row..row + 7]);
+        assert_eq!(floats_of(&c, "burst_meta")[20..24], meta[8..12]);
+        assert!(floats_of(&c, "burst_meta")[28..40]
+            .iter()
+            .all(|&x| x == 0.0));
+        // f64 when the layout says so.
+        let f64_layout = NetfoundLayout {
+            dtype: DType::F64,
+            ..nf.clone()
+        };
+        let d = netfound_inference_batch(&[&a], &f64_layout);
+        assert!(matches!(d.get("burst_meta").unwrap().data, Data::F64(_)));
+    }
+
+    #[test]
+    fn long_flows_and_bursts_are_cut_and_counted() {
+        let nf = layout(NetfoundPadding::Batch);
+        let f = flow(
+            0,
+            PROTO_TCP,
+            &[
+                (3, true),
+                (1, false),
+                (1, true),
+                (1, false),
+                (1, true),
+                (2, false),
+                (1, true),
+            ],
+        );
+        let b = netfound_inference_batch(&[&f], &nf);
+        // 7 bursts → 5; burst 0 has 36 stripped tokens → 24.
+        assert_eq!((b.cut_bursts, b.cut_tokens), (2, 12));
+        assert_eq!(b.get("input_ids").unwrap().dims, vec![1, 5, 25]);
+        assert_eq!(ints_of(&b, "attention_mask")[..25].iter().sum::<i64>(), 25);
+        assert_eq!(b.tokens, 24 + 4 * 12);
+    }
+
+    #[test]
+    fn score_masking_is_the_fixed_rule_only() {
+        let nf = layout(NetfoundPadding::Canonical);
+        let f = flow(0, PROTO_UDP, &[(1, true), (2, false)]);
+        let plain = netfound_inference_batch(&[&f], &nf);
+        let b = netfound_score_batch(&[&f], &nf);
+        let (ids, orig) = (ints_of(&b, "input_ids"), ints_of(&plain, "input_ids"));
+        let index = ints_of(&b, "mlm_index");
+        let l = 25;
+        let mut want = Vec::new();
+        for (k, len) in [(0usize, 6usize), (1, 12)] {
+            for j in 1..=len {
+                if (j + k) % SCORE_MASK_PERIOD == 0 {
+                    want.push((k * l + j) as i64);
+                }
+            }
+        }
+        assert_eq!(index, &want[..]);
+        let labels: Vec<i64> = want.iter().map(|&i| orig[i as usize]).collect();
+        assert_eq!(ints_of(&b, "mlm_labels"), &labels[..]);
+        for s in 0..ids.len() {
+            let expect = if want.contains(&(s as i64)) {
+                MASK
+            } else {
+                orig[s]
+            };
+            assert_eq!(ids[s], expect);
+        }
+        assert_eq!(
+            ints_of(&b, "attention_mask"),
+            ints_of(&plain, "attention_mask")
+        );
+        assert_eq!(b.get("burst_meta"), plain.get("burst_meta"));
+        assert_eq!(b.masked_flow, vec![0; want.len()]);
+        let pos: Vec<u32> = want.iter().map(|&i| (i as usize % l) as u32).collect();
+        assert_eq!(b.masked_pos, pos);
+        // collate's entry point takes this path for a netFound layout.
+        let mut lay = Layout::of(&ModelConfig::named("tiny").unwrap(), DType::F32);
+        lay.netfound = Some(nf.clone());
+        assert_eq!(score_batch(&[&f], &lay), b);
+        assert_eq!(inference_batch(&[&f], &lay), plain);
+    }
+
+    #[test]
+    fn classification_batches_add_labels_and_weights() {
+        let nf = layout(NetfoundPadding::Batch);
+        let (a, b) = (
+            flow(0, PROTO_TCP, &[(1, true)]),
+            flow(1, PROTO_ICMP, &[(2, false)]),
+        );
+        let batch = netfound_classify_batch(&[&a, &b], &[2, -100], &[1.0, 0.5, 2.0], &nf);
+        assert_eq!(ints_of(&batch, "class_labels"), &[2, -100]);
+        assert_eq!(floats_of(&batch, "class_weight"), &[1.0, 0.5, 2.0]);
+        let mut lay = Layout::of(&ModelConfig::named("tiny").unwrap(), DType::F32);
+        lay.netfound = Some(nf);
+        assert_eq!(
+            classify_batch(&[&a, &b], &[2, -100], &[1.0, 0.5, 2.0], &lay),
+            batch
+        );
+        assert!(batch.get("attention_mask").is_some() && batch.get("token_pos").is_none());
+    }
+
+    #[test]
+    fn swaps_copy_ids_only_and_exclude_the_swapped_burst() {
+        let nf = layout(NetfoundPadding::Canonical);
+        let (n, l) = (5, 25);
+        let flows: Vec<TokenizedFlow> = (0..6)
+            .map(|i| {
+                let bursts: Vec<(u32, bool)> = (0..1 + i % 5)
+                    .map(|k| (1 + (k as u32 + i as u32) % 2, k % 2 == 0))
+                    .collect();
+                flow(
+                    i as u16,
+                    if i % 2 == 0 { PROTO_TCP } else { PROTO_UDP },
+                    &bursts,
+                )
+            })
+            .collect();
+        let refs: Vec<&TokenizedFlow> = flows.iter().collect();
+        let plain = netfound_inference_batch(&refs, &nf);
+        let orig = ints_of(&plain, "input_ids");
+        let mut swaps_seen = 0;
+        let mut self_donor = 0;
+        for seed in 0..200 {
+            let (b, swaps) = pretrain(&refs, &nf, &mut SplitMix64(seed));
+            let ids = ints_of(&b, "input_ids");
+            let mu = floats_of(&b, "meta_weight");
+            let index = ints_of(&b, "mlm_index");
+            assert_eq!(
+                ints_of(&b, "attention_mask"),
+                ints_of(&plain, "attention_mask")
+            );
+            let labels: Vec<i64> = swaps.iter().map(|s| s.is_some() as i64).collect();
+            assert_eq!(ints_of(&b, "swap_labels"), &labels[..]);
+            for (i, s) in swaps.iter().enumerate() {
+                let Some(s) = s else { continue };
+                swaps_seen += 1;
+                self_donor += (s.f == i) as usize;
+                assert!(s.r < flows[i].bursts.len() && s.r2 < flows[s.f].bursts.len());
+                let (dst, src) = ((i * n + s.r) * l, (s.f * n + s.r2) * l);
+                assert_eq!(
+                    &ids[dst..dst + l],
+                    &orig[src..src + l],
+                    "the donor's L slots"
+                );
+                assert_eq!(mu[i * n + s.r], 0.0);
+                assert!(index.iter().all(|&x| (x as usize) / l != i * n + s.r));
+                // Its metadata stays the original burst's.
+                let at = (i * n + s.r) * 4;
+                assert_eq!(
+                    &floats_of(&b, "burst_meta")[at..at + 4],
+                    &floats_of(&plain, "burst_meta")[at..at + 4]
+                );
+            }
+            assert_eq!(b, pretrain(&refs, &nf, &mut SplitMix64(seed)).0, "seeded");
+        }
+        assert!(swaps_seen > 400, "{swaps_seen}");
+        assert_eq!(self_donor, 0, "another flow donates when B > 1");
+        // One flow: it is its own donor.
+        let one = [&flows[4]];
+        let swapped = (0..50)
+            .filter_map(|seed| pretrain(&one, &nf, &mut SplitMix64(seed)).1[0])
+            .inspect(|s| assert_eq!(s.f, 0))
+            .count();
+        assert!(swapped > 10);
+    }
+
+    #[test]
+    fn empty_mlm_draws_keep_one_target() {
+        let nf = NetfoundLayout {
+            mlm_probability: 0.0,
+            swap_rate: 0.0,
+            ..layout(NetfoundPadding::Batch)
+        };
+        let f = flow(0, PROTO_UDP, &[(1, true)]);
+        let b = netfound_pretrain_batch(&[&f], &nf, &mut SplitMix64(1));
+        assert_eq!(ints_of(&b, "mlm_index"), &[1]);
+        assert_eq!(ints_of(&b, "mlm_labels"), &[1]);
+        assert_eq!(ints_of(&b, "input_ids")[1], 1, "left unchanged");
+        assert_eq!(ints_of(&b, "direction_labels"), &[IGNORE_LABEL]);
+        assert_eq!(floats_of(&b, "meta_targets"), &[0.002, 0.1, 1.0]);
+    }
 }
