@@ -30,6 +30,11 @@
 //! The anomaly score's masking ([`score_batch`]) is fixed instead: in burst `k` of a flow,
 //! the field token in slot `j` (1 = the first after CLS) is replaced by MASK when
 //! `(j + k) % SCORE_MASK_PERIOD == 0`; no swaps, no masked metadata.
+//!
+//! For a netFound-architecture model ([`Layout::netfound`], set by [`Layout::of`] when the
+//! config has `netfound`) the entry points build netFound's own batches instead
+//! ([`super::netfound_batch`]: payload stripped, raw metadata, dense `[B, N, L]` with an
+//! `attention_mask`, netFound's corruptions at its config's rates).
 
 use super::netfound_batch::{
     netfound_classify_batch, netfound_inference_batch, netfound_pretrain_batch,
