@@ -30,11 +30,20 @@
 //! The anomaly score's masking ([`score_batch`]) is fixed instead: in burst `k` of a flow,
 //! the field token in slot `j` (1 = the first after CLS) is replaced by MASK when
 //! `(j + k) % SCORE_MASK_PERIOD == 0`; no swaps, no masked metadata.
+//!
+//! For a netFound-architecture model ([`Layout::netfound`], set by [`Layout::of`] when the
+//! config has `netfound`) the entry points build netFound's own batches instead
+//! ([`super::netfound_batch`]: payload stripped, raw metadata, dense `[B, N, L]` with an
+//! `attention_mask`, netFound's corruptions at its config's rates).
 
+use super::netfound_batch::{
+    netfound_classify_batch, netfound_inference_batch, netfound_pretrain_batch,
+    netfound_score_batch, NetfoundLayout,
+};
 use netfm_models::config::{InputLayout, VocabSpec, META_FEATURES, META_TARGETS};
 use netfm_models::params::SplitMix64;
 use netfm_models::{DType, Data, ModelConfig, Tensor};
-use netfm_tokenizer::TokenizedFlow;
+use netfm_tokenizer::{Burst, TokenizedFlow};
 use std::collections::BTreeMap;
 
 /// Every how many field token slots the anomaly score masks one (see the module docs).
@@ -48,6 +57,10 @@ pub struct Layout {
     pub vocab: VocabSpec,
     pub dtype: DType,
     pub input: InputLayout,
+    /// Set for a netFound-architecture model (`cfg.netfound`): the entry points below then
+    /// build netFound's batches instead ([`super::netfound_batch`]); the fields above are
+    /// not used.
+    pub netfound: Option<NetfoundLayout>,
 }
 
 impl Layout {
@@ -58,6 +71,7 @@ impl Layout {
             vocab: cfg.vocab.clone(),
             dtype,
             input: cfg.layout,
+            netfound: NetfoundLayout::of(cfg, dtype),
         }
     }
 }
@@ -103,6 +117,10 @@ pub struct Batch {
     pub masked_flow: Vec<u32>,
     /// The slot inside its burst (1 = the first field token) of each `mlm_index` entry.
     pub masked_pos: Vec<u32>,
+    /// Flows a netFound model cannot take ([`super::netfound_batch::netfound_unsupported`]),
+    /// laid out as flows without bursts; always 0 for netfm's own models. Jobs filter such
+    /// flows out before batching, so this stays 0 there.
+    pub unsupported: usize,
 }
 
 impl Batch {
@@ -158,10 +176,10 @@ impl Batch {
 
 /// One burst of a batch in the making.
 #[derive(Clone)]
-struct WBurst {
+pub(super) struct WBurst {
     /// Field token ids (model ids; CLS not included).
-    ids: Vec<i64>,
-    meta: [f64; META_FEATURES],
+    pub(super) ids: Vec<i64>,
+    pub(super) meta: [f64; META_FEATURES],
 }
 
 /// A masked burst's metadata targets (ln(1+bytes), ln(1+packets), ln(1+iat ms)) and
@@ -169,21 +187,23 @@ struct WBurst {
 type MetaTarget = ([f64; META_TARGETS], bool);
 
 /// A batch before it is laid out: bursts per flow, and the per-burst targets.
-struct Work {
-    flows: Vec<Vec<WBurst>>,
-    protocol: Vec<i64>,
+pub(super) struct Work {
+    pub(super) flows: Vec<Vec<WBurst>>,
+    pub(super) protocol: Vec<i64>,
     /// Most bursts in one flow (≥ 1) and longest burst in slots (CLS included, ≥ 1),
     /// before corruption.
-    n: usize,
-    l: usize,
-    tokens: usize,
-    cut_tokens: usize,
-    cut_bursts: usize,
+    pub(super) n: usize,
+    pub(super) l: usize,
+    pub(super) tokens: usize,
+    pub(super) cut_tokens: usize,
+    pub(super) cut_bursts: usize,
     /// Per burst (flow-major): swapped in, metadata target and direction when masked.
     swapped: Vec<Vec<bool>>,
     meta_target: Vec<Vec<Option<MetaTarget>>>,
     /// Selected tokens: (flow, burst, slot in the burst (≥ 1), original id).
-    masked: Vec<(usize, usize, usize, i64)>,
+    pub(super) masked: Vec<(usize, usize, usize, i64)>,
+    /// See [`Batch::unsupported`].
+    pub(super) unsupported: usize,
 }
 
 fn meta_features(forward: bool, bytes: u32, count: u32, iat_us: u64) -> [f64; META_FEATURES] {
@@ -197,7 +217,25 @@ fn meta_features(forward: bool, bytes: u32, count: u32, iat_us: u64) -> [f64; ME
 
 impl Work {
     fn new(flows: &[&TokenizedFlow], lay: &Layout) -> Work {
-        let keep = lay.burst_len.max(1) - 1;
+        Work::build(
+            flows,
+            lay.max_bursts,
+            lay.burst_len,
+            lay.vocab.token_shift,
+            |b: &Burst| meta_features(b.forward, b.bytes, b.count, b.iat_us),
+        )
+    }
+
+    /// Each flow's first `max_bursts` bursts, each cut to `burst_len − 1` tokens shifted by
+    /// `shift`, with `meta(burst)` as its features.
+    pub(super) fn build(
+        flows: &[&TokenizedFlow],
+        max_bursts: usize,
+        burst_len: usize,
+        shift: u32,
+        meta: impl Fn(&Burst) -> [f64; META_FEATURES],
+    ) -> Work {
+        let keep = burst_len.max(1) - 1;
         let mut w = Work {
             flows: Vec::with_capacity(flows.len()),
             protocol: Vec::with_capacity(flows.len()),
@@ -209,13 +247,14 @@ impl Work {
             swapped: Vec::with_capacity(flows.len()),
             meta_target: Vec::with_capacity(flows.len()),
             masked: Vec::new(),
+            unsupported: 0,
         };
         for flow in flows {
             w.protocol.push(flow.protocol as i64);
-            w.cut_bursts += flow.bursts.len().saturating_sub(lay.max_bursts);
+            w.cut_bursts += flow.bursts.len().saturating_sub(max_bursts);
             let bursts: Vec<WBurst> = flow
                 .bursts_with_tokens()
-                .take(lay.max_bursts)
+                .take(max_bursts)
                 .map(|(burst, tokens)| {
                     let k = tokens.len().min(keep);
                     w.tokens += k;
@@ -224,9 +263,9 @@ impl Work {
                     WBurst {
                         ids: tokens[..k]
                             .iter()
-                            .map(|&t| t as i64 + lay.vocab.token_shift as i64)
+                            .map(|&t| t as i64 + shift as i64)
                             .collect(),
-                        meta: meta_features(burst.forward, burst.bytes, burst.count, burst.iat_us),
+                        meta: meta(burst),
                     }
                 })
                 .collect();
@@ -238,7 +277,7 @@ impl Work {
         w
     }
 
-    fn bursts(&self) -> usize {
+    pub(super) fn bursts(&self) -> usize {
         self.flows.iter().map(Vec::len).sum()
     }
 
@@ -310,14 +349,14 @@ impl Work {
         }
     }
 
-    /// The anomaly score's fixed masking (see the module docs).
-    fn mask_fixed(&mut self, lay: &Layout) {
+    /// The anomaly score's fixed masking (see the module docs), with `mask` as the MASK id.
+    pub(super) fn mask_fixed(&mut self, mask: i64) {
         for (f, bursts) in self.flows.iter_mut().enumerate() {
             for (k, burst) in bursts.iter_mut().enumerate() {
                 for (j, id) in burst.ids.iter_mut().enumerate() {
                     if (j + 1 + k) % SCORE_MASK_PERIOD == 0 {
                         self.masked.push((f, k, j + 1, *id));
-                        *id = lay.vocab.mask as i64;
+                        *id = mask;
                     }
                 }
             }
@@ -325,7 +364,7 @@ impl Work {
     }
 }
 
-fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
+pub(super) fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
     let data = match dtype {
         DType::F64 => Data::F64(v),
         _ => Data::F32(v.into_iter().map(|x| x as f32).collect()),
@@ -333,7 +372,7 @@ fn float(dtype: DType, dims: Vec<i64>, v: Vec<f64>) -> Tensor {
     Tensor { dims, data }
 }
 
-fn ints(dims: Vec<i64>, v: Vec<i64>) -> Tensor {
+pub(super) fn ints(dims: Vec<i64>, v: Vec<i64>) -> Tensor {
     Tensor {
         dims,
         data: Data::I64(v),
@@ -341,24 +380,24 @@ fn ints(dims: Vec<i64>, v: Vec<i64>) -> Tensor {
 }
 
 /// Where each burst went: the flat slot of its CLS token; `slot(f, k) + j` is its slot `j`.
-struct Placed {
-    tensors: Vec<(String, Tensor)>,
+pub(super) struct Placed {
+    pub(super) tensors: Vec<(String, Tensor)>,
     /// Per flow, per burst: the flat CLS slot.
-    cls_slot: Vec<Vec<usize>>,
-    slots: usize,
+    pub(super) cls_slot: Vec<Vec<usize>>,
+    pub(super) slots: usize,
 }
 
-/// Dense: `[B, N, L]`.
-fn lay_dense(w: &Work, lay: &Layout) -> Placed {
+/// Dense: `[B, N, L]` (`input_ids`, `protocol`, `burst_meta` in `dtype`).
+pub(super) fn lay_dense(w: &Work, vocab: &VocabSpec, dtype: DType) -> Placed {
     let (b, n, l) = (w.flows.len(), w.n, w.l);
-    let mut ids = vec![lay.vocab.pad as i64; b * n * l];
+    let mut ids = vec![vocab.pad as i64; b * n * l];
     let mut meta = vec![0.0; b * n * META_FEATURES];
     let mut cls_slot = Vec::with_capacity(b);
     for (f, bursts) in w.flows.iter().enumerate() {
         let mut slots = Vec::with_capacity(bursts.len());
         for (k, burst) in bursts.iter().enumerate() {
             let row = (f * n + k) * l;
-            ids[row] = lay.vocab.cls as i64;
+            ids[row] = vocab.cls as i64;
             ids[row + 1..row + 1 + burst.ids.len()].copy_from_slice(&burst.ids);
             let at = (f * n + k) * META_FEATURES;
             meta[at..at + META_FEATURES].copy_from_slice(&burst.meta);
@@ -373,7 +412,7 @@ fn lay_dense(w: &Work, lay: &Layout) -> Placed {
             ("protocol".into(), ints(vec![bi], w.protocol.clone())),
             (
                 "burst_meta".into(),
-                float(lay.dtype, vec![bi, ni, META_FEATURES as i64], meta),
+                float(dtype, vec![bi, ni, META_FEATURES as i64], meta),
             ),
         ],
         cls_slot,
@@ -488,7 +527,7 @@ fn lay_packed(w: &Work, lay: &Layout) -> Placed {
 
 fn place(w: &Work, lay: &Layout) -> Placed {
     match lay.input {
-        InputLayout::Dense => lay_dense(w, lay),
+        InputLayout::Dense => lay_dense(w, &lay.vocab, lay.dtype),
         InputLayout::Packed => lay_packed(w, lay),
     }
 }
@@ -529,7 +568,7 @@ fn per_burst<const D: usize>(
     }
 }
 
-fn finish(w: &Work, placed: Placed, extra: Vec<(String, Tensor)>) -> Batch {
+pub(super) fn finish(w: &Work, placed: Placed, extra: Vec<(String, Tensor)>) -> Batch {
     let mut tensors = placed.tensors;
     tensors.extend(extra);
     Batch {
@@ -542,11 +581,12 @@ fn finish(w: &Work, placed: Placed, extra: Vec<(String, Tensor)>) -> Batch {
         cut_bursts: w.cut_bursts,
         masked_flow: w.masked.iter().map(|m| m.0 as u32).collect(),
         masked_pos: w.masked.iter().map(|m| m.2 as u32).collect(),
+        unsupported: w.unsupported,
     }
 }
 
 /// `mlm_index` (flat slots of the selected tokens) and `mlm_labels`.
-fn masked_tensors(w: &Work, placed: &Placed) -> Vec<(String, Tensor)> {
+pub(super) fn masked_tensors(w: &Work, placed: &Placed) -> Vec<(String, Tensor)> {
     let index: Vec<i64> = w
         .masked
         .iter()
@@ -562,6 +602,9 @@ fn masked_tensors(w: &Work, placed: &Placed) -> Vec<(String, Tensor)> {
 
 /// The model inputs only (inference).
 pub fn inference_batch(flows: &[&TokenizedFlow], lay: &Layout) -> Batch {
+    if let Some(nf) = &lay.netfound {
+        return netfound_inference_batch(flows, nf);
+    }
     let w = Work::new(flows, lay);
     let placed = place(&w, lay);
     finish(&w, placed, Vec::new())
@@ -575,6 +618,9 @@ pub fn classify_batch(
     class_weight: &[f64],
     lay: &Layout,
 ) -> Batch {
+    if let Some(nf) = &lay.netfound {
+        return netfound_classify_batch(flows, labels, class_weight, nf);
+    }
     assert_eq!(flows.len(), labels.len(), "one label per flow");
     let w = Work::new(flows, lay);
     let placed = place(&w, lay);
@@ -593,20 +639,30 @@ pub fn classify_batch(
 /// Inputs with the anomaly score's fixed masking, and `mlm_index`/`mlm_labels` (see the
 /// module docs); `masked_flow` tells whose each masked token is.
 pub fn score_batch(flows: &[&TokenizedFlow], lay: &Layout) -> Batch {
+    if let Some(nf) = &lay.netfound {
+        return netfound_score_batch(flows, nf);
+    }
     let mut w = Work::new(flows, lay);
-    w.mask_fixed(lay);
+    w.mask_fixed(lay.vocab.mask as i64);
     let placed = place(&w, lay);
     let extra = masked_tensors(&w, &placed);
     finish(&w, placed, extra)
 }
 
 /// Inputs with the pretraining corruptions applied, and their targets.
+///
+/// For a netFound model (`lay.netfound`) these are netFound's corruptions at the rates of
+/// its config (`swap_rate`, `mlm_probability`; [`super::netfound_batch`]): `masking` is
+/// not used.
 pub fn pretrain_batch(
     flows: &[&TokenizedFlow],
     lay: &Layout,
     masking: &Masking,
     rng: &mut SplitMix64,
 ) -> Batch {
+    if let Some(nf) = &lay.netfound {
+        return netfound_pretrain_batch(flows, nf, rng);
+    }
     let mut w = Work::new(flows, lay);
     w.swap(masking.swap_prob, rng);
     w.mask_meta(masking.meta_mask_prob, rng);
@@ -633,7 +689,6 @@ pub fn pretrain_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netfm_tokenizer::Burst;
 
     fn flow(bursts: &[(usize, bool)]) -> TokenizedFlow {
         let mut f = TokenizedFlow {
